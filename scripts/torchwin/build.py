@@ -1,12 +1,225 @@
-"""Placeholder: the `torchwin build` subcommand is being written."""
+"""`torchwin build`: build recipes with the engine, run their tests, index the results into a channel.
 
-from torchwin.errors import Failure
+Recipes are built in dependency order, one variant at a time, into a staging
+folder; only packages that built and passed their tests go into the channel
+(through `torchwin.channel.add_packages`, which locks and re-indexes it).
+A recipe that compiles code (it uses a compiler from variants.yaml) is only
+built where the toolchain is: on other hosts it is rendered and reported as
+skipped, with the reason and the command to run on a build machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from torchwin import recipes
+from torchwin.errors import Failure, UserError
+from torchwin.render import add_target_platform_argument, format_values
+
+# Chosen from benchmarks/run.py (see README "Performance"): zstd level 10 packs a
+# PyTorch-sized payload at tens of MB/s within a few percent of level 19's size;
+# level 19 costs minutes per GB on 2 cores for a nightly that lives days.
+DEFAULT_PACKAGE_FORMAT = "conda:10"
+
+COMPILER_KEYS = ("c_compiler", "cxx_compiler", "cuda_compiler")
+
+EPILOG = """\
+examples:
+  torchwin build                                  every recipe this host can build, into channel/local
+  torchwin build recipes/nvcc --target-platform all
+  torchwin build recipes/pytorch-select --channel-dir /tmp/chan
+  torchwin build recipes/pytorch --variant cuda_compiler_version=9.0 --variant python=3.6 \\
+      --channel conda-forge                       on a build machine with the toolchain
+
+After a build, install from the local channel, e.g.:
+  conda install -c file:///path/to/channel/local cuda90
+"""
+
+
+@dataclass
+class Outcome:
+    variant: recipes.Variant
+    result: str  # built, failed, skipped
+    seconds: float = 0.0
+    files: tuple = ()
+    reason: str = ""
+
+    @property
+    def size(self) -> int:
+        return sum(Path(f).stat().st_size for f in self.files if Path(f).exists())
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("build", help="(not yet written)")
+    parser = subparsers.add_parser(
+        "build", help="build recipes, run their tests, index into the local channel",
+        description="Build recipes with py-rattler-build (every recipe in dependency order when none is "
+                    "named), run each package's tests, and add what passed to a local conda channel.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe_dirs", nargs="*", metavar="RECIPE_DIR",
+                        help="recipe folders (default: every folder under recipes/)")
+    add_target_platform_argument(parser)
+    parser.add_argument("--channel-dir", metavar="DIR", help="local channel to write (default: channel/local)")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
+                        help="build only variants with this value (repeatable)")
+    parser.add_argument("--channel", action="append", default=[], metavar="CHANNEL",
+                        help="extra channel for build/host/test dependencies, e.g. conda-forge (repeatable)")
+    parser.add_argument("--no-test", action="store_true", help="skip the recipes' package tests")
+    parser.add_argument("--package-format", default=DEFAULT_PACKAGE_FORMAT, metavar="FORMAT",
+                        help="conda[:LEVEL] or tar-bz2[:LEVEL] (default: %(default)s)")
     parser.set_defaults(func=run)
 
 
-def run(args):
-    raise Failure("torchwin build is not written yet")
+def run(args) -> int:
+    from torchwin import channel
+
+    platforms = recipes.check_platform(args.target_platform)
+    recipe_dirs = recipes.find_recipes(args.recipe_dirs)
+    overrides = recipes.parse_overrides(args.variant)
+    check_package_format(args.package_format)
+    channel_dir = Path(args.channel_dir) if args.channel_dir else channel.default_channel_dir()
+    ordered = recipes.build_order(recipe_dirs, platforms) if not args.recipe_dirs else recipe_dirs
+    variants = recipes.render(ordered, platforms, overrides)
+    if not variants:
+        raise UserError("nothing to build: no variant matches (see `torchwin render`)")
+    outcomes = build_variants(variants, channel_dir, extra_channels=args.channel,
+                              test=not args.no_test, package_format=args.package_format)
+    print_summary(outcomes, channel_dir)
+    return 1 if any(o.result == "failed" for o in outcomes) else 0
+
+
+def check_package_format(value: str) -> None:
+    kind, _, level = value.partition(":")
+    ranges = {"conda": (-7, 22), "tar-bz2": (1, 9)}
+    if kind not in ranges:
+        raise UserError("--package-format %r: allowed: conda[:LEVEL] (-7..22) or tar-bz2[:LEVEL] (1..9)" % value)
+    if level:
+        low, high = ranges[kind]
+        if not level.lstrip("-").isdigit() or not low <= int(level) <= high:
+            raise UserError("--package-format %r: level must be a whole number from %d to %d" % (value, low, high))
+
+
+def needs_toolchain(variant: recipes.Variant) -> bool:
+    return any(key in variant.variant for key in COMPILER_KEYS)
+
+
+def why_not_buildable(variant: recipes.Variant, extra_channels) -> str:
+    """Empty when this host can build the variant, else the reason."""
+    if not needs_toolchain(variant):
+        return ""
+    host = recipes.host_platform()
+    if variant.subdir not in (host, "noarch"):
+        return "compiling for %s needs a %s build machine (this host is %s)" % (
+            variant.subdir, "Windows" if variant.subdir.startswith("win") else "Linux", host)
+    problems = toolchain_problems(variant)
+    if not extra_channels:
+        problems.append("its build and host dependencies (python, numpy, mkl...) need a channel such as "
+                        "--channel conda-forge")
+    return "; ".join(problems)
+
+
+def toolchain_problems(variant: recipes.Variant) -> list:
+    """What `torchwin doctor` finds missing for this variant's toolchain."""
+    from torchwin import doctor
+
+    cuda = variant.variant.get("cuda_compiler_version", "None")
+    cuda = "none" if cuda in ("None", None) else str(cuda)
+    checks = doctor.run_checks(target_platform=variant.subdir, cuda=cuda)
+    return ["%s: %s" % (c.name, c.found) for c in checks if c.status == "FAIL"]
+
+
+def build_command_hint(variant: recipes.Variant) -> str:
+    values = " ".join("--variant %s=%s" % (k, v) for k, v in variant.chosen_values().items()
+                      if k not in COMPILER_KEYS)
+    if variant.subdir.startswith("win"):
+        return "on Windows with VS2017 + CUDA: conda build recipes/%s (or torchwin build recipes/%s %s)" % (
+            variant.recipe, variant.recipe, values)
+    return "on a Linux build machine: torchwin build recipes/%s --target-platform %s --channel conda-forge %s" % (
+        variant.recipe, variant.subdir, values)
+
+
+def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
+                   package_format=DEFAULT_PACKAGE_FORMAT, out=None) -> list:
+    """Build each variant in order; each success goes into the channel before the next one builds."""
+    out = out or sys.stdout
+    outcomes = []
+    total = len(variants)
+    for index, variant in enumerate(variants, 1):
+        label = "[%d/%d] %s %s %s (%s)" % (index, total, variant.name, variant.version,
+                                          variant.build_string, variant.subdir)
+        reason = why_not_buildable(variant, extra_channels)
+        if reason:
+            outcome = Outcome(variant, "skipped", reason=reason + " -> " + build_command_hint(variant))
+            print("%s skipped: %s" % (label, outcome.reason), file=out, flush=True)
+        else:
+            print("%s building..." % label, file=out, flush=True)
+            outcome = build_one(variant, channel_dir, extra_channels, test, package_format)
+            detail = "" if outcome.result == "built" else ": " + outcome.reason
+            print("%s %s in %.1fs%s" % (label, outcome.result, outcome.seconds, detail), file=out, flush=True)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def build_one(variant, channel_dir: Path, extra_channels, test, package_format) -> Outcome:
+    from rattler_build import ToolConfiguration
+
+    from torchwin import channel
+
+    channels = [channel_dir.resolve().as_uri()] if (channel_dir / "noarch" / "repodata.json").is_file() else []
+    channels += list(extra_channels)
+    started = time.monotonic()
+    staging = Path(tempfile.mkdtemp(prefix="torchwin-build-"))
+    try:
+        try:
+            result = variant.rendered.run_build(
+                tool_config=ToolConfiguration(test_strategy="native" if test else "skip"),
+                output_dir=staging, channels=channels, no_build_id=True, package_format=package_format)
+        except Exception as exc:  # the engine's errors carry the reason in their text
+            return Outcome(variant, "failed", time.monotonic() - started, reason=_short(exc))
+        try:
+            files = channel.add_packages(channel_dir, [Path(p) for p in result.packages])
+        except (UserError, Failure) as exc:
+            return Outcome(variant, "failed", time.monotonic() - started, reason=str(exc))
+        return Outcome(variant, "built", time.monotonic() - started, files=tuple(files))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _short(exc) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " | ".join(lines[:3]) if lines else type(exc).__name__
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
+        n /= 1024.0
+    return str(n)
+
+
+def print_summary(outcomes, channel_dir: Path, out=None):
+    out = out or sys.stdout
+    rows = [("PACKAGE", "BUILD", "SUBDIR", "SIZE", "SECONDS", "RESULT")]
+    for o in outcomes:
+        v = o.variant
+        rows.append(("%s %s" % (v.name, v.version), v.build_string, v.subdir,
+                     _size(o.size) if o.files else "-", "%.1f" % o.seconds, o.result))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print("", file=out)
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
+    counts = {k: sum(1 for o in outcomes if o.result == k) for k in ("built", "failed", "skipped")}
+    print("%(built)d built, %(failed)d failed, %(skipped)d skipped" % counts, file=out)
+    for o in outcomes:
+        if o.result == "skipped":
+            print("skipped %s %s: %s" % (o.variant.name, format_values(o.variant.chosen_values()), o.reason),
+                  file=out)
+    built = sorted({o.variant.name for o in outcomes if o.result == "built"})
+    if built:
+        print("\nTry it:\n  conda install -c %s %s" % (channel_dir.resolve().as_uri(), " ".join(built)), file=out)

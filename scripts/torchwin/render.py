@@ -1,12 +1,77 @@
-"""Placeholder: the `torchwin render` subcommand is being written."""
+"""`torchwin render`: show every variant the recipes produce, as a table or as JSON.
 
-from torchwin.errors import Failure
+The JSON is what other tools read: the CI matrix, the README's matrix, the
+solver tests. It comes straight from the engine's render of each recipe's
+`variants.yaml`, so nothing about the matrix is typed twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from torchwin import recipes
+
+EPILOG = """\
+examples:
+  torchwin render                               every recipe, for this host's platform
+  torchwin render recipes/pytorch --target-platform all
+  torchwin render recipes/nvcc --target-platform win-64 --json
+  torchwin render recipes/pytorch --variant cuda_compiler_version=9.0 --variant python=3.6
+"""
+
+
+def add_target_platform_argument(parser, default=None):
+    parser.add_argument(
+        "--target-platform", default=default or recipes.host_platform(), metavar="PLATFORM",
+        help="win-64, linux-64 or all (default: this host, %(default)s)")
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("render", help="(not yet written)")
+    parser = subparsers.add_parser(
+        "render", help="list every variant of the recipes (table or --json)",
+        description="Render recipes with py-rattler-build and list every package variant: name, version, "
+                    "build string, platform and the variant values (python, CUDA, compiler).",
+        epilog=EPILOG, formatter_class=_formatter())
+    parser.add_argument("recipe_dirs", nargs="*", metavar="RECIPE_DIR",
+                        help="recipe folders (default: every folder under recipes/)")
+    add_target_platform_argument(parser)
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
+                        help="keep only variants with this value (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list for other tools")
     parser.set_defaults(func=run)
 
 
-def run(args):
-    raise Failure("torchwin render is not written yet")
+def _formatter():
+    import argparse
+
+    return argparse.RawDescriptionHelpFormatter
+
+
+def run(args) -> int:
+    platforms = recipes.check_platform(args.target_platform)
+    recipe_dirs = recipes.find_recipes(args.recipe_dirs)
+    overrides = recipes.parse_overrides(args.variant)
+    variants = recipes.render(recipe_dirs, platforms, overrides)
+    if args.json:
+        json.dump([v.to_json() for v in variants], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print_table(variants)
+    return 0
+
+
+def format_values(values: dict) -> str:
+    return " ".join("%s=%s" % (k, v) for k, v in values.items())
+
+
+def print_table(variants, out=None):
+    out = out or sys.stdout
+    rows = [("RECIPE", "PACKAGE", "VERSION", "BUILD", "SUBDIR", "VARIANT")]
+    for v in variants:
+        rows.append((v.recipe, v.name, v.version, v.build_string, v.subdir, format_values(v.chosen_values())))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
+        print("  ".join(cells + [row[-1]]).rstrip(), file=out)
+    print("%d variant(s)" % len(variants), file=out)
