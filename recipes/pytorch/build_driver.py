@@ -108,6 +108,26 @@ def find_cuda_home(cuda_version, environ, is_windows, exists, nvcc_version=nvcc_
         % (cuda_version, cuda_version, major, minor, "; found " + ", ".join(seen) if seen else "", cuda_version))
 
 
+def gcc_major(environ):
+    """Major version of the host C compiler the build will use (CC, else gcc), or None."""
+    try:
+        out = subprocess.check_output([environ.get("CC") or "gcc", "-dumpversion"], universal_newlines=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    found = version_tuple(out)
+    return found[0] if found else None
+
+
+def check_gcc(cuda_version, found_major):
+    limit = MAX_GCC[cuda_version]
+    if found_major is None:
+        raise BuildConfigError("no host C compiler found (CC or gcc); CUDA %s needs gcc %d or older"
+                               % (cuda_version, limit))
+    if found_major > limit:
+        raise BuildConfigError("CUDA %s accepts gcc %d or older but the host compiler is gcc %d; install gcc %d "
+                               "and set CC/CXX" % (cuda_version, limit, found_major, limit))
+
+
 def join(is_windows, *parts):
     sep = "\\" if is_windows else "/"
     return sep.join(p.rstrip("\\/") for p in parts)
@@ -136,7 +156,7 @@ def find_tool(names, which):
 
 
 def plan(variant, environ, is_windows, exists=os.path.exists, which=shutil.which, cpu_count=None,
-         nvcc_version=nvcc_version):
+         nvcc_version=nvcc_version, gcc_major=gcc_major):
     """Return (environment additions, command) for this variant on this host.
 
     `variant` holds: version, build_number, cuda ("None" or "9.0"...), cudnn, python.
@@ -172,6 +192,8 @@ def plan(variant, environ, is_windows, exists=os.path.exists, which=shutil.which
                                    % (cuda, ", ".join(sorted(CUDA_ARCH_LIST))))
         if is_windows:
             check_msvc(cuda, environ)
+        else:
+            check_gcc(cuda, gcc_major(environ))
         home = find_cuda_home(cuda, environ, is_windows, exists, nvcc_version)
         env["CUDA_HOME"] = home
         env["CUDA_PATH"] = home

@@ -189,8 +189,29 @@ def _display(path: Path) -> str:
 
 
 def _first_line(exc) -> str:
+    """The engine's message, shortened to what a person needs: the reason and the line."""
+    import re
+
     text = str(exc).strip() or type(exc).__name__
+    reason = re.search(r'(?:reason|message): "((?:[^"\\]|\\.)*)"', text)
+    line = re.search(r"line: (\d+)", text)
+    if reason:
+        short = reason.group(1).replace('\\"', '"')
+        return ("line %s: %s" % (line.group(1), short)) if line else short
     return text.splitlines()[0]
+
+
+def check_environment(environ=None) -> None:
+    """The recipe switches read from the environment, checked before the engine sees them."""
+    import re
+
+    environ = os.environ if environ is None else environ
+    nightly = environ.get("TORCHWIN_NIGHTLY", "")
+    if nightly and not re.fullmatch(r"20\d{6}", nightly):
+        raise UserError("TORCHWIN_NIGHTLY=%s: expected a date as YYYYMMDD, e.g. 20190601" % nightly)
+    source = environ.get("TORCHWIN_SOURCE_DIR", "")
+    if source and not Path(source).is_dir():
+        raise UserError("TORCHWIN_SOURCE_DIR=%s: no such folder (point it at a PyTorch checkout)" % source)
 
 
 def load_recipe(recipe_dir: Path):
@@ -248,6 +269,7 @@ def render_recipe(recipe_dir: Path, target_platform: str) -> list[Variant]:
 
 def render(recipe_dirs, platforms, overrides=None) -> list[Variant]:
     """Render every recipe for every platform, dedupe noarch outputs, apply --variant filters."""
+    check_environment()
     out = []
     seen = set()
     for recipe_dir in recipe_dirs:

@@ -39,6 +39,8 @@ def add_parser(subparsers):
     parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
                         help="keep only variants with this value (repeatable)")
     parser.add_argument("--json", action="store_true", help="print a JSON list for other tools")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the pytorch matrix as the Markdown table README.md embeds")
     parser.set_defaults(func=run)
 
 
@@ -53,7 +55,9 @@ def run(args) -> int:
     recipe_dirs = recipes.find_recipes(args.recipe_dirs)
     overrides = recipes.parse_overrides(args.variant)
     variants = recipes.render(recipe_dirs, platforms, overrides)
-    if args.json:
+    if args.markdown:
+        sys.stdout.write(markdown_matrix(variants))
+    elif args.json:
         json.dump([v.to_json() for v in variants], sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
@@ -75,3 +79,24 @@ def print_table(variants, out=None):
         cells = [cell.ljust(width) for cell, width in zip(row, widths)]
         print("  ".join(cells + [row[-1]]).rstrip(), file=out)
     print("%d variant(s)" % len(variants), file=out)
+
+
+def _cuda_label(cuda: str) -> str:
+    return "CPU" if cuda == "None" else "CUDA " + cuda
+
+
+def markdown_matrix(variants) -> str:
+    """One row per release and platform: its Python versions and its builds, as README.md shows them."""
+    rows = {}
+    for v in variants:
+        if v.name != "pytorch":
+            continue
+        row = rows.setdefault((recipes._version_key(v.version), v.version, v.subdir), (set(), set()))
+        row[0].add(v.variant.get("python", "?"))
+        row[1].add(v.variant.get("cuda_compiler_version", "None"))
+    lines = ["| PyTorch | platform | Python | builds |", "|---|---|---|---|"]
+    for (_, version, subdir), (pythons, cudas) in sorted(rows.items()):
+        builds = sorted(cudas, key=lambda c: (c != "None", recipes._version_key(c) if c != "None" else ()))
+        lines.append("| %s | %s | %s | %s |" % (version, subdir, ", ".join(sorted(pythons, key=recipes._version_key)),
+                                             ", ".join(_cuda_label(c) for c in builds)))
+    return "\n".join(lines) + "\n"

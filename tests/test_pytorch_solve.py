@@ -1,0 +1,159 @@
+"""The install-time scheme, checked with the real solver (py-rattler) against repodata made from render.
+
+Every pytorch variant and selection package is rendered with the engine,
+turned into repodata, and the install lines users type are solved for every
+Python and both platforms. What each line must pick is worked out here from
+the rendered matrix itself (newest release, then the preferred CUDA), so a
+change to variants.yaml changes the expectation with it.
+"""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from torchwin import recipes, repodata
+
+rattler = pytest.importorskip("rattler")
+
+ROOT = Path(__file__).resolve().parents[1]
+PLATFORMS = ("win-64", "linux-64")
+# The default CUDA first, then newer 9.x before older: the order the build-number offsets encode.
+CUDA_PREFERENCE = ("9.0", "9.2", "9.1", "8.0")
+
+
+def external_records():
+    """What the defaults channel would provide: one plausible version of each dependency."""
+    out = []
+    for subdir in PLATFORMS:
+        for py in ("3.5.6", "3.6.8", "3.7.3"):
+            out.append(repodata.record("python", py, "h0_0", subdir=subdir))
+        for name, version in (("numpy", "1.16.4"), ("mkl", "2019.4"), ("intel-openmp", "2019.4"),
+                              ("cffi", "1.12.3"), ("vc", "14.1")):
+            out.append(repodata.record(name, version, "h0_0", subdir=subdir))
+        for version in ("8.0.61", "9.0.176", "9.1.85", "9.2.148"):
+            out.append(repodata.record("cudatoolkit", version, "h0_0", subdir=subdir))
+        out.append(repodata.record("cudnn", "7.6.0", "h0_0", subdir=subdir))
+    return out
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    dirs = [ROOT / "recipes" / "pytorch", ROOT / "recipes" / "pytorch-select"]
+    missing = [d for d in dirs if not (d / "recipe.yaml").is_file()]
+    assert not missing, "recipes missing: %s" % missing
+    return recipes.render(dirs, list(PLATFORMS))
+
+
+@pytest.fixture(scope="module")
+def channel(rendered, tmp_path_factory):
+    entries = [repodata.variant_record(v) for v in rendered] + external_records()
+    return repodata.write_channel(tmp_path_factory.mktemp("solve-channel"), entries)
+
+
+def solve(channel, platform, specs):
+    records = asyncio.run(rattler.solve(
+        sources=[rattler.Channel(channel.as_uri())], specs=specs, platforms=[platform, "noarch"],
+        virtual_packages=[]))
+    return {r.name.normalized: r for r in records}
+
+
+def pytorch_builds(rendered, platform, python):
+    return [v for v in rendered if v.name == "pytorch" and v.subdir == platform and v.variant["python"] == python]
+
+
+def newest(variants, cuda):
+    """The build a user should get for this CUDA ("None" = CPU): newest release, then highest build."""
+    matching = [v for v in variants if v.variant["cuda_compiler_version"] == cuda]
+    if not matching:
+        return None
+    return max(matching, key=lambda v: (recipes._version_key(v.version), v.build_number))
+
+
+def default_build(variants):
+    """Newest release; within it CUDA 9.0, else its newest 9.x, else any CUDA, never CPU."""
+    top = max(recipes._version_key(v.version) for v in variants)
+    release = [v for v in variants if recipes._version_key(v.version) == top]
+    for cuda in CUDA_PREFERENCE:
+        chosen = newest(release, cuda)
+        if chosen is not None:
+            return chosen
+    raise AssertionError("release without a CUDA build")
+
+
+CASES = [(p, py) for p in PLATFORMS for py in ("3.5", "3.6", "3.7")]
+
+
+@pytest.mark.parametrize("platform,python", CASES)
+def test_plain_install_gets_newest_release_with_default_cuda(rendered, channel, platform, python):
+    want = default_build(pytorch_builds(rendered, platform, python))
+    got = solve(channel, platform, ["pytorch", "python %s.*" % python])["pytorch"]
+    assert (got.version.__str__(), got.build) == (want.version, want.build_string)
+    assert "_cpu_" not in got.build
+
+
+@pytest.mark.parametrize("platform,python", CASES)
+@pytest.mark.parametrize("cuda", ["8.0", "9.0", "9.1", "9.2"])
+def test_cuda_selector_package_picks_that_cuda(rendered, channel, platform, python, cuda):
+    want = newest(pytorch_builds(rendered, platform, python), cuda)
+    selector = "cuda" + cuda.replace(".", "")
+    specs = ["pytorch", selector, "python %s.*" % python]
+    if want is None:
+        with pytest.raises(rattler.exceptions.SolverError):
+            solve(channel, platform, specs)
+        return
+    got = solve(channel, platform, specs)
+    assert (str(got["pytorch"].version), got["pytorch"].build) == (want.version, want.build_string)
+    assert str(got["cudatoolkit"].version).startswith(cuda + ".")
+
+
+@pytest.mark.parametrize("platform,python", CASES)
+@pytest.mark.parametrize("specs", [["pytorch", "cpuonly"], ["pytorch-cpu"]])
+def test_cpu_selection(rendered, channel, platform, python, specs):
+    want = newest(pytorch_builds(rendered, platform, python), "None")
+    got = solve(channel, platform, specs + ["python %s.*" % python])
+    assert (str(got["pytorch"].version), got["pytorch"].build) == (want.version, want.build_string)
+    assert "cudatoolkit" not in got
+    assert got["pytorch-mutex"].build == "cpu"
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_cpuonly_with_cuda90_is_unsatisfiable_and_names_the_mutex(channel, platform):
+    with pytest.raises(rattler.exceptions.SolverError) as info:
+        solve(channel, platform, ["pytorch", "cpuonly", "cuda90"])
+    assert "pytorch-mutex" in str(info.value)
+
+
+@pytest.mark.parametrize("platform,python", CASES)
+def test_build_string_spec_and_toolkit_pin(rendered, channel, platform, python):
+    want = newest(pytorch_builds(rendered, platform, python), "9.2")
+    for specs in (["pytorch * *cuda92*"], ["pytorch", "cudatoolkit=9.2"]):
+        if want is None:
+            with pytest.raises(rattler.exceptions.SolverError):
+                solve(channel, platform, specs + ["python %s.*" % python])
+            continue
+        got = solve(channel, platform, specs + ["python %s.*" % python])["pytorch"]
+        assert got.build == want.build_string
+
+
+def test_release_without_cuda90_defaults_to_newest_9x(rendered, tmp_path):
+    """Drop every 9.0 build: the plain install must then pick 9.2 (the newest 9.x), not CPU or 8.0."""
+    kept = [v for v in rendered if not (v.name == "pytorch" and v.variant.get("cuda_compiler_version") == "9.0")]
+    entries = [repodata.variant_record(v) for v in kept] + external_records()
+    chan = repodata.write_channel(tmp_path, entries)
+    linux = [v for v in kept if v.name == "pytorch" and v.subdir == "linux-64" and v.variant["python"] == "3.6"]
+    want = default_build(linux)
+    got = solve(chan, "linux-64", ["pytorch", "python 3.6.*"])["pytorch"]
+    assert got.build == want.build_string
+    assert "cuda9" in got.build
+
+
+def test_build_strings_are_readable(rendered):
+    import re
+
+    pattern = re.compile(r"^py\d{2}_(cpu|cuda\d{2}_cudnn\d+)_\d+$")
+    torch_builds = [v for v in rendered if v.name == "pytorch"]
+    assert torch_builds
+    for v in torch_builds:
+        assert pattern.match(v.build_string), v.build_string
+        assert v.build_string.endswith("_%d" % v.build_number)
