@@ -40,12 +40,6 @@ class Host:
     def nvcc_version(self, path):
         return self.nvcc.get(path)
 
-    gcc = 6
-
-    def gcc_major(self, environ):
-        return self.gcc
-
-
 def win_cuda_host(version="9.0", home=WIN_CUDA90, cudnn=True, extra=()):
     nvcc = home + r"\bin\nvcc.exe"
     files = {nvcc}
@@ -57,7 +51,7 @@ def win_cuda_host(version="9.0", home=WIN_CUDA90, cudnn=True, extra=()):
 
 def plan(variant, environ, is_windows, host):
     return driver.plan(variant, environ, is_windows, exists=host.exists, which=host.which, cpu_count=2,
-                       nvcc_version=host.nvcc_version, gcc_major=host.gcc_major)
+                       nvcc_version=host.nvcc_version)
 
 
 def variant(version="1.0.1", cuda="9.0", build_number=201):
@@ -150,20 +144,6 @@ def test_refuses_toolkit_of_another_version():
     assert "9.0" in str(info.value) and "13.0" in str(info.value)
 
 
-@pytest.mark.parametrize("cuda,gcc,ok", [("9.0", 6, True), ("9.0", 7, False), ("9.2", 7, True), ("8.0", 6, False)])
-def test_linux_gcc_limit_per_cuda(cuda, gcc, ok):
-    home = "/usr/local/cuda-" + cuda
-    host = Host({home + "/bin/nvcc", home + "/include/cudnn.h"}, nvcc={home + "/bin/nvcc": cuda})
-    host.gcc = gcc
-    if ok:
-        env, _ = plan(variant(cuda=cuda), {"PREFIX": "/p"}, False, host)
-        assert env["CUDA_HOME"] == home
-    else:
-        with pytest.raises(driver.BuildConfigError) as info:
-            plan(variant(cuda=cuda), {"PREFIX": "/p"}, False, host)
-        assert "gcc %d" % gcc in str(info.value) and "CUDA " + cuda in str(info.value)
-
-
 def test_refuses_missing_cudnn():
     with pytest.raises(driver.BuildConfigError, match="cudnn.h"):
         plan(variant(), WIN_ENV, True, win_cuda_host(cudnn=False))
@@ -199,4 +179,17 @@ def test_main_reports_a_bad_combination_in_one_line(tmp_path):
 
 
 def test_every_supported_cuda_has_arch_list_and_limits():
-    assert set(driver.CUDA_ARCH_LIST) == set(driver.MAX_MSVC_TOOLSET) == set(driver.MAX_GCC)
+    assert set(driver.CUDA_ARCH_LIST) == set(driver.MAX_MSVC_TOOLSET)
+
+
+def test_0_4_1_keeps_sm61_with_cuda90():
+    env, _ = plan(variant("0.4.1", "9.0"), WIN_ENV, True, win_cuda_host())
+    assert env["TORCH_CUDA_ARCH_LIST"] == "3.5;5.0+PTX;6.0;6.1;7.0"
+    assert env["NO_MKLDNN"] == "1"
+
+
+def test_windows_cuda_folder_must_end_in_version():
+    home = r"D:\cuda"
+    host = win_cuda_host(home=home)
+    with pytest.raises(driver.BuildConfigError, match="must end in v9.0"):
+        plan(variant(), dict(WIN_ENV, CUDA_PATH_V9_0=home), True, host)

@@ -19,16 +19,16 @@ import sys
 CUDA_ARCH_LIST = {
     "8.0": "3.5;5.0+PTX;6.0;6.1",
     "9.0": "3.5;5.0+PTX;6.0;7.0",
-    "9.1": "3.5;5.0+PTX;6.0;7.0",
+    "9.1": "3.5;5.0+PTX;6.0;6.1;7.0",
     "9.2": "3.5;5.0+PTX;6.0;6.1;7.0",
 }
+# 0.4.x shipped 6.1 kernels with CUDA 9.0 too; builder split the lists per
+# release only from 1.0 on.
+CUDA_ARCH_LIST_BEFORE_1_0 = {"9.0": "3.5;5.0+PTX;6.0;6.1;7.0"}
 
 # nvcc of CUDA 9.0/9.1 rejects MSVC newer than toolset 14.11 (VS2017 15.4):
 # "expression must have a constant value" (pytorch/pytorch#14203).
 MAX_MSVC_TOOLSET = {"8.0": (14, 11), "9.0": (14, 11), "9.1": (14, 11), "9.2": (14, 13)}
-
-# Newest gcc each CUDA accepts as host compiler on Linux.
-MAX_GCC = {"8.0": 5, "9.0": 6, "9.1": 6, "9.2": 7}
 
 
 class BuildConfigError(Exception):
@@ -58,6 +58,8 @@ def release_switches(pytorch_version, use_cuda, is_windows):
     # torch.distributed does not build on Windows before 1.7; NCCL is Linux-only.
     switch("DISTRIBUTED", not is_windows)
     switch("NCCL", use_cuda and not is_windows)
+    # MKL-DNN needs OpenMP 3, which MSVC lacks; 0.4.x would look for an external one.
+    switch("MKLDNN", not is_windows)
     # Tests add an hour of compiling and are not shipped.
     if old_style:
         env["NO_TEST"] = "1"
@@ -99,6 +101,10 @@ def find_cuda_home(cuda_version, environ, is_windows, exists, nvcc_version=nvcc_
             continue
         found = nvcc_version(nvcc)
         if found == cuda_version:
+            # setup.py reads the CUDA version from the folder name (...\\CUDA\\v9.0).
+            if is_windows and not path.rstrip("\\/").lower().endswith("v" + cuda_version):
+                raise BuildConfigError("CUDA folder %s must end in v%s: PyTorch's setup.py reads the version "
+                                       "from the folder name" % (path, cuda_version))
             return path
         seen.append("%s (nvcc %s)" % (path, found or "unreadable"))
     raise BuildConfigError(
@@ -106,26 +112,6 @@ def find_cuda_home(cuda_version, environ, is_windows, exists, nvcc_version=nvcc_
         "CUDA_PATH and the default folder%s); install it from https://developer.nvidia.com/cuda-toolkit-archive "
         "and check with `torchwin doctor --cuda %s`"
         % (cuda_version, cuda_version, major, minor, "; found " + ", ".join(seen) if seen else "", cuda_version))
-
-
-def gcc_major(environ):
-    """Major version of the host C compiler the build will use (CC, else gcc), or None."""
-    try:
-        out = subprocess.check_output([environ.get("CC") or "gcc", "-dumpversion"], universal_newlines=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    found = version_tuple(out)
-    return found[0] if found else None
-
-
-def check_gcc(cuda_version, found_major):
-    limit = MAX_GCC[cuda_version]
-    if found_major is None:
-        raise BuildConfigError("no host C compiler found (CC or gcc); CUDA %s needs gcc %d or older"
-                               % (cuda_version, limit))
-    if found_major > limit:
-        raise BuildConfigError("CUDA %s accepts gcc %d or older but the host compiler is gcc %d; install gcc %d "
-                               "and set CC/CXX" % (cuda_version, limit, found_major, limit))
 
 
 def join(is_windows, *parts):
@@ -156,7 +142,7 @@ def find_tool(names, which):
 
 
 def plan(variant, environ, is_windows, exists=os.path.exists, which=shutil.which, cpu_count=None,
-         nvcc_version=nvcc_version, gcc_major=gcc_major):
+         nvcc_version=nvcc_version):
     """Return (environment additions, command) for this variant on this host.
 
     `variant` holds: version, build_number, cuda ("None" or "9.0"...), cudnn, python.
@@ -190,15 +176,16 @@ def plan(variant, environ, is_windows, exists=os.path.exists, which=shutil.which
         if cuda not in CUDA_ARCH_LIST:
             raise BuildConfigError("CUDA %s is not supported; supported: %s"
                                    % (cuda, ", ".join(sorted(CUDA_ARCH_LIST))))
+        # On Linux the nvcc package's activation has already refused a gcc this CUDA rejects.
         if is_windows:
             check_msvc(cuda, environ)
-        else:
-            check_gcc(cuda, gcc_major(environ))
         home = find_cuda_home(cuda, environ, is_windows, exists, nvcc_version)
         env["CUDA_HOME"] = home
         env["CUDA_PATH"] = home
         env["CUDA_TOOLKIT_ROOT_DIR"] = home
-        env["TORCH_CUDA_ARCH_LIST"] = environ.get("TORCH_CUDA_ARCH_LIST") or CUDA_ARCH_LIST[cuda]
+        arch_lists = CUDA_ARCH_LIST_BEFORE_1_0 if version_tuple(variant["version"]) < (1, 0) else {}
+        env["TORCH_CUDA_ARCH_LIST"] = (environ.get("TORCH_CUDA_ARCH_LIST") or arch_lists.get(cuda)
+                                       or CUDA_ARCH_LIST[cuda])
         env["TORCH_NVCC_FLAGS"] = "-Xfatbin -compress-all"
         cudnn_root = environ.get("CUDNN_ROOT") or home
         env["CUDNN_INCLUDE_DIR"] = join(is_windows, cudnn_root, "include")

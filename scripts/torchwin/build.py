@@ -134,11 +134,13 @@ def toolchain_problems(variant: recipes.Variant) -> list:
 
 
 def build_command_hint(variant: recipes.Variant) -> str:
-    values = " ".join("--variant %s=%s" % (k, v) for k, v in variant.chosen_values().items()
-                      if k not in COMPILER_KEYS)
+    if variant.subdir == "noarch":
+        return "built with the rest of recipes/%s on its build machine (see the lines above)" % variant.recipe
+    chosen = {k: v for k, v in variant.chosen_values().items() if k not in COMPILER_KEYS}
+    values = " ".join("--variant %s=%s" % (k, v) for k, v in chosen.items())
     if variant.subdir.startswith("win"):
-        return "on Windows with VS2017 + CUDA: conda build recipes/%s (or torchwin build recipes/%s %s)" % (
-            variant.recipe, variant.recipe, values)
+        pins = ", ".join("%s: '%s'" % (k, v) for k, v in chosen.items())
+        return "on Windows with VS2017 + CUDA: conda build recipes/%s --variants \"{%s}\"" % (variant.recipe, pins)
     return "on a Linux build machine: torchwin build recipes/%s --target-platform %s --channel conda-forge %s" % (
         variant.recipe, variant.subdir, values)
 
@@ -149,10 +151,19 @@ def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
     out = out or sys.stdout
     outcomes = []
     total = len(variants)
+    reasons = {id(v): why_not_buildable(v, extra_channels) for v in variants}
+    # A recipe's script-only outputs (pytorch-cpu) point at its compiled ones:
+    # build them only where at least one compiled output can be built.
+    compiled_ok = {}
+    for v in variants:
+        if needs_toolchain(v):
+            compiled_ok[v.recipe] = compiled_ok.get(v.recipe, False) or not reasons[id(v)]
     for index, variant in enumerate(variants, 1):
         label = "[%d/%d] %s %s %s (%s)" % (index, total, variant.name, variant.version,
                                           variant.build_string, variant.subdir)
-        reason = why_not_buildable(variant, extra_channels)
+        reason = reasons[id(variant)]
+        if not reason and compiled_ok.get(variant.recipe) is False:
+            reason = "it goes with %s's compiled packages, none of which this host can build" % variant.recipe
         if reason:
             outcome = Outcome(variant, "skipped", reason=reason + " -> " + build_command_hint(variant))
             print("%s skipped: %s" % (label, outcome.reason), file=out, flush=True)

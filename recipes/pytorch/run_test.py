@@ -1,0 +1,1311 @@
+"""Smoke test for an installed torch: the package test of recipes/pytorch and `torchwin smoke`.
+
+Usage:
+    python run_test.py [--require-cuda] [--expect-version V] [--expect-variant cpu|cuda|cudaX.Y]
+                       [--expect-magma] [--timeout-scale X] [--only NAMES] [--json]
+
+Every option also has an environment variable, so a recipe's test section or a CI job can
+set it without editing the command line (a flag wins over the variable):
+
+    TORCHWIN_REQUIRE_CUDA=1      CUDA checks FAIL instead of SKIP when no GPU is visible
+                                 (ignored when the expected variant is cpu, so a GPU job can
+                                 set it for every package it tests)
+    TORCHWIN_EXPECT_VERSION=V    torch.__version__ must be V (a local part like "+cpu" is ignored)
+    TORCHWIN_EXPECT_VARIANT=...  cpu: CUDA must not be compiled in; cuda: CUDA and cuDNN must be;
+                                 cuda9.0: and torch.version.cuda must be 9.0
+    TORCHWIN_EXPECT_MAGMA=1      the MAGMA check FAILs instead of SKIPs when MAGMA is not compiled in
+    TORCHWIN_SMOKE_TIMEOUT_SCALE=X  multiply every check's time bound by X (e.g. 3 on a slow CI machine)
+
+Each check prints PASS, FAIL or SKIP, its time and a reason; the last line reads
+`N passed, N failed, N skipped`. The exit code is 0 when nothing failed, 1 when something did,
+2 for bad options. With --json the progress goes to stderr and stdout carries one JSON document.
+
+How it runs: this process never imports torch. It starts child processes of the same
+interpreter (`run_test.py --child NAMES --result-file F`) that run the checks and append one
+JSON line per result to F. A check that crashes the interpreter (an illegal instruction, a
+DLL that fails to load) or hangs (a deadlock) is reported as a FAIL with the reason, and the
+checks after it run in a fresh child. The DataLoader and backward-regression checks always get
+a child of their own: they need the `if __name__ == '__main__':` entry point below, because
+DataLoader workers are started with the spawn method, as on Windows, and re-import this file.
+
+The script supports torch 0.4 to 2.x by detecting features (torch.no_grad, torch.backends.mkl,
+TF32 switches, linalg APIs) instead of assuming the newest API. It must stay valid Python 3.5
+and use only the standard library and torch: it runs under each variant's own Python.
+"""
+
+import argparse
+import collections
+import gc
+import importlib
+import inspect
+import io
+import json
+import math
+import multiprocessing
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+
+ENV_REQUIRE_CUDA = "TORCHWIN_REQUIRE_CUDA"
+ENV_EXPECT_VERSION = "TORCHWIN_EXPECT_VERSION"
+ENV_EXPECT_VARIANT = "TORCHWIN_EXPECT_VARIANT"
+ENV_EXPECT_MAGMA = "TORCHWIN_EXPECT_MAGMA"
+ENV_TIMEOUT_SCALE = "TORCHWIN_SMOKE_TIMEOUT_SCALE"
+
+# A DataLoader worker that sends nothing for this long makes the DataLoader raise instead of hang.
+WORKER_BATCH_TIMEOUT_S = 60
+# The memory regression check: batches of this size cross the worker boundary every epoch,
+# and the main process may grow by at most MEMORY_BOUND_MIB after the warm-up epoch. A leak
+# of the batches themselves (the 2017 bug) grows it by MEASURED_EPOCHS x 16 MiB = 48 MiB.
+MEMORY_ITEMS, MEMORY_ITEM_FLOATS, MEMORY_BATCH = 64, 65536, 8
+MEMORY_MEASURED_EPOCHS = 3
+MEMORY_BOUND_MIB = 24
+
+WORKER_ERROR_MARKER = "torchwin-smoke: deliberate error in a DataLoader worker"
+BACKWARD_ERROR_MARKER = "torchwin-smoke: deliberate error in backward"
+
+
+class Skip(Exception):
+    """The check does not apply here; the message says why."""
+
+
+class CheckFailed(Exception):
+    """The check ran and found something wrong; the message says what."""
+
+
+Check = collections.namedtuple("Check", "name func timeout isolated hang_hint")
+CHECKS = []
+
+
+def check(name, timeout, isolated=False, hang_hint=""):
+    """Register a check. `timeout` bounds its wall time in seconds (hangs become FAILs);
+    `isolated` checks get a child process of their own."""
+
+    def register(func):
+        CHECKS.append(Check(name, func, timeout, isolated, hang_hint))
+        return func
+
+    return register
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------------------------
+
+def env_flag(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_variant(value, source):
+    """'cpu', 'cuda' or 'cudaX.Y' (also 'cudaXY', as in build strings like cuda90)."""
+    value = value.strip().lower()
+    if value in ("cpu", "cuda"):
+        return value
+    if value.startswith("cuda"):
+        rest = value[4:]
+        if "." not in rest and rest.isdigit() and len(rest) >= 2:
+            rest = rest[:-1] + "." + rest[-1:]
+        parts = rest.split(".")
+        if len(parts) == 2 and all(p.isdigit() for p in parts):
+            return "cuda" + rest
+    raise ValueError("%s=%r: expected cpu, cuda or cudaX.Y (e.g. cuda9.0)" % (source, value))
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(
+        prog="run_test.py",
+        description="Check that the torch in this environment works (CPU, DataLoader, CUDA).",
+    )
+    parser.add_argument("--require-cuda", action="store_true", default=None,
+                        help="CUDA checks FAIL instead of SKIP without a GPU (env %s=1)" % ENV_REQUIRE_CUDA)
+    parser.add_argument("--expect-version", metavar="V",
+                        help="torch.__version__ must equal V (env %s)" % ENV_EXPECT_VERSION)
+    parser.add_argument("--expect-variant", metavar="KIND",
+                        help="cpu, cuda or cudaX.Y: what must be compiled in (env %s)" % ENV_EXPECT_VARIANT)
+    parser.add_argument("--expect-magma", action="store_true", default=None,
+                        help="FAIL instead of SKIP when MAGMA is not compiled in (env %s=1)" % ENV_EXPECT_MAGMA)
+    parser.add_argument("--timeout-scale", metavar="X", type=float,
+                        help="multiply every check's time bound by X (env %s)" % ENV_TIMEOUT_SCALE)
+    parser.add_argument("--only", metavar="NAMES",
+                        help="run only these checks: comma-separated names or groups (cpu, cuda, dataloader, ...)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    # Internal: run the named checks in this process and append results to a file.
+    parser.add_argument("--child", metavar="NAMES", help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", metavar="PATH", help=argparse.SUPPRESS)
+    return parser
+
+
+def resolve_options(parser, args):
+    """Merge flags with environment variables; a flag wins."""
+    require_flag = bool(args.require_cuda)
+    if args.require_cuda is None:
+        args.require_cuda = env_flag(ENV_REQUIRE_CUDA)
+    if args.expect_magma is None:
+        args.expect_magma = env_flag(ENV_EXPECT_MAGMA)
+    if not args.expect_version:
+        args.expect_version = os.environ.get(ENV_EXPECT_VERSION, "").strip() or None
+    source = "--expect-variant"
+    if not args.expect_variant:
+        args.expect_variant = os.environ.get(ENV_EXPECT_VARIANT, "").strip() or None
+        source = ENV_EXPECT_VARIANT
+    if args.expect_variant:
+        try:
+            args.expect_variant = parse_variant(args.expect_variant, source)
+        except ValueError as exc:
+            parser.error(str(exc))
+    if args.timeout_scale is None:
+        raw = os.environ.get(ENV_TIMEOUT_SCALE, "").strip()
+        try:
+            args.timeout_scale = float(raw) if raw else 1.0
+        except ValueError:
+            parser.error("%s=%r: expected a number such as 2 or 0.5" % (ENV_TIMEOUT_SCALE, raw))
+    if not args.timeout_scale > 0:
+        parser.error("the timeout scale must be a positive number, not %r" % args.timeout_scale)
+    if args.expect_variant == "cpu":
+        if require_flag:
+            parser.error("--require-cuda contradicts --expect-variant cpu (or %s=cpu)" % ENV_EXPECT_VARIANT)
+        # A GPU job sets the variable for every package it tests; it does not apply to CPU builds.
+        args.require_cuda = False
+    return args
+
+
+def select_checks(parser, only):
+    """The checks named by --only (exact names, or groups: `cuda` selects every cuda.* check)."""
+    if not only:
+        return list(CHECKS)
+    wanted = [item.strip().rstrip(".") for item in only.split(",") if item.strip()]
+    unknown = [item for item in wanted
+               if not any(chk.name == item or chk.name.startswith(item + ".") for chk in CHECKS)]
+    if unknown or not wanted:
+        parser.error("--only %s: unknown check %s; choose from %s"
+                     % (only, ", ".join(unknown) or "(none given)", ", ".join(chk.name for chk in CHECKS)))
+    return [chk for chk in CHECKS
+            if any(chk.name == item or chk.name.startswith(item + ".") for item in wanted)]
+
+
+def option_argv(args):
+    """The resolved options as flags, for the child processes."""
+    argv = []
+    if args.require_cuda:
+        argv.append("--require-cuda")
+    if args.expect_magma:
+        argv.append("--expect-magma")
+    if args.expect_version:
+        argv += ["--expect-version", args.expect_version]
+    if args.expect_variant:
+        argv += ["--expect-variant", args.expect_variant]
+    argv += ["--timeout-scale", repr(args.timeout_scale)]
+    return argv
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers shared by the checks
+# ---------------------------------------------------------------------------------------------
+
+def describe_exception(exc):
+    """One line: the exception type, its message, and where in this file it surfaced."""
+    text = str(exc).strip().replace("\n", " | ")
+    if len(text) > 400:
+        text = text[:400] + "..."
+    where = ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    here = os.path.basename(__file__)
+    for frame in reversed(frames):
+        if os.path.basename(frame[0]) == here:
+            where = " (%s line %d, in %s)" % (here, frame[1], frame[2])
+            break
+    return "%s: %s%s" % (type(exc).__name__, text or "(no message)", where)
+
+
+def expect(condition, message):
+    if not condition:
+        raise CheckFailed(message)
+
+
+def flat(values):
+    """Flatten nested lists (from Tensor.tolist())."""
+    if isinstance(values, (list, tuple)):
+        out = []
+        for item in values:
+            out.extend(flat(item))
+        return out
+    return [values]
+
+
+def expect_close(what, got, want, tol):
+    """Compare nested lists of numbers with an absolute tolerance."""
+    got_flat, want_flat = flat(got), flat(want)
+    expect(len(got_flat) == len(want_flat),
+           "%s: got %d values, expected %d" % (what, len(got_flat), len(want_flat)))
+    for g, w in zip(got_flat, want_flat):
+        if not (abs(g - w) <= tol):  # also catches NaN
+            raise CheckFailed("%s: got %r, expected %r (tolerance %g)" % (what, got, want, tol))
+
+
+def max_abs_diff(torch, a, b):
+    return (a.double() - b.double()).abs().max().item()
+
+
+def import_submodule(name):
+    """torch.backends.mkl and friends are not always imported by `import torch` on old versions."""
+    try:
+        return importlib.import_module(name)
+    except Exception:
+        return None
+
+
+def torch_config_text(torch):
+    config = getattr(torch, "__config__", None)
+    show = getattr(config, "show", None)
+    if show is None:
+        return None
+    try:
+        return str(show())
+    except Exception:
+        return None
+
+
+def read_rss():
+    """(bytes, how) for this process's resident memory, or (None, why not).
+
+    Linux: VmRSS from /proc/self/status. Windows: WorkingSetSize from GetProcessMemoryInfo.
+    Elsewhere: the peak RSS from resource.getrusage, which still grows when memory leaks.
+    """
+    if os.path.exists("/proc/self/status"):
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024, "VmRSS"
+    if os.name == "nt":
+        import ctypes
+        from ctypes import wintypes
+
+        class Counters(ctypes.Structure):
+            _fields_ = [
+                ("cb", wintypes.DWORD),
+                ("PageFaultCount", wintypes.DWORD),
+                ("PeakWorkingSetSize", ctypes.c_size_t),
+                ("WorkingSetSize", ctypes.c_size_t),
+                ("QuotaPeakPagedPoolUsage", ctypes.c_size_t),
+                ("QuotaPagedPoolUsage", ctypes.c_size_t),
+                ("QuotaPeakNonPagedPoolUsage", ctypes.c_size_t),
+                ("QuotaNonPagedPoolUsage", ctypes.c_size_t),
+                ("PagefileUsage", ctypes.c_size_t),
+                ("PeakPagefileUsage", ctypes.c_size_t),
+            ]
+
+        counters = Counters()
+        counters.cb = ctypes.sizeof(counters)
+        get_info = ctypes.windll.psapi.GetProcessMemoryInfo
+        get_info.argtypes = [wintypes.HANDLE, ctypes.POINTER(Counters), wintypes.DWORD]
+        get_info.restype = wintypes.BOOL
+        process = ctypes.windll.kernel32.GetCurrentProcess()
+        if get_info(process, ctypes.byref(counters), counters.cb):
+            return int(counters.WorkingSetSize), "WorkingSetSize"
+        return None, "GetProcessMemoryInfo failed"
+    try:
+        import resource
+    except ImportError:
+        return None, "no way to read this process's memory on this platform"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss is in bytes on macOS and in KiB elsewhere.
+    return (peak if sys.platform == "darwin" else peak * 1024), "peak RSS (getrusage)"
+
+
+def use_spawn():
+    """Start DataLoader workers the way Windows does, whatever the platform's default."""
+    multiprocessing.set_start_method("spawn", force=True)
+    method = multiprocessing.get_start_method()
+    expect(method == "spawn", "could not select the spawn start method (got %r)" % method)
+
+
+# Datasets live at module level without torch base classes: spawned workers unpickle them by
+# re-importing this file, which must stay importable without torch.
+
+class SmokeDataset(object):
+    """Item i: a vector filled with i, the index, and the pid of the process that built it."""
+
+    def __init__(self, items, floats):
+        self.items = items
+        self.floats = floats
+
+    def __len__(self):
+        return self.items
+
+    def __getitem__(self, index):
+        import torch
+
+        return torch.ones(self.floats) * float(index), index, os.getpid()
+
+
+class FailingDataset(SmokeDataset):
+    """Like SmokeDataset, but item 5 raises."""
+
+    def __getitem__(self, index):
+        if index == 5:
+            raise ValueError(WORKER_ERROR_MARKER)
+        return SmokeDataset.__getitem__(self, index)
+
+
+# ---------------------------------------------------------------------------------------------
+# Context: what the checks of one child process share
+# ---------------------------------------------------------------------------------------------
+
+class Context(object):
+    def __init__(self, options):
+        self.options = options
+        self._torch = None
+        self._import_error = None
+        self._gpu = None  # None: not looked yet; otherwise (ready, why_not)
+
+    def import_torch(self):
+        """Import torch; CheckFailed with the reason if that fails (for the import check)."""
+        if self._torch is not None:
+            return self._torch
+        if self._import_error is not None:
+            raise CheckFailed(self._import_error)
+        try:
+            import torch
+        except (Exception, SystemExit) as exc:  # a broken module may even call sys.exit
+            self._import_error = "import torch failed: " + describe_exception(exc)
+            raise CheckFailed(self._import_error)
+        self._torch = torch
+        return torch
+
+    def torch(self):
+        """torch for the other checks: they SKIP when it did not import (the import check FAILs)."""
+        try:
+            return self.import_torch()
+        except CheckFailed:
+            raise Skip("needs torch, which did not import (see the import check)")
+
+    def gpu(self):
+        """torch when a CUDA GPU is usable; else SKIP, or FAIL with --require-cuda."""
+        torch = self.torch()
+        if self._gpu is None:
+            self._gpu = self._probe_gpu(torch)
+        ready, why = self._gpu
+        if not ready:
+            if self.options.require_cuda:
+                raise CheckFailed("a GPU is required (--require-cuda or %s=1), but %s" % (ENV_REQUIRE_CUDA, why))
+            raise Skip(why)
+        return torch
+
+    @staticmethod
+    def _probe_gpu(torch):
+        cuda_version = compiled_cuda(torch)
+        if cuda_version is None:
+            return False, "this torch is a CPU-only build (torch.version.cuda is None)"
+        try:
+            available = bool(torch.cuda.is_available())
+            count = int(torch.cuda.device_count()) if available else 0
+        except Exception as exc:
+            return False, "CUDA %s build, but asking for GPUs failed: %s" % (cuda_version, describe_exception(exc))
+        if not available or count == 0:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            hint = "" if visible is None else "; CUDA_VISIBLE_DEVICES=%r" % visible
+            return False, ("CUDA %s build, but no GPU is visible (torch.cuda.is_available() is False%s)"
+                           % (cuda_version, hint))
+        return True, ""
+
+
+def compiled_cuda(torch):
+    """torch.version.cuda: the CUDA version compiled in, or None for a CPU build."""
+    version = getattr(torch, "version", None)
+    if version is None:
+        raise CheckFailed("this torch has no torch.version module: not a complete torch install")
+    return getattr(version, "cuda", None)
+
+
+def torch_info(torch):
+    """What the JSON report says about the torch under test; every field best effort."""
+    info = collections.OrderedDict()
+    version = getattr(torch, "version", None)
+    for key, value in (
+        ("version", lambda: str(torch.__version__)),
+        ("file", lambda: str(torch.__file__)),
+        ("cuda", lambda: getattr(version, "cuda", None)),
+        ("git_version", lambda: getattr(version, "git_version", None)),
+        ("debug", lambda: getattr(version, "debug", None)),
+        ("mkl", lambda: mkl_status(torch)[0]),
+        ("cudnn_compiled", lambda: cudnn_compiled(torch)),
+    ):
+        try:
+            info[key] = value()
+        except Exception:
+            info[key] = None
+    return info
+
+
+def mkl_status(torch):
+    """(True/False/None, how we know) for "is MKL compiled in"."""
+    mkl = import_submodule("torch.backends.mkl")
+    if mkl is not None and hasattr(mkl, "is_available"):
+        return bool(mkl.is_available()), "torch.backends.mkl.is_available()"
+    core = getattr(torch, "_C", None)
+    if hasattr(core, "has_mkl"):
+        return bool(core.has_mkl), "torch._C.has_mkl"
+    text = torch_config_text(torch)
+    if text is not None:
+        return ("Math Kernel Library" in text or "USE_MKL=ON" in text), "torch.__config__.show()"
+    return None, "this torch has no API that reports MKL"
+
+
+def cudnn_compiled(torch):
+    cudnn = import_submodule("torch.backends.cudnn")
+    if cudnn is not None and hasattr(cudnn, "is_available"):
+        return bool(cudnn.is_available())
+    core = getattr(torch, "_C", None)
+    for name in ("_has_cudnn", "has_cudnn"):
+        if hasattr(core, name):
+            return bool(getattr(core, name))
+    return None
+
+
+class tf32_disabled(object):
+    """Turn TF32 off (torch 1.7+ on Ampere and newer) so GPU float32 results match the CPU."""
+
+    def __init__(self, torch):
+        self.switches = []
+        cuda_backend = import_submodule("torch.backends.cuda")
+        cudnn = import_submodule("torch.backends.cudnn")
+        matmul = getattr(cuda_backend, "matmul", None)
+        for owner in (matmul, cudnn):
+            if owner is not None and hasattr(owner, "allow_tf32"):
+                self.switches.append(owner)
+
+    def __enter__(self):
+        self.saved = [owner.allow_tf32 for owner in self.switches]
+        for owner in self.switches:
+            owner.allow_tf32 = False
+        return self
+
+    def __exit__(self, *exc):
+        for owner, value in zip(self.switches, self.saved):
+            owner.allow_tf32 = value
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks: import, version, configuration
+# ---------------------------------------------------------------------------------------------
+
+@check("import", timeout=300, hang_hint="import torch hangs")
+def check_import(ctx):
+    torch = ctx.import_torch()
+    where = getattr(torch, "__file__", None) or "(no __file__)"
+    missing = [name for name in ("__version__", "Tensor", "tensor", "nn", "autograd", "utils")
+               if not hasattr(torch, name)]
+    if missing:
+        raise CheckFailed("the torch imported from %s lacks %s: a stray module named torch shadows the "
+                          "real one, or the install is broken" % (where, ", ".join(missing)))
+    return "torch %s from %s" % (torch.__version__, os.path.dirname(where))
+
+
+@check("version", timeout=60)
+def check_version(ctx):
+    torch = ctx.torch()
+    have = str(torch.__version__)
+    want = ctx.options.expect_version
+    if not want:
+        raise Skip("no expected version given (--expect-version or %s); torch reports %s"
+                   % (ENV_EXPECT_VERSION, have))
+    # pip wheels carry a local part (2.1.0+cpu); conda builds usually do not.
+    if have == want or have.split("+")[0] == want:
+        return "torch %s, as expected" % have
+    raise CheckFailed("torch reports version %s, expected %s" % (have, want))
+
+
+@check("config.mkl", timeout=60)
+def check_mkl(ctx):
+    torch = ctx.torch()
+    available, how = mkl_status(torch)
+    if available is None:
+        raise Skip(how)
+    if not available:
+        raise CheckFailed("MKL is not compiled in (%s is False); the torchwin builds link MKL" % how)
+    detail = ""
+    for line in (torch_config_text(torch) or "").splitlines():
+        if "Math Kernel Library" in line:
+            detail = ": " + line.strip(" -")
+            break
+    return "MKL available (%s)%s" % (how, detail)
+
+
+@check("config.cuda", timeout=60)
+def check_cuda_config(ctx):
+    torch = ctx.torch()
+    cuda_version = compiled_cuda(torch)
+    compiled = cuda_version is not None
+    have = "CUDA %s compiled in" % cuda_version if compiled else "CPU-only build (torch.version.cuda is None)"
+    want = ctx.options.expect_variant or ("cuda" if ctx.options.require_cuda else None)
+    if want is None:
+        raise Skip("no expected variant given (--expect-variant or %s); %s" % (ENV_EXPECT_VARIANT, have))
+    if want == "cpu":
+        if compiled:
+            raise CheckFailed("expected a CPU build, but CUDA %s is compiled in" % cuda_version)
+        return have + ", as expected"
+    if not compiled:
+        raise CheckFailed("expected a %s build, but this torch is CPU-only (torch.version.cuda is None)" % want)
+    wanted_version = want[4:]
+    if wanted_version and not (cuda_version == wanted_version or cuda_version.startswith(wanted_version + ".")):
+        raise CheckFailed("expected CUDA %s, but torch.version.cuda is %s" % (wanted_version, cuda_version))
+    cudnn = cudnn_compiled(torch)
+    if cudnn is False:
+        raise CheckFailed("CUDA %s is compiled in but cuDNN is not (torch.backends.cudnn.is_available() "
+                          "is False); the torchwin CUDA builds link cuDNN" % cuda_version)
+    return "%s%s, as expected" % (have, "" if cudnn is None else " with cuDNN")
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks: CPU
+# ---------------------------------------------------------------------------------------------
+
+@check("cpu.tensor_math", timeout=120)
+def check_tensor_math(ctx):
+    torch = ctx.torch()
+    f64 = torch.float64
+    t = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=f64)
+    expect_close("sum of [[1,2],[3,4]]", t.sum().item(), 10.0, 0)
+    expect_close("[[1,2],[3,4]] @ itself", torch.mm(t, t).tolist(), [[7.0, 10.0], [15.0, 22.0]], 0)
+    expect_close("broadcast add", (t + torch.tensor([10.0, 20.0], dtype=f64)).tolist(),
+                 [[11.0, 22.0], [13.0, 24.0]], 0)
+    expect_close("inverse", torch.inverse(t).tolist(), [[-2.0, 1.0], [1.5, -0.5]], 1e-12)
+    expect_close("exp(0), exp(1)", torch.exp(torch.tensor([0.0, 1.0], dtype=f64)).tolist(),
+                 [1.0, math.e], 1e-12)
+    # A float32 GEMM big enough to go through the BLAS (MKL) path; the result is exact.
+    product = torch.mm(torch.ones(64, 128), torch.ones(128, 32) * 0.5)
+    expect(tuple(product.size()) == (64, 32), "64x128 @ 128x32 has shape %s" % (tuple(product.size()),))
+    expect_close("ones(64,128) @ 0.5*ones(128,32) (min)", product.min().item(), 64.0, 0)
+    expect_close("ones(64,128) @ 0.5*ones(128,32) (max)", product.max().item(), 64.0, 0)
+    return "sum, matmul, broadcasting, inverse, exp and a 64x128x32 GEMM match known values"
+
+
+@check("cpu.autograd", timeout=120)
+def check_autograd(ctx):
+    torch = ctx.torch()
+    x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    y = (x * x * x).sum() + (2 * x).sum()
+    y.backward()
+    # d/dx (x^3 + 2x) = 3x^2 + 2
+    expect(x.grad is not None, "x.grad is None after backward()")
+    expect_close("gradient of sum(x^3 + 2x) at [1,2,3]", x.grad.tolist(), [5.0, 14.0, 29.0], 1e-12)
+    # d/dx (x sin x) = sin x + x cos x, through torch.autograd.grad
+    z = torch.tensor([0.5], dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad((z * torch.sin(z)).sum(), [z])
+    expect_close("gradient of x*sin(x) at 0.5", grad.tolist(), [math.sin(0.5) + 0.5 * math.cos(0.5)], 1e-12)
+    extra = ""
+    if hasattr(torch, "no_grad"):
+        with torch.no_grad():
+            w = x * 2
+        expect(not w.requires_grad, "an operation under torch.no_grad() still requires grad")
+        extra = "; torch.no_grad() stops tracking"
+    return "backward() and autograd.grad match hand-computed gradients" + extra
+
+
+def make_net(torch):
+    nn = torch.nn
+
+    class Net(nn.Module):
+        """conv 1->4 (3x3) -> relu -> linear 36->2, for 1x5x5 inputs."""
+
+        def __init__(self):
+            super(Net, self).__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+            self.fc = nn.Linear(4 * 3 * 3, 2)
+
+        def forward(self, x):
+            x = nn.functional.relu(self.conv(x))
+            return self.fc(x.view(x.size(0), -1))
+
+    return Net()
+
+
+@check("cpu.conv_linear", timeout=120)
+def check_conv_linear(ctx):
+    torch = ctx.torch()
+    net = make_net(torch)
+    # Known weights give a forward pass and gradients that can be computed by hand:
+    # each conv output is the sum of 9 ones = 9, each linear output 36 * 9 / 36 = 9.
+    net.conv.weight.data.fill_(1.0)
+    net.conv.bias.data.fill_(0.0)
+    net.fc.weight.data.fill_(1.0 / 36)
+    net.fc.bias.data.fill_(0.0)
+    out = net(torch.ones(2, 1, 5, 5))
+    expect(tuple(out.size()) == (2, 2), "output shape %s, expected (2, 2)" % (tuple(out.size()),))
+    expect_close("forward output", out.tolist(), [[9.0, 9.0], [9.0, 9.0]], 1e-4)
+    out.sum().backward()
+    # d(sum)/d fc.weight = activation summed over the batch = 2 * 9; d/d fc.bias = 2;
+    # d/d conv.weight = 9 positions * (2 outputs / 36) * 2 samples = 1; same for conv.bias.
+    expect_close("fc.weight gradient", net.fc.weight.grad.tolist(), [[18.0] * 36] * 2, 1e-3)
+    expect_close("fc.bias gradient", net.fc.bias.grad.tolist(), [2.0, 2.0], 1e-4)
+    expect_close("conv.weight gradient", net.conv.weight.grad.tolist(), [[[[1.0] * 3] * 3]] * 4, 1e-4)
+    expect_close("conv.bias gradient", net.conv.bias.grad.tolist(), [1.0] * 4, 1e-4)
+    # A few SGD steps from a random start must reduce a regression loss.
+    torch.manual_seed(0)
+    net = make_net(torch)
+    inputs, targets = torch.randn(8, 1, 5, 5), torch.randn(8, 2)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    losses = []
+    for _ in range(5):
+        optimizer.zero_grad()
+        loss = ((net(inputs) - targets) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    expect(all(math.isfinite(v) for v in losses), "non-finite training loss: %r" % (losses,))
+    expect(losses[-1] < losses[0], "5 SGD steps did not reduce the loss: %r" % (losses,))
+    return "conv+linear forward/backward match hand-computed values; SGD loss %.4f -> %.4f" % (
+        losses[0], losses[-1])
+
+
+@check("cpu.save_load", timeout=120)
+def check_save_load(ctx):
+    torch = ctx.torch()
+    torch.manual_seed(1)
+    net = make_net(torch)
+    payload = {
+        "floats": torch.tensor([0.5, -1.25, 3.0], dtype=torch.float64),
+        "ints": torch.tensor([[1, 2], [3, 4]], dtype=torch.int64),
+        "plain": [1, 2.5, "text"],
+        "state": net.state_dict(),
+    }
+
+    def same(loaded):
+        expect(torch.equal(loaded["floats"], payload["floats"]), "float64 tensor changed in the round trip")
+        expect(torch.equal(loaded["ints"], payload["ints"]), "int64 tensor changed in the round trip")
+        expect(loaded["plain"] == payload["plain"], "plain list came back as %r" % (loaded["plain"],))
+        copy = make_net(torch)
+        copy.load_state_dict(loaded["state"])
+        probe = torch.randn(3, 1, 5, 5)
+        expect(torch.equal(copy(probe), net(probe)), "a network loaded from a state_dict computes differently")
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    buffer.seek(0)
+    same(torch.load(buffer))
+    folder = tempfile.mkdtemp(prefix="torchwin-smoke-")
+    try:
+        path = os.path.join(folder, "payload.pt")
+        torch.save(payload, path)
+        same(torch.load(path))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return "tensors, a list and a state_dict survive torch.save/torch.load (memory and file)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks: CUDA (SKIP without a GPU unless --require-cuda)
+# ---------------------------------------------------------------------------------------------
+
+@check("cuda.device", timeout=600, hang_hint="CUDA initialisation hangs")
+def check_cuda_device(ctx):
+    torch = ctx.gpu()  # the first CUDA call may JIT-compile PTX for a new GPU: generous timeout
+    count = torch.cuda.device_count()
+    names = []
+    for index in range(count):
+        name = torch.cuda.get_device_name(index)
+        if hasattr(torch.cuda, "get_device_capability"):
+            major, minor = torch.cuda.get_device_capability(index)
+        else:
+            props = torch.cuda.get_device_properties(index)
+            major, minor = props.major, props.minor
+        names.append("%d: %s (compute capability %d.%d)" % (index, name, major, minor))
+    torch.ones(1).cuda()  # initialise the context now, not inside a later check
+    return "%d GPU(s): %s" % (count, "; ".join(names))
+
+
+@check("cuda.roundtrip", timeout=180)
+def check_cuda_roundtrip(ctx):
+    torch = ctx.gpu()
+    for dtype in (torch.float32, torch.float64, torch.int64, torch.uint8):
+        cpu = (torch.arange(0, 1000) % 251).to(dtype)
+        back = cpu.cuda().cpu()
+        expect(torch.equal(back, cpu), "a %s tensor changed on its way to the GPU and back" % dtype)
+    x = torch.arange(0, 1000).float()
+    expect(torch.equal((x.cuda() * 2 + 1).cpu(), x * 2 + 1), "x*2+1 on the GPU differs from the CPU")
+    return "float32, float64, int64 and uint8 tensors survive CPU -> GPU -> CPU; x*2+1 agrees"
+
+
+@check("cuda.matmul", timeout=180)
+def check_cuda_matmul(ctx):
+    torch = ctx.gpu()
+    torch.manual_seed(2)
+    a, b = torch.randn(256, 128), torch.randn(128, 64)
+    reference = torch.mm(a.double(), b.double())
+    with tf32_disabled(torch):
+        got32 = torch.mm(a.cuda(), b.cuda()).cpu()
+    got64 = torch.mm(a.double().cuda(), b.double().cuda()).cpu()
+    d32, d64 = max_abs_diff(torch, got32, reference), max_abs_diff(torch, got64, reference)
+    expect(d32 < 1e-3, "float32 matmul on the GPU differs from the CPU by %g" % d32)
+    expect(d64 < 1e-10, "float64 matmul on the GPU differs from the CPU by %g" % d64)
+    return "256x128 @ 128x64 on the GPU matches the CPU (float32 diff %.2g, float64 %.2g)" % (d32, d64)
+
+
+@check("cuda.cudnn_conv", timeout=180)
+def check_cudnn_conv(ctx):
+    torch = ctx.gpu()
+    cudnn = import_submodule("torch.backends.cudnn")
+    expect(cudnn is not None and cudnn.is_available(), "cuDNN is not available to this torch")
+    expect(cudnn.enabled, "torch.backends.cudnn.enabled is False")
+    conv2d = torch.nn.functional.conv2d
+    torch.manual_seed(3)
+    x, w, grad_out = torch.randn(2, 3, 16, 16), torch.randn(8, 3, 3, 3), torch.randn(2, 8, 16, 16)
+    results = {}
+    for device in ("cpu", "cuda"):
+        xd = (x.double() if device == "cpu" else x.cuda()).requires_grad_()
+        wd = (w.double() if device == "cpu" else w.cuda()).requires_grad_()
+        god = grad_out.double() if device == "cpu" else grad_out.cuda()
+        with tf32_disabled(torch):
+            out = conv2d(xd, wd, padding=1)
+            out.backward(god)
+        results[device] = [out.detach().cpu(), xd.grad.cpu(), wd.grad.cpu()]
+    for what, got, want in zip(("output", "input gradient", "weight gradient"), results["cuda"], results["cpu"]):
+        diff = max_abs_diff(torch, got, want)
+        scale = max(1.0, want.abs().max().item())
+        # cuDNN may pick Winograd or FFT algorithms, which round differently from a direct sum.
+        expect(diff < 1e-3 * scale, "cuDNN convolution %s differs from the CPU by %g" % (what, diff))
+    return "cuDNN conv2d forward and backward match the CPU within tolerance"
+
+
+@check("cuda.cudnn_version", timeout=180)
+def check_cudnn_version(ctx):
+    torch = ctx.gpu()
+    cudnn = import_submodule("torch.backends.cudnn")
+    expect(cudnn is not None and cudnn.is_available(), "cuDNN is not available to this torch")
+    version = cudnn.version()
+    expect(isinstance(version, int) and version > 0, "torch.backends.cudnn.version() returned %r" % (version,))
+    # cuDNN 9 encodes major*10000 + minor*100 + patch; older releases major*1000 + minor*100 + patch.
+    major = version // 10000 if version >= 10000 else version // 1000
+    rest = version % 10000 if version >= 10000 else version % 1000
+    return "cuDNN %d.%d.%d (torch.backends.cudnn.version() = %d)" % (major, rest // 100, rest % 100, version)
+
+
+@check("cuda.streams", timeout=180)
+def check_cuda_streams(ctx):
+    torch = ctx.gpu()
+    stream = torch.cuda.Stream()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a = torch.ones(512, 512).cuda()
+    stream.wait_stream(torch.cuda.current_stream())  # `a` was made on the default stream
+    with torch.cuda.stream(stream):
+        start.record()
+        b = torch.mm(a, a)
+        end.record()
+    end.synchronize()
+    expect(end.query(), "an event reports unfinished work after synchronize()")
+    elapsed = start.elapsed_time(end)
+    expect(elapsed >= 0, "event elapsed_time is %r" % (elapsed,))
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    expect(b.min().item() == 512.0 and b.max().item() == 512.0, "work done on a side stream is wrong")
+    return "work on a side stream is ordered by events and wait_stream (%.3f ms)" % elapsed
+
+
+@check("cuda.memory", timeout=180)
+def check_cuda_memory(ctx):
+    torch = ctx.gpu()
+    if not hasattr(torch.cuda, "memory_allocated"):
+        raise Skip("this torch has no torch.cuda.memory_allocated()")
+    torch.cuda.synchronize()
+    gc.collect()
+    baseline = torch.cuda.memory_allocated()
+    size = 64 * 1024 * 1024
+    tensors = [torch.empty(size // 4).cuda(), torch.ones(1024, 1024).cuda()]
+    tensors.append(tensors[1] * 3)
+    torch.cuda.synchronize()
+    peak = torch.cuda.memory_allocated()
+    expect(peak >= baseline + size, "allocated memory rose by only %d bytes for a 64 MiB tensor"
+           % (peak - baseline))
+    del tensors
+    gc.collect()
+    torch.cuda.synchronize()
+    after = torch.cuda.memory_allocated()
+    if hasattr(torch.cuda, "empty_cache"):
+        torch.cuda.empty_cache()
+    expect(after == baseline, "allocated memory is %d bytes after freeing, %d before allocating"
+           % (after, baseline))
+    return "allocated memory rose by %.1f MiB and returned to its baseline" % ((peak - baseline) / 2.0 ** 20)
+
+
+def gpu_solve(torch, a, b):
+    """Solve a x = b on whatever API this torch has: linalg.solve (1.8+), solve (1.1+), gesv (0.4)."""
+    linalg = getattr(torch, "linalg", None)
+    if linalg is not None and hasattr(linalg, "solve"):
+        return linalg.solve(a, b)
+    if hasattr(torch, "solve"):
+        return torch.solve(b, a)[0]
+    return torch.gesv(b, a)[0]
+
+
+@check("cuda.magma", timeout=180)
+def check_cuda_magma(ctx):
+    torch = ctx.gpu()
+    torch.ones(1).cuda()  # has_magma is only set once CUDA is initialised
+    has_magma = getattr(torch.cuda, "has_magma", None)
+    if has_magma is None:
+        text = torch_config_text(torch)
+        has_magma = None if text is None else ("magma" in text.lower())
+    if not has_magma:
+        why = "MAGMA is not compiled in (torch.cuda.has_magma is %r)" % (has_magma,)
+        if ctx.options.expect_magma:
+            raise CheckFailed(why + ", but --expect-magma or %s=1 was given" % ENV_EXPECT_MAGMA)
+        raise Skip(why)
+    torch.manual_seed(4)
+    a = torch.randn(64, 64, dtype=torch.float64) + 64 * torch.eye(64, dtype=torch.float64)
+    b = torch.randn(64, 4, dtype=torch.float64)
+    backend = import_submodule("torch.backends.cuda")
+    prefer = getattr(backend, "preferred_linalg_library", None)
+    saved = None
+    if prefer is not None:
+        # Newer torch may pick cuSOLVER; ask for MAGMA so this really exercises it.
+        saved = prefer()
+        prefer("magma")
+    try:
+        x = gpu_solve(torch, a.cuda(), b.cuda()).cpu()
+    finally:
+        if prefer is not None:
+            prefer(saved)
+    residual = max_abs_diff(torch, torch.mm(a, x), b)
+    expect(residual < 1e-8, "the GPU solve of a well-conditioned 64x64 system has residual %g" % residual)
+    return "a 64x64 float64 solve on the GPU (MAGMA compiled in) has residual %.2g" % residual
+
+
+@check("cuda.multi_gpu", timeout=180)
+def check_multi_gpu(ctx):
+    torch = ctx.gpu()
+    count = torch.cuda.device_count()
+    if count < 2:
+        raise Skip("only %d GPU visible; a copy between devices needs two" % count)
+    x = torch.arange(0, 4096).float()
+    on0 = x.cuda(0)
+    on1 = on0.cuda(1)
+    expect(on1.get_device() == 1, "a tensor copied to GPU 1 reports device %d" % on1.get_device())
+    back = (on1 + 1).cuda(0)
+    expect(torch.equal(back.cpu(), x + 1), "a copy GPU 0 -> GPU 1 -> GPU 0 changed the data")
+    return "copies between GPU 0 and GPU 1 preserve the data (%d GPUs)" % count
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks with a child process of their own: DataLoader with spawn workers, regressions
+# ---------------------------------------------------------------------------------------------
+
+def data_loader_class():
+    from torch.utils.data import DataLoader
+
+    return DataLoader
+
+
+def batches(torch, dataset, workers, batch_size):
+    DataLoader = data_loader_class()
+    kwargs = {"batch_size": batch_size, "num_workers": workers}
+    try:
+        accepts_timeout = "timeout" in inspect.signature(DataLoader.__init__).parameters
+    except (TypeError, ValueError):
+        accepts_timeout = False
+    if workers and accepts_timeout:
+        kwargs["timeout"] = WORKER_BATCH_TIMEOUT_S
+    return [tuple(batch) for batch in DataLoader(dataset, **kwargs)]
+
+
+@check("dataloader.workers", timeout=180, isolated=True,
+       hang_hint="DataLoader with num_workers=2 (spawn) did not finish")
+def check_dataloader_workers(ctx):
+    torch = ctx.torch()
+    use_spawn()
+    dataset = SmokeDataset(24, 16)
+    serial = batches(torch, dataset, 0, 4)
+    started = time.time()
+    parallel = batches(torch, dataset, 2, 4)
+    seconds = time.time() - started
+    expect(len(parallel) == len(serial), "%d batches with 2 workers, %d without" % (len(parallel), len(serial)))
+    pids = set()
+    for index, (one, other) in enumerate(zip(serial, parallel)):
+        expect(torch.equal(one[0], other[0]) and torch.equal(one[1], other[1]),
+               "batch %d differs between num_workers=0 and num_workers=2" % index)
+        pids.update(other[2].tolist())
+    expect(os.getpid() not in pids, "num_workers=2 produced items in the main process")
+    return "%d batches from %d spawned worker process(es) equal the num_workers=0 batches (%.1fs)" % (
+        len(parallel), len(pids), seconds)
+
+
+@check("dataloader.worker_error", timeout=180, isolated=True,
+       hang_hint="an exception in a DataLoader worker did not reach the caller")
+def check_dataloader_worker_error(ctx):
+    torch = ctx.torch()
+    data_loader_class()  # a broken torch fails here, not inside the try below
+    use_spawn()
+    try:
+        batches(torch, FailingDataset(16, 4), 2, 2)
+    except Exception as exc:
+        if WORKER_ERROR_MARKER not in str(exc):
+            raise CheckFailed("iterating raised %s, without the worker's message" % describe_exception(exc))
+        return "a ValueError raised in a spawned worker reached the caller as %s" % type(exc).__name__
+    raise CheckFailed("a worker raised ValueError but iterating the DataLoader finished without an error")
+
+
+@check("regression.backward_error", timeout=90, isolated=True,
+       hang_hint="backward() hangs after an earlier backward() raised (the deadlock this check guards against)")
+def check_backward_error(ctx):
+    torch = ctx.torch()
+
+    class Explode(torch.autograd.Function):
+        @staticmethod
+        def forward(fctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(fctx, grad):
+            raise RuntimeError(BACKWARD_ERROR_MARKER)
+
+    x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    for round_ in range(2):
+        try:
+            Explode.apply(x).sum().backward()
+        except Exception as exc:  # RuntimeError today; old versions may wrap it differently
+            expect(BACKWARD_ERROR_MARKER in str(exc), "backward raised %s" % describe_exception(exc))
+        else:
+            raise CheckFailed("an error raised in backward() did not reach the caller")
+        for _ in range(2):
+            x.grad = None
+            (x * x).sum().backward()
+            expect_close("gradient of sum(x^2) after a failed backward", x.grad.tolist(), [2.0, 4.0, 6.0], 1e-12)
+    return "backward() keeps working after a backward() that raised (2 rounds)"
+
+
+@check("regression.dataloader_memory", timeout=300, isolated=True,
+       hang_hint="DataLoader epochs with 2 spawn workers did not finish")
+def check_dataloader_memory(ctx):
+    torch = ctx.torch()
+    use_spawn()
+    first, how = read_rss()
+    if first is None:
+        raise Skip(how)
+    dataset = SmokeDataset(MEMORY_ITEMS, MEMORY_ITEM_FLOATS)
+    expected = float(MEMORY_ITEM_FLOATS * sum(range(MEMORY_ITEMS)))
+    sizes = []
+    for _ in range(1 + MEMORY_MEASURED_EPOCHS):  # one warm-up epoch, then the measured ones
+        total = 0.0
+        for batch in batches(torch, dataset, 2, MEMORY_BATCH):
+            # Summing reads every page: batches arrive in shared memory, which only counts
+            # towards RSS once touched, as real training does.
+            total += batch[0].double().sum().item()
+        expect(total == expected, "an epoch delivered values summing to %r, expected %r" % (total, expected))
+        del batch
+        gc.collect()
+        sizes.append(read_rss()[0])
+    mib = 2.0 ** 20
+    growth = (sizes[-1] - sizes[0]) / mib
+    moved = MEMORY_MEASURED_EPOCHS * MEMORY_ITEMS * MEMORY_ITEM_FLOATS * 4 / mib
+    summary = "%s after the warm-up epoch %.0f MiB, after %d more epochs %.0f MiB (%+.1f MiB; bound %d MiB, " \
+              "%.0f MiB of batches moved)" % (how, sizes[0] / mib, MEMORY_MEASURED_EPOCHS, sizes[-1] / mib,
+                                             growth, MEMORY_BOUND_MIB, moved)
+    expect(growth <= MEMORY_BOUND_MIB, "memory grows with DataLoader epochs: " + summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Child side: run checks, append results to the result file
+# ---------------------------------------------------------------------------------------------
+
+def run_check(ctx, chk):
+    started = time.time()
+    try:
+        reason, status = chk.func(ctx) or "", PASS
+    except Skip as exc:
+        reason, status = str(exc), SKIP
+    except CheckFailed as exc:
+        reason, status = str(exc), FAIL
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # anything a broken torch throws, SystemExit included
+        reason, status = describe_exception(exc), FAIL
+    return collections.OrderedDict(
+        [("name", chk.name), ("status", status), ("reason", reason),
+         ("seconds", round(time.time() - started, 3))])
+
+
+def child_main(args):
+    by_name = dict((chk.name, chk) for chk in CHECKS)
+    names = [name for name in args.child.split(",") if name]
+    unknown = [name for name in names if name not in by_name]
+    if unknown or not args.result_file:
+        sys.stderr.write("run_test.py: unknown checks %s or no --result-file\n" % unknown)
+        return 2
+    try:
+        import faulthandler
+
+        faulthandler.enable()  # a crash prints the Python stack into the child's stderr
+    except Exception:
+        faulthandler = None
+    ctx = Context(args)
+    with open(args.result_file, "a") as out:
+
+        def emit(record):
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+
+        for name in names:
+            chk = by_name[name]
+            if faulthandler is not None:
+                # Shortly before the parent gives up, show where this check hangs.
+                faulthandler.dump_traceback_later(max(0.5, 0.9 * chk.timeout * args.timeout_scale))
+            record = run_check(ctx, chk)
+            if faulthandler is not None:
+                faulthandler.cancel_dump_traceback_later()
+            if ctx._torch is not None and not getattr(ctx, "info_sent", False):
+                ctx.info_sent = True
+                emit({"event": "info", "torch": torch_info(ctx._torch)})
+            record["event"] = "result"
+            emit(record)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent side: plan the children, enforce timeouts, report
+# ---------------------------------------------------------------------------------------------
+
+def stderr_summary(path, limit=600):
+    """What a dead or hung child left on stderr: faulthandler's innermost frames when it wrote a
+    stack dump (on a crash, or just before the time bound), else the last lines."""
+    try:
+        with io.open(path, encoding="utf-8", errors="replace") as handle:
+            lines = [line.strip() for line in handle if line.strip()]
+    except (IOError, OSError):
+        return ""
+    headers = [i for i, line in enumerate(lines) if "most recent call first" in line]
+    if headers:
+        current = [i for i in headers if lines[i].startswith("Current thread")]
+        start = (current or headers)[-1]  # the main thread is dumped last
+        frames = [line for line in lines[start + 1:] if line.startswith('File "')][:3]
+        fatal = [line for line in lines if line.startswith("Fatal Python error")][:1]
+        text = " <- ".join(fatal + frames)
+    else:
+        text = " | ".join(lines[-6:])
+    return text[-limit:]
+
+
+def kill_tree(proc):
+    """Kill a child and the DataLoader workers it started."""
+    if os.name == "nt":
+        # taskkill /T also ends the spawned workers, which proc.kill() would leave behind.
+        with open(os.devnull, "w") as devnull:
+            subprocess.call(["taskkill", "/F", "/T", "/PID", str(proc.pid)], stdout=devnull, stderr=devnull)
+    else:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        proc.kill()
+    except OSError:
+        pass
+    proc.wait()
+
+
+class Runner(object):
+    """Runs checks in child processes and collects their results in order."""
+
+    def __init__(self, args, report):
+        self.args = args
+        self.report = report  # called with each result record as it arrives
+        self.results = []
+        self.torch = None
+        self.import_failed = False
+        self.workdir = tempfile.mkdtemp(prefix="torchwin-smoke-")
+        self.children = 0
+
+    def close(self):
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def record(self, record):
+        record.pop("event", None)
+        self.results.append(record)
+        # The child reports torch's details as soon as it imported; a failed import check without
+        # them means torch did not import at all, so the checks still to come are skipped.
+        if record["name"] == "import" and record["status"] == FAIL and self.torch is None:
+            self.import_failed = True
+        self.report(record)
+
+    def skip_rest(self, checks, reason):
+        for chk in checks:
+            self.record(collections.OrderedDict(
+                [("name", chk.name), ("status", SKIP), ("reason", reason), ("seconds", 0.0)]))
+
+    def run(self, checks):
+        batch = []
+        for chk in checks:
+            if chk.isolated:
+                if batch:
+                    self.run_batch(batch)
+                    batch = []
+                self.run_batch([chk])
+            else:
+                batch.append(chk)
+        if batch:
+            self.run_batch(batch)
+        return self.results
+
+    def run_batch(self, checks):
+        remaining = list(checks)
+        while remaining:
+            if self.import_failed:
+                self.skip_rest(remaining, "needs torch, which did not import (see the import check)")
+                return
+            remaining = self.run_child(remaining)
+
+    def run_child(self, checks):
+        """Run `checks` in one child; return those still to run after a crash or a hang."""
+        self.children += 1
+        index = self.children
+        result_path = os.path.join(self.workdir, "result-%d.jsonl" % index)
+        err_path = os.path.join(self.workdir, "stderr-%d.txt" % index)
+        open(result_path, "w").close()
+        command = [sys.executable, os.path.abspath(__file__), "--child", ",".join(c.name for c in checks),
+                   "--result-file", result_path] + option_argv(self.args)
+        kwargs = {}
+        if os.name != "nt":
+            kwargs["start_new_session"] = True  # a process group, so kill_tree reaches the workers
+        pending = list(checks)
+        offset = 0
+        timed_out = False
+        with open(os.devnull, "w") as devnull, open(err_path, "w") as err:
+            # Output goes to files, not pipes: workers left behind by a killed child would keep a
+            # pipe open and block us.
+            proc = subprocess.Popen(command, stdout=devnull, stderr=err, **kwargs)
+            try:
+                clock = time.time()
+                while pending:
+                    exited = proc.poll() is not None
+                    offset, events = self.read_events(result_path, offset)
+                    for event in events:
+                        if event.get("event") == "info":
+                            self.torch = self.torch or event.get("torch")
+                        elif pending and event.get("name") == pending[0].name:
+                            pending.pop(0)
+                            self.record(event)
+                            clock = time.time()
+                    if exited or not pending:
+                        break
+                    if time.time() - clock > pending[0].timeout * self.args.timeout_scale:
+                        timed_out = True
+                        break
+                    time.sleep(0.05)
+                if not pending:
+                    try:
+                        proc.wait(timeout=30)  # let it exit on its own: all results are in
+                    except subprocess.TimeoutExpired:
+                        pass
+            finally:
+                if proc.poll() is None:
+                    kill_tree(proc)  # hung, interrupted, or done but lingering
+        if not pending:
+            return []
+        current = pending.pop(0)
+        seconds = round(time.time() - clock, 3)
+        tail = stderr_summary(err_path)
+        if timed_out:
+            reason = "timed out after %g s: %s" % (current.timeout * self.args.timeout_scale,
+                                                   current.hang_hint or "the check hangs")
+        else:
+            reason = "the test process died during this check (exit code %s)" % proc.returncode
+        if tail:
+            reason += "; stderr: " + tail
+        self.record(collections.OrderedDict(
+            [("name", current.name), ("status", FAIL), ("reason", reason), ("seconds", seconds)]))
+        if current.name == "import":
+            self.import_failed = True
+        return pending
+
+    @staticmethod
+    def read_events(path, offset):
+        """New complete JSON lines in the result file since `offset`."""
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+        complete = data[:data.rfind(b"\n") + 1]
+        events = []
+        for line in complete.decode("utf-8", "replace").splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                pass
+        return offset + len(complete), events
+
+
+def summary_line(results):
+    counts = dict((status, sum(1 for r in results if r["status"] == status)) for status in (PASS, FAIL, SKIP))
+    return "%d passed, %d failed, %d skipped" % (counts[PASS], counts[FAIL], counts[SKIP]), counts
+
+
+def write_line(stream, text):
+    """Write a line even when the console cannot encode it (localized Windows error messages)."""
+    try:
+        stream.write(text + "\n")
+    except UnicodeEncodeError:
+        encoding = getattr(stream, "encoding", None) or "ascii"
+        stream.write(text.encode(encoding, "replace").decode(encoding) + "\n")
+    stream.flush()
+
+
+def format_result(record):
+    return "%s  %-28s %7.2fs  %s" % (record["status"], record["name"], record["seconds"], record["reason"])
+
+
+def parent_main(args):
+    progress = sys.stderr if args.json else sys.stdout
+
+    def report(record):
+        write_line(progress, format_result(record))
+
+    started = time.time()
+    write_line(progress, "torchwin smoke test: Python %s (%s) on %s" % (
+        platform.python_version(), sys.executable, platform.platform()))
+    runner = Runner(args, report)
+    try:
+        results = runner.run(args.selected)
+    finally:
+        runner.close()
+    line, counts = summary_line(results)
+    write_line(progress, line)
+    if args.json:
+        document = collections.OrderedDict([
+            ("ok", counts[FAIL] == 0),
+            ("summary", collections.OrderedDict([
+                ("passed", counts[PASS]), ("failed", counts[FAIL]), ("skipped", counts[SKIP]), ("line", line)])),
+            ("checks", results),
+            ("torch", runner.torch),
+            ("python", collections.OrderedDict([
+                ("version", platform.python_version()), ("executable", sys.executable)])),
+            ("platform", platform.platform()),
+            ("options", collections.OrderedDict([
+                ("require_cuda", bool(args.require_cuda)), ("expect_version", args.expect_version),
+                ("expect_variant", args.expect_variant), ("expect_magma", bool(args.expect_magma)),
+                ("timeout_scale", args.timeout_scale), ("only", args.only)])),
+            ("seconds", round(time.time() - started, 3)),
+        ])
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        sys.stdout.flush()
+    return 1 if counts[FAIL] else 0
+
+
+def main(argv=None):
+    parser = make_parser()
+    args = resolve_options(parser, parser.parse_args(argv))
+    if args.child is not None:
+        return child_main(args)
+    args.selected = select_checks(parser, args.only)
+    return parent_main(args)
+
+
+if __name__ == "__main__":
+    # The guard matters: spawned DataLoader workers re-import this file and must not run main().
+    sys.exit(main())

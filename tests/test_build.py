@@ -1,0 +1,83 @@
+"""`torchwin build` end to end with the real engine, channel and installer."""
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from torchwin.cli import main
+
+rattler = pytest.importorskip("rattler")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def install(channel_dir, specs, prefix, platform="linux-64"):
+    records = asyncio.run(rattler.solve(sources=[rattler.Channel(channel_dir.as_uri())], specs=specs,
+                                        platforms=[platform, "noarch"], virtual_packages=[]))
+    asyncio.run(rattler.install(records, prefix, cache_dir=prefix.parent / "pkgs", show_progress=False))
+    return {r.name.normalized: r for r in records}
+
+
+def test_build_index_and_install_a_small_recipe(tmp_path, capsys):
+    channel = tmp_path / "channel"
+    code = main(["build", str(ROOT / "recipes" / "nvcc"), "--target-platform", "linux-64",
+                 "--channel-dir", str(channel), "--variant", "cuda_compiler_version=9.2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "1 built, 0 failed, 0 skipped" in out
+    assert "conda install -c %s nvcc_linux-64" % channel.resolve().as_uri() in out
+    repodata = json.loads((channel / "linux-64" / "repodata.json").read_text())
+    names = [p["name"] for p in {**repodata["packages"], **repodata.get("packages.conda", {})}.values()]
+    assert names == ["nvcc_linux-64"]
+
+    prefix = tmp_path / "env"
+    installed = install(channel, ["nvcc_linux-64 9.2.*"], prefix)
+    assert str(installed["nvcc_linux-64"].version) == "9.2"
+    activate = list((prefix / "etc" / "conda" / "activate.d").glob("*.sh"))
+    assert activate, "activation script did not land in the prefix"
+    assert list((prefix / "conda-meta").glob("nvcc_linux-64-9.2-*.json"))
+
+
+def test_pytorch_is_rendered_and_reported_skipped_here(tmp_path, capsys):
+    channel = tmp_path / "channel"
+    code = main(["build", str(ROOT / "recipes" / "pytorch"), "--target-platform", "win-64",
+                 "--channel-dir", str(channel), "--variant", "python=3.6", "--variant", "pytorch_version=1.1.0"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "0 built, 0 failed, 3 skipped" in out
+    assert "needs a Windows build machine" in out
+    assert 'conda build recipes/pytorch --variants "{cuda_compiler_version: \'9.0\'' in out
+    assert not channel.exists(), "nothing may be written for skipped packages"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--variant", "cuda_compiler_version=7.5"], "unknown value; allowed: 8.0, 9.0, 9.1, 9.2"),
+    (["--package-format", "zip"], "--package-format 'zip': allowed: conda[:LEVEL]"),
+    (["--package-format", "conda:99"], "level must be a whole number from -7 to 22"),
+    (["--target-platform", "win-32"], "unknown target platform 'win-32'"),
+])
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, argv, message):
+    channel = tmp_path / "channel"
+    out = subprocess.run([sys.executable, "-m", "torchwin", "build", str(ROOT / "recipes" / "nvcc"),
+                          "--channel-dir", str(channel), *argv], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert not channel.exists()
+
+
+def test_a_failing_build_fails_the_command_and_leaves_the_channel_alone(tmp_path, capsys):
+    recipe = tmp_path / "broken"
+    recipe.mkdir()
+    (recipe / "recipe.yaml").write_text(
+        "package:\n  name: broken\n  version: '1.0'\nbuild:\n  script:\n    interpreter: python\n"
+        "    content: raise SystemExit('deliberate failure')\n")
+    channel = tmp_path / "channel"
+    code = main(["build", str(recipe), "--channel-dir", str(channel)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "0 built, 1 failed" in out
+    assert not list(channel.rglob("*.conda"))
