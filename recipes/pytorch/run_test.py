@@ -33,6 +33,10 @@ TF32 switches, linalg APIs) instead of assuming the newest API. It must stay val
 and use only the standard library and torch: it runs under each variant's own Python.
 """
 
+# ruff: noqa: UP031, BLE001
+# %-formatting because this runs on Python 3.5 (no f-strings); blind excepts because a smoke
+# test must turn whatever a broken torch throws into a FAIL line.
+
 import argparse
 import collections
 import gc
@@ -330,7 +334,7 @@ def use_spawn():
 # Datasets live at module level without torch base classes: spawned workers unpickle them by
 # re-importing this file, which must stay importable without torch.
 
-class SmokeDataset(object):
+class SmokeDataset:
     """Item i: a vector filled with i, the index, and the pid of the process that built it."""
 
     def __init__(self, items, floats):
@@ -359,12 +363,18 @@ class FailingDataset(SmokeDataset):
 # Context: what the checks of one child process share
 # ---------------------------------------------------------------------------------------------
 
-class Context(object):
+class Context:
     def __init__(self, options):
         self.options = options
         self._torch = None
         self._import_error = None
         self._gpu = None  # None: not looked yet; otherwise (ready, why_not)
+        self.info_sent = False  # the parent gets torch's details once per child
+
+    @property
+    def imported(self):
+        """The torch module if a check imported it, else None."""
+        return self._torch
 
     def import_torch(self):
         """Import torch; CheckFailed with the reason if that fails (for the import check)."""
@@ -470,7 +480,7 @@ def cudnn_compiled(torch):
     return None
 
 
-class tf32_disabled(object):
+class tf32_disabled:
     """Turn TF32 off (torch 1.7+ on Ampere and newer) so GPU float32 results match the CPU."""
 
     def __init__(self, torch):
@@ -519,8 +529,13 @@ def check_version(ctx):
         raise Skip("no expected version given (--expect-version or %s); torch reports %s"
                    % (ENV_EXPECT_VERSION, have))
     # pip wheels carry a local part (2.1.0+cpu); conda builds usually do not.
-    if have == want or have.split("+")[0] == want:
+    base = have.split("+")[0]
+    if have == want or base == want:
         return "torch %s, as expected" % have
+    # A rebuild of the same release: setup.py appends .postN when the build number is above 1.
+    post = base[len(want):] if base.startswith(want) else ""
+    if post.startswith(".post") and post[5:].isdigit():
+        return "torch %s, a rebuild of %s as expected" % (have, want)
     raise CheckFailed("torch reports version %s, expected %s" % (have, want))
 
 
@@ -618,7 +633,7 @@ def make_net(torch):
         """conv 1->4 (3x3) -> relu -> linear 36->2, for 1x5x5 inputs."""
 
         def __init__(self):
-            super(Net, self).__init__()
+            super().__init__()
             self.conv = nn.Conv2d(1, 4, 3)
             self.fc = nn.Linear(4 * 3 * 3, 2)
 
@@ -778,7 +793,7 @@ def check_cudnn_conv(ctx):
 
 @check("cuda.cudnn_version", timeout=180)
 def check_cudnn_version(ctx):
-    torch = ctx.gpu()
+    ctx.gpu()
     cudnn = import_submodule("torch.backends.cudnn")
     expect(cudnn is not None and cudnn.is_available(), "cuDNN is not available to this torch")
     version = cudnn.version()
@@ -1034,7 +1049,7 @@ def run_check(ctx, chk):
 
 
 def child_main(args):
-    by_name = dict((chk.name, chk) for chk in CHECKS)
+    by_name = {chk.name: chk for chk in CHECKS}
     names = [name for name in args.child.split(",") if name]
     unknown = [name for name in names if name not in by_name]
     if unknown or not args.result_file:
@@ -1061,9 +1076,9 @@ def child_main(args):
             record = run_check(ctx, chk)
             if faulthandler is not None:
                 faulthandler.cancel_dump_traceback_later()
-            if ctx._torch is not None and not getattr(ctx, "info_sent", False):
+            if ctx.imported is not None and not ctx.info_sent:
                 ctx.info_sent = True
-                emit({"event": "info", "torch": torch_info(ctx._torch)})
+                emit({"event": "info", "torch": torch_info(ctx.imported)})
             record["event"] = "result"
             emit(record)
     return 0
@@ -1077,9 +1092,9 @@ def stderr_summary(path, limit=600):
     """What a dead or hung child left on stderr: faulthandler's innermost frames when it wrote a
     stack dump (on a crash, or just before the time bound), else the last lines."""
     try:
-        with io.open(path, encoding="utf-8", errors="replace") as handle:
+        with open(path, encoding="utf-8", errors="replace") as handle:
             lines = [line.strip() for line in handle if line.strip()]
-    except (IOError, OSError):
+    except OSError:
         return ""
     headers = [i for i, line in enumerate(lines) if "most recent call first" in line]
     if headers:
@@ -1111,7 +1126,7 @@ def kill_tree(proc):
     proc.wait()
 
 
-class Runner(object):
+class Runner:
     """Runs checks in child processes and collects their results in order."""
 
     def __init__(self, args, report):
@@ -1242,7 +1257,7 @@ class Runner(object):
 
 
 def summary_line(results):
-    counts = dict((status, sum(1 for r in results if r["status"] == status)) for status in (PASS, FAIL, SKIP))
+    counts = {status: sum(1 for r in results if r["status"] == status) for status in (PASS, FAIL, SKIP)}
     return "%d passed, %d failed, %d skipped" % (counts[PASS], counts[FAIL], counts[SKIP]), counts
 
 

@@ -1,12 +1,117 @@
-"""Placeholder: the `torchwin smoke` subcommand is being written."""
+"""`torchwin smoke`: check that the torch in this environment works.
 
-from torchwin.errors import Failure
+It runs recipes/pytorch/run_test.py, the very file the pytorch recipe runs as its package
+test, with the current interpreter, so a user's "does my install work?" and the build's
+"does this package work?" are the same question with the same answers. The script does the
+work and prints the report; this module finds it, passes the options on, and turns its exit
+code into ours.
+"""
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import torchwin
+from torchwin.errors import Failure, UserError
+
+RUN_TEST = Path("recipes", "pytorch", "run_test.py")
+
+DESCRIPTION = """\
+Check that the torch importable by this Python works: import, version, MKL and CUDA
+configuration, CPU math, autograd, a small conv net, save/load, DataLoader workers started
+with spawn (as on Windows), two regressions from the first Windows builds (a deadlock after an
+error in backward, memory growth over DataLoader epochs) and, when a GPU is visible, CUDA,
+cuDNN, streams, memory, MAGMA and multi-GPU copies.
+
+Each check prints PASS, FAIL or SKIP with its time and reason; the last line reads
+`N passed, N failed, N skipped`. Exit code 0 when nothing failed, 1 otherwise. Without a
+GPU the CUDA checks SKIP, unless --require-cuda (or TORCHWIN_REQUIRE_CUDA=1) makes them FAIL.
+
+This runs recipes/pytorch/run_test.py, the pytorch package's own test; that script also
+runs on its own (`python recipes/pytorch/run_test.py --help`) where torchwin is not installed.
+"""
+
+EXAMPLES = """\
+examples:
+  torchwin smoke                                  check whatever torch is installed
+  torchwin smoke --expect-version 1.0.0 --expect-variant cuda9.0
+                                                  and that it is the build you meant to install
+  torchwin smoke --require-cuda                   on a GPU machine: no GPU is a failure
+  torchwin smoke --only cpu,dataloader            just these groups of checks
+  torchwin smoke --json > smoke.json              a machine-readable report (progress on stderr)
+"""
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("smoke", help="(not yet written)")
+    parser = subparsers.add_parser(
+        "smoke",
+        help="check that the installed torch works (CPU, DataLoader, CUDA)",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--require-cuda", action="store_true",
+                        help="CUDA checks FAIL instead of SKIP when no GPU is visible "
+                             "(also TORCHWIN_REQUIRE_CUDA=1)")
+    parser.add_argument("--expect-version", metavar="V",
+                        help="torch.__version__ must be V; a local part such as +cpu is ignored")
+    parser.add_argument("--expect-variant", metavar="KIND",
+                        help="cpu (CUDA must not be compiled in), cuda (CUDA and cuDNN must be), "
+                             "or cudaX.Y such as cuda9.0 (and of that version)")
+    parser.add_argument("--expect-magma", action="store_true",
+                        help="on a GPU, FAIL instead of SKIP when MAGMA is not compiled in")
+    parser.add_argument("--timeout-scale", metavar="X",
+                        help="multiply every check's time bound by X, e.g. 3 on a slow machine")
+    parser.add_argument("--only", metavar="NAMES",
+                        help="comma-separated checks or groups: import, version, config, cpu, cuda, "
+                             "dataloader, regression, or full names such as cpu.autograd")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document on stdout: every check, the summary, torch's details")
     parser.set_defaults(func=run)
 
 
+def find_run_test(start=None):
+    """recipes/pytorch/run_test.py in the checkout that holds the torchwin package."""
+    start = Path(start) if start is not None else Path(torchwin.__file__).resolve().parent
+    for folder in [start, *start.parents]:
+        candidate = folder / RUN_TEST
+        if candidate.is_file():
+            return candidate
+    raise UserError(
+        f"cannot find {RUN_TEST.as_posix()} in {start} or any folder above it; `torchwin smoke` needs the "
+        "torchwin source checkout (pip install -e .), or run that script from a checkout directly"
+    )
+
+
+def script_argv(args):
+    """run_test.py's own flags, for the options given on our command line."""
+    argv = []
+    if args.require_cuda:
+        argv.append("--require-cuda")
+    if args.expect_magma:
+        argv.append("--expect-magma")
+    for flag, value in (
+        ("--expect-version", args.expect_version),
+        ("--expect-variant", args.expect_variant),
+        ("--timeout-scale", args.timeout_scale),
+        ("--only", args.only),
+    ):
+        if value:
+            argv += [flag, value]
+    if args.json:
+        argv.append("--json")
+    return argv
+
+
 def run(args):
-    raise Failure("torchwin smoke is not written yet")
+    script = find_run_test()
+    # The report goes straight to our stdout/stderr; with --json, stdout stays pure JSON.
+    code = subprocess.call([sys.executable, str(script), *script_argv(args)])
+    if code == 0:
+        return 0
+    if code == 1:
+        raise Failure("the smoke test found problems: see the FAIL lines above")
+    if code == 2:
+        raise UserError(f"{script.name} rejected the options (its message is above)")
+    raise Failure(f"{script} ended with exit code {code} before reporting")

@@ -1,0 +1,311 @@
+"""`torchwin smoke` and recipes/pytorch/run_test.py, run for real.
+
+Against the installed torch (a CPU build here and in CI): every CPU check passes, the CUDA
+checks skip, --require-cuda turns that into a failure, --json is complete. Against fake
+`torch` modules put first on the path: a torch that fails to import, one missing its
+attributes, one that crashes the interpreter, one that hangs; each gives FAILs, never a
+traceback. vermin holds run_test.py to Python 3.5.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from torchwin import cli, smoke
+from torchwin.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_TEST = REPO / "recipes" / "pytorch" / "run_test.py"
+SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed, (\d+) skipped$")
+
+
+def load_run_test():
+    """run_test.py as a module (it imports no torch at import time), for its list of checks."""
+    spec = importlib.util.spec_from_file_location("torchwin_run_test", RUN_TEST)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ALL_CHECKS = [chk.name for chk in load_run_test().CHECKS]
+
+
+def clean_env(**extra):
+    """The environment without any TORCHWIN_* setting a CI job may have made."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHWIN_")}
+    env.update(extra)
+    return env
+
+
+def run(argv, env=None, via_cli=False, timeout=600):
+    """Run run_test.py (or `python -m torchwin smoke`) and return the completed process."""
+    head = [sys.executable, "-m", "torchwin", "smoke"] if via_cli else [sys.executable, str(RUN_TEST)]
+    return subprocess.run(head + list(argv), env=env or clean_env(), capture_output=True, text=True,
+                          timeout=timeout, cwd=str(REPO), check=False)
+
+
+def by_name(document):
+    return {c["name"]: c for c in document["checks"]}
+
+
+def gpu_visible(torch):
+    return torch.version.cuda is not None and torch.cuda.is_available()
+
+
+# ---------------------------------------------------------------------------------------------
+# The real torch
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def torch():
+    return pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def full_run(torch):
+    """One complete `torchwin smoke --json` for the whole module: the slow part (DataLoader workers)."""
+    variant = "cpu" if torch.version.cuda is None else "cuda"
+    proc = run(["--json", "--expect-version", torch.__version__, "--expect-variant", variant], via_cli=True)
+    return proc, json.loads(proc.stdout)
+
+
+def test_full_run_passes_every_cpu_check(full_run, torch):
+    proc, document = full_run
+    checks = by_name(document)
+    not_passed = {name: (c["status"], c["reason"]) for name, c in checks.items()
+                  if not name.startswith("cuda.") and c["status"] != "PASS"}
+    assert not not_passed, not_passed
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert document["ok"] is True
+    # The checks that prove the Windows-specific paths really ran, not just "passed".
+    assert "spawned worker" in checks["dataloader.workers"]["reason"]
+    assert "reached the caller" in checks["dataloader.worker_error"]["reason"]
+    assert "bound 24 MiB" in checks["regression.dataloader_memory"]["reason"]
+    assert torch.__version__ in checks["version"]["reason"]
+
+
+def test_full_run_cuda_checks_skip_without_a_gpu(full_run, torch):
+    if gpu_visible(torch):
+        pytest.skip("a GPU is visible: the CUDA checks run instead of skipping")
+    _, document = full_run
+    cuda = {n: c for n, c in by_name(document).items() if n.startswith("cuda.")}
+    assert len(cuda) >= 9
+    for name, result in cuda.items():
+        assert result["status"] == "SKIP", (name, result)
+        assert "CPU-only build" in result["reason"] or "no GPU is visible" in result["reason"]
+
+
+def test_json_report_is_complete(full_run, torch):
+    _, document = full_run
+    assert [c["name"] for c in document["checks"]] == ALL_CHECKS
+    for result in document["checks"]:
+        assert set(result) == {"name", "status", "reason", "seconds"}
+        assert result["status"] in ("PASS", "FAIL", "SKIP")
+        assert isinstance(result["reason"], str) and result["reason"]
+        assert isinstance(result["seconds"], (int, float)) and result["seconds"] >= 0
+    summary = document["summary"]
+    statuses = [c["status"] for c in document["checks"]]
+    assert (summary["passed"], summary["failed"], summary["skipped"]) == (
+        statuses.count("PASS"), statuses.count("FAIL"), statuses.count("SKIP"))
+    assert summary["line"] == f"{summary['passed']} passed, {summary['failed']} failed, {summary['skipped']} skipped"
+    assert document["torch"]["version"] == torch.__version__
+    assert document["torch"]["cuda"] == torch.version.cuda
+    assert document["torch"]["mkl"] is True
+    assert document["python"]["executable"]
+    assert document["options"]["expect_version"] == torch.__version__
+
+
+def test_progress_lines_and_summary_go_to_stderr_with_json(full_run):
+    proc, document = full_run
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == document["summary"]["line"]
+    assert SUMMARY.match(lines[-1])
+    for name in ALL_CHECKS:
+        assert any(re.match(rf"^(PASS|FAIL|SKIP)\s+{re.escape(name)}\s+\d+\.\d\ds  \S", line)
+                   for line in lines), name
+
+
+def test_require_cuda_fails_with_a_clear_message(torch):
+    if gpu_visible(torch):
+        pytest.skip("a GPU is visible: --require-cuda is satisfied")
+    proc = run(["--require-cuda", "--only", "import,cuda"], via_cli=True)
+    assert proc.returncode == 1
+    fails = [line for line in proc.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(fails) == len([n for n in ALL_CHECKS if n.startswith("cuda.")])
+    for line in fails:
+        assert "a GPU is required (--require-cuda or TORCHWIN_REQUIRE_CUDA=1), but" in line
+    assert proc.stdout.strip().splitlines()[-1] == f"1 passed, {len(fails)} failed, 0 skipped"
+    assert "torchwin: error: the smoke test found problems" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_require_cuda_env_var_fails_but_not_for_an_expected_cpu_variant(torch):
+    if gpu_visible(torch):
+        pytest.skip("a GPU is visible: the requirement is satisfied")
+    proc = run(["--json", "--only", "cuda.device"], env=clean_env(TORCHWIN_REQUIRE_CUDA="1"))
+    assert proc.returncode == 1
+    assert by_name(json.loads(proc.stdout))["cuda.device"]["status"] == "FAIL"
+    if torch.version.cuda is None:
+        # A GPU job sets the variable for every package; the CPU package's test must still pass.
+        env = clean_env(TORCHWIN_REQUIRE_CUDA="1", TORCHWIN_EXPECT_VARIANT="cpu")
+        proc = run(["--json", "--only", "cuda.device,config.cuda"], env=env)
+        checks = by_name(json.loads(proc.stdout))
+        assert proc.returncode == 0, checks
+        assert checks["cuda.device"]["status"] == "SKIP"
+        assert checks["config.cuda"]["status"] == "PASS"
+
+
+def test_wrong_version_and_variant_fail(torch):
+    wrong_variant = "cuda9.0" if torch.version.cuda is None else "cpu"
+    proc = run(["--json", "--only", "version,config.cuda", "--expect-version", "0.4.1",
+                "--expect-variant", wrong_variant])
+    assert proc.returncode == 1
+    checks = by_name(json.loads(proc.stdout))
+    assert checks["version"]["status"] == "FAIL"
+    assert "expected 0.4.1" in checks["version"]["reason"]
+    assert checks["config.cuda"]["status"] == "FAIL"
+
+
+def test_version_check_accepts_local_parts_and_rebuilds_only(tmp_path):
+    env = fake_torch(tmp_path, '__version__ = "1.0.0.post2"\n')
+    for expected, status in (("1.0.0", "PASS"), ("1.0.0.post2", "PASS"), ("1.0", "FAIL"), ("1.0.1", "FAIL")):
+        proc = run(["--json", "--only", "version", "--expect-version", expected], env=env)
+        assert by_name(json.loads(proc.stdout))["version"]["status"] == status, expected
+
+
+def test_variant_names_follow_build_strings():
+    module = load_run_test()
+    assert module.parse_variant("CPU", "x") == "cpu"
+    assert module.parse_variant("cuda90", "x") == "cuda9.0"
+    assert module.parse_variant("cuda10.0", "x") == "cuda10.0"
+    assert module.parse_variant("cuda100", "x") == "cuda10.0"
+    for bad in ("gpu", "cuda9", "cuda9.0.1", "cudax"):
+        with pytest.raises(ValueError, match="expected cpu, cuda or cudaX.Y"):
+            module.parse_variant(bad, "x")
+
+
+def test_bad_options_are_usage_errors():
+    proc = run(["--expect-variant", "gpu"])
+    assert proc.returncode == 2
+    assert "expected cpu, cuda or cudaX.Y" in proc.stderr
+    proc = run(["--only", "cpu,nonsense"], via_cli=True)
+    assert proc.returncode == 2
+    assert "unknown check nonsense" in proc.stderr
+    assert "torchwin: error:" in proc.stderr
+    proc = run(["--require-cuda", "--expect-variant", "cpu"])
+    assert proc.returncode == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Broken environments: a fake torch first on the path
+# ---------------------------------------------------------------------------------------------
+
+def fake_torch(tmp_path, source):
+    folder = tmp_path / "fake"
+    folder.mkdir()
+    (folder / "torch.py").write_text(source)
+    return clean_env(PYTHONPATH=str(folder))
+
+
+def assert_no_traceback(proc):
+    assert "Traceback (most recent call last)" not in proc.stdout + proc.stderr
+
+
+def test_torch_that_fails_to_import_fails_the_import_check(tmp_path):
+    env = fake_torch(tmp_path, 'raise ImportError("DLL load failed: The specified module could not be found.")\n')
+    proc = run(["--json"], env=env, via_cli=True)
+    assert proc.returncode == 1
+    document = json.loads(proc.stdout)
+    checks = by_name(document)
+    assert checks["import"]["status"] == "FAIL"
+    assert "import torch failed: ImportError: DLL load failed" in checks["import"]["reason"]
+    others = [c for n, c in checks.items() if n != "import"]
+    assert others and all(c["status"] == "SKIP" and "did not import" in c["reason"] for c in others)
+    assert document["summary"]["line"] == f"0 passed, 1 failed, {len(others)} skipped"
+    assert_no_traceback(proc)
+
+
+def test_torch_missing_attributes_fails_each_check_with_a_message(tmp_path):
+    env = fake_torch(tmp_path, '__version__ = "0.0.0"\n')
+    proc = run(["--json"], env=env)
+    assert proc.returncode == 1
+    checks = by_name(json.loads(proc.stdout))
+    assert checks["import"]["status"] == "FAIL"
+    assert "lacks Tensor, tensor" in checks["import"]["reason"]
+    assert str(tmp_path / "fake" / "torch.py") in checks["import"]["reason"]
+    for name in ("cpu.tensor_math", "cpu.autograd", "cpu.conv_linear", "cpu.save_load",
+                 "dataloader.workers", "regression.backward_error"):
+        assert checks[name]["status"] == "FAIL", (name, checks[name])
+        assert "Error:" in checks[name]["reason"] or "torch" in checks[name]["reason"]
+    assert_no_traceback(proc)
+
+
+def test_torch_that_crashes_the_interpreter_is_a_fail(tmp_path):
+    env = fake_torch(tmp_path, "import os\nos._exit(3)\n")
+    proc = run(["--json", "--only", "import,cpu"], env=env)
+    assert proc.returncode == 1
+    checks = by_name(json.loads(proc.stdout))
+    assert checks["import"]["status"] == "FAIL"
+    assert "died during this check (exit code 3)" in checks["import"]["reason"]
+    assert checks["cpu.autograd"]["status"] == "SKIP"
+    assert_no_traceback(proc)
+
+
+def test_hanging_check_times_out_and_the_next_check_still_runs(tmp_path):
+    source = ("import time\n__version__ = '9.9'\nfloat64 = None\n"
+              "def tensor(*args, **kwargs):\n    time.sleep(600)\n")
+    env = fake_torch(tmp_path, source)
+    proc = run(["--json", "--only", "cpu.tensor_math,cpu.save_load", "--timeout-scale", "0.02"], env=env)
+    assert proc.returncode == 1
+    checks = by_name(json.loads(proc.stdout))
+    assert checks["cpu.tensor_math"]["status"] == "FAIL"
+    assert "timed out after" in checks["cpu.tensor_math"]["reason"]
+    assert "in tensor" in checks["cpu.tensor_math"]["reason"]  # where it hung, from faulthandler
+    # save_load ran in a fresh child after the hung one was killed, and failed on its own terms.
+    assert checks["cpu.save_load"]["status"] == "FAIL"
+    assert "manual_seed" in checks["cpu.save_load"]["reason"]
+    assert_no_traceback(proc)
+
+
+# ---------------------------------------------------------------------------------------------
+# The script itself and the subcommand around it
+# ---------------------------------------------------------------------------------------------
+
+def test_run_test_is_valid_python_3_5():
+    pytest.importorskip("vermin")
+    command = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())",
+               "-t=3.5-", "--no-tips", "--violations", str(RUN_TEST)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_run_test_imports_nothing_but_the_standard_library():
+    """Spawned DataLoader workers re-import the file; torch must only be imported inside checks."""
+    source = RUN_TEST.read_text()
+    top_level = [line for line in source.splitlines() if re.match(r"^(import|from) ", line)]
+    stdlib = set(sys.stdlib_module_names)
+    assert all(re.split(r"[ .]", line)[1] in stdlib for line in top_level), top_level
+
+
+def test_find_run_test_walks_up_from_the_package():
+    assert smoke.find_run_test() == RUN_TEST
+    assert smoke.find_run_test(REPO / "scripts" / "torchwin") == RUN_TEST
+
+
+def test_find_run_test_outside_a_checkout_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="cannot find recipes/pytorch/run_test.py"):
+        smoke.find_run_test(tmp_path)
+
+
+def test_smoke_help_teaches(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["smoke", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for text in ("--require-cuda", "--expect-version", "--json", "examples:", "TORCHWIN_REQUIRE_CUDA"):
+        assert text in out
