@@ -1,12 +1,361 @@
-"""Placeholder: the `torchwin publish` subcommand is being written."""
+"""`torchwin publish`: upload package files to anaconda.org and prune old builds there.
 
-from torchwin.errors import Failure
+Uploads go through anaconda-client's Python API (binstar_client), the same
+calls `anaconda upload --skip-existing` makes: look for the file, create the
+package and release when missing, then stage, upload and commit the file with
+its label. The owner and API URL come from channel/channel.yaml; the token only
+from the environment variable ANACONDA_API_TOKEN, and it is never printed: every
+message passes through a filter that blanks it, even one an error response
+echoes back. Network errors, 5xx answers and 429 (rate limit) are retried with
+exponential back-off; any other 4xx is final. `--prune` applies channel.yaml's
+retention to the files on anaconda.org, as `torchwin channel prune` does locally.
+"""
+
+import argparse
+import os
+import shlex
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from torchwin import retention
+from torchwin.channel_config import MAIN, load_channel_config
+from torchwin.errors import Failure, UserError
+from torchwin.package_check import check_package
+
+TOKEN_ENV = "ANACONDA_API_TOKEN"
+ATTEMPTS = 6  # 1 try + 5 retries: 2+4+8+16+32 s of back-off rides out a minute-long outage
+BASE_DELAY = 2.0
+MAX_DELAY = 60.0
+
+DESCRIPTION = """\
+Upload package files to the anaconda.org channel of channel/channel.yaml
+(owner `anaconda.owner`), with a label (default main). Files already there are
+skipped; one there with other content is an error. The token is read from
+ANACONDA_API_TOKEN only. Transient failures (network, 5xx, 429) are retried
+with exponential back-off.
+
+--prune applies the retention rules of channel.yaml to what is on anaconda.org
+(a file labelled main is never removed). Always look first with --dry-run.
+"""
+
+EPILOG = """\
+examples:
+  torchwin publish --dry-run --label nightly output/win-64/*.tar.bz2
+  ANACONDA_API_TOKEN=... torchwin publish --label nightly output/win-64/*.tar.bz2
+  torchwin publish --prune --label nightly --dry-run
+"""
+
+
+class Redactor:
+    """Blanks the token out of any text on its way to the terminal or an exception."""
+
+    def __init__(self, secret):
+        self.secret = secret or None
+
+    def __call__(self, text):
+        text = str(text)
+        return text.replace(self.secret, "***") if self.secret else text
+
+
+def status_of(exc):
+    """HTTP status of a binstar_client error (its second argument), or None."""
+    args = getattr(exc, "args", ())
+    return args[1] if len(args) > 1 and isinstance(args[1], int) else None
+
+
+def is_transient(exc):
+    """Worth retrying: no connection or an interrupted one, a timeout, 5xx, or 429 Too Many Requests."""
+    import requests
+
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        return True
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return True
+    status = status_of(exc)
+    return status is not None and (status >= 500 or status == 429)
+
+
+class Publisher:
+    """Talks to anaconda.org for one owner; every call goes through call() and its retries."""
+
+    def __init__(self, api, owner, redact=None, sleep=time.sleep, attempts=ATTEMPTS, out=print):
+        self.api = api
+        self.owner = owner
+        self.redact = redact or Redactor(None)
+        self.sleep = sleep
+        self.attempts = attempts
+        self.out = out
+
+    def say(self, text):
+        self.out(self.redact(text))
+
+    def call(self, what, fn, *args, **kwargs):
+        """fn(*args, **kwargs), retried on transient errors; any other error is final."""
+        from binstar_client import errors
+
+        delay = BASE_DELAY
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return fn(*args, **kwargs)
+            except errors.NotFound:
+                raise
+            except Exception as exc:  # noqa: BLE001 - sorted into transient/final below
+                message = self.redact(_one_line(exc))
+                if not is_transient(exc):
+                    status = status_of(exc)
+                    hint = " (is ANACONDA_API_TOKEN valid for this owner?)" if status in (401, 403) else ""
+                    raise Failure(f"anaconda.org: {what}: {message}{hint}") from None
+                if attempt == self.attempts:
+                    raise Failure(
+                        f"anaconda.org: {what}: still failing after {attempt} tries: {message}"
+                    ) from None
+                self.say(f"  {what}: {message}; retrying in {delay:.0f} s ({attempt}/{self.attempts - 1})")
+                self.sleep(delay)
+                delay = min(delay * 2, MAX_DELAY)
+        raise AssertionError("unreachable")
+
+    def exists(self, name, version, basename):
+        """The file's record on anaconda.org, or None."""
+        from binstar_client import errors
+
+        try:
+            return self.call(
+                "look for " + basename, self.api.distribution, self.owner, name, version, basename
+            )
+        except errors.NotFound:
+            return None
+
+    def upload(self, pkg, label):
+        """Upload one checked package file with label; returns 'uploaded' or 'skipped'."""
+        from binstar_client import errors
+        from binstar_client.inspect_package.conda import inspect_conda_package
+        from binstar_client.utils.config import PackageType
+
+        basename = f"{pkg.subdir}/{pkg.filename}"
+        where = f"{self.owner}/{pkg.name}/{pkg.version}/{basename}"
+        if self._already_there(pkg, basename, where):
+            return "skipped"
+        package_attrs, release_attrs, file_attrs = inspect_conda_package(str(pkg.path))
+        try:
+            self.call("look up package " + pkg.name, self.api.package, self.owner, pkg.name)
+        except errors.NotFound:
+            self.call(
+                "create package " + pkg.name,
+                self.api.add_package,
+                self.owner,
+                pkg.name,
+                package_attrs.get("summary") or pkg.name,
+                package_attrs.get("license"),
+                public=True,
+                attrs=package_attrs,
+                license_url=package_attrs.get("license_url"),
+                license_family=package_attrs.get("license_family"),
+                package_type=PackageType.CONDA,
+            )
+        try:
+            self.call("look up release " + pkg.version, self.api.release, self.owner, pkg.name, pkg.version)
+        except errors.NotFound:
+            self.call(
+                f"create release {pkg.name} {pkg.version}",
+                self.api.add_release,
+                self.owner,
+                pkg.name,
+                pkg.version,
+                [],
+                None,
+                release_attrs,
+            )
+
+        def send():
+            # A retry after a lost answer would upload twice: look first.
+            if self.exists(pkg.name, pkg.version, basename) is not None:
+                return None
+            with open(pkg.path, "rb") as stream:
+                return self.api.upload(
+                    self.owner,
+                    pkg.name,
+                    pkg.version,
+                    basename,
+                    stream,
+                    PackageType.CONDA,
+                    "",
+                    dependencies=file_attrs.get("dependencies"),
+                    attrs=file_attrs["attrs"],
+                    channels=[label],
+                )
+
+        self.call("upload " + basename, send)
+        self.say(f"uploaded {where} (label {label})")
+        return "uploaded"
+
+    def _already_there(self, pkg, basename, where):
+        found = self.exists(pkg.name, pkg.version, basename)
+        if found is None:
+            return False
+        theirs = found.get("sha256") if isinstance(found, dict) else None
+        if theirs and theirs != pkg.sha256:
+            raise Failure(
+                f"{pkg.path}: {where} is already on anaconda.org with other content "
+                f"(sha256 {theirs[:12]}..., local {pkg.sha256[:12]}...); remove it there first"
+            )
+        self.say(f"skipped {where}: already on anaconda.org")
+        return True
+
+    def remote_builds(self, labels):
+        """retention.Build for every file on anaconda.org carrying one of labels (and not main)."""
+        packages = self.call("list packages of " + self.owner, self.api.user_packages, self.owner)
+        builds = []
+        for package in sorted(packages, key=lambda p: p.get("name", "")):
+            name = package.get("name")
+            info = self.call("list files of " + str(name), self.api.package, self.owner, name)
+            for record in info.get("files") or []:
+                file_labels = record.get("labels") or [MAIN]
+                if MAIN in file_labels:
+                    continue
+                builds += [_remote_build(name, record, lab) for lab in file_labels if lab in labels]
+        return builds
+
+    def prune(self, config, labels, dry_run, now=None):
+        """Remove (or with dry_run list) the files that retention lets go on every label they carry."""
+        rules = {lab: rule for lab, rule in config.retention.items() if lab in labels}
+        builds = self.remote_builds(set(rules))
+        plan = retention.plan(builds, rules, now=now)
+        doomed = {}
+        for build, reason in plan:
+            doomed.setdefault(id(build.handle), (build, []))[1].append(reason)
+        done = []
+        for build, reasons in doomed.values():
+            record = build.handle
+            file_labels = set(record.get("labels") or [MAIN])
+            if len(reasons) < len(file_labels):
+                continue  # some other label of this file still keeps it
+            basename = record["basename"]
+            spec = f"{self.owner}/{build.name}/{build.version}/{basename}"
+            if dry_run:
+                self.say(f"would remove {spec} -- {'; '.join(reasons)}")
+                self.say("  " + _command(["anaconda", "remove", "--force", spec]))
+            else:
+                self.call(
+                    "remove " + spec, self.api.remove_dist, self.owner, build.name, build.version, basename
+                )
+                self.say(f"removed {spec} -- {'; '.join(reasons)}")
+            done.append(spec)
+        if not done:
+            self.say("nothing to prune on anaconda.org")
+        return done
+
+
+def _remote_build(name, record, label):
+    attrs = record.get("attrs") or {}
+    basename = record.get("basename", "")
+    subdir = attrs.get("subdir") or (basename.split("/", 1)[0] if "/" in basename else "noarch")
+    stamp = retention.from_millis(attrs.get("timestamp"))
+    if stamp is None and record.get("upload_time"):
+        try:
+            stamp = datetime.fromisoformat(str(record["upload_time"]).replace("Z", "+00:00"))
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=timezone.utc)
+        except ValueError:
+            stamp = None
+    return retention.Build(
+        label=label,
+        subdir=subdir,
+        filename=basename.rsplit("/", 1)[-1],
+        name=name,
+        version=str(record.get("version", "0")),
+        build=str(attrs.get("build", "")),
+        build_number=int(attrs.get("build_number") or 0),
+        timestamp=stamp,
+        handle=record,
+    )
+
+
+def make_api(token, api_url):
+    """anaconda-client's API object for api_url; deliberately not get_server_api(), which would
+    fall back to BINSTAR_API_TOKEN or a token stored by `anaconda login`."""
+    from binstar_client import Binstar
+
+    return Binstar(token=token, domain=api_url)
+
+
+def upload_commands(files, owner, label):
+    """The `anaconda upload` command lines equivalent to publishing files (the token comes from the env)."""
+    return [
+        _command(["anaconda", "upload", "--user", owner, "--label", label, "--skip-existing", str(f)])
+        for f in files
+    ]
+
+
+def _command(words):
+    return subprocess.list2cmdline(words) if os.name == "nt" else shlex.join(words)
+
+
+def _one_line(exc):
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+# ---------------------------------------------------------------- command line
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("publish", help="(not yet written)")
+    parser = subparsers.add_parser(
+        "publish",
+        help="upload packages to anaconda.org; prune old nightlies there",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("files", nargs="*", metavar="FILE", type=Path, help=".conda or .tar.bz2 files")
+    parser.add_argument("--label", metavar="L", help="label from channel.yaml (default: main)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the equivalent anaconda commands, change nothing"
+    )
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="also remove builds retention lets go (of --label, or of every label with a rule)",
+    )
+    parser.add_argument("--config", metavar="FILE", type=Path, help="default: channel/channel.yaml")
+    parser.add_argument("--api-url", metavar="URL", help="anaconda.org API (default: from channel.yaml)")
     parser.set_defaults(func=run)
 
 
-def run(args):
-    raise Failure("torchwin publish is not written yet")
+def run(args, sleep=time.sleep):
+    if not args.files and not args.prune:
+        raise UserError("nothing to do: give package FILEs to upload and/or --prune")
+    config = load_channel_config(args.config)
+    label = config.check_label(args.label)
+    packages = [check_package(f) for f in args.files]  # all checked before anything is uploaded
+    token = os.environ.get(TOKEN_ENV) or None
+    redact = Redactor(token)
+    out = _printer(redact)
+
+    if args.dry_run and packages:
+        out(
+            f"# dry run: what `torchwin publish` does, as anaconda-client commands ({TOKEN_ENV} from the env)"
+        )
+        for line in upload_commands([p.path for p in packages], config.owner, label):
+            out(line)
+    if not args.dry_run and token is None:
+        raise UserError(f"{TOKEN_ENV} is not set: export an anaconda.org API token to publish")
+
+    publisher = Publisher(
+        make_api(token, args.api_url or config.api_url), config.owner, redact, sleep, out=out
+    )
+    if packages and not args.dry_run:
+        results = [publisher.upload(pkg, label) for pkg in packages]
+        out(f"{results.count('uploaded')} uploaded, {results.count('skipped')} already there")
+    if args.prune:
+        labels = [label] if args.label else list(config.retention)
+        publisher.prune(config, labels, dry_run=args.dry_run)
+    return 0
+
+
+def _printer(redact):
+    def out(text):
+        print(redact(text), flush=True)
+
+    return out

@@ -1,0 +1,366 @@
+"""`torchwin publish` against a local HTTP server that answers like the anaconda.org API at its edge.
+
+The fake implements the endpoints anaconda-client calls for an upload
+(/dist, /package, /release, /stage, an S3-style form POST, /commit), for
+listing (/packages/<owner>, /package/<owner>/<name>) and for removal
+(DELETE /dist/...), and can fail chosen requests with a status or a dropped
+connection.
+"""
+
+import json
+import logging
+import re
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from rattler_build import assemble_package
+from torchwin import publish
+from torchwin.cli import main, make_parser
+from torchwin.errors import Failure
+
+SECRET = "tw-secret-" + uuid.uuid4().hex
+CONFIG = """\
+name: torchwin
+anaconda: {owner: torchwin, api_url: "http://127.0.0.1:1"}
+labels: [main, nightly]
+retention:
+  nightly: {keep_days: 14, keep_newest: 2}
+"""
+
+
+class FakeAnaconda(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self.lock = threading.Lock()
+        self.packages = {}  # name -> {"name", "files": [record]}
+        self.releases = set()
+        self.staged = {}
+        self.uploads = {}  # dist_id -> body bytes
+        self.log = []  # (method, path, authorization header)
+        self.failures = []  # [method, regex, status or "drop", times left, echo token?]
+
+    def fail(self, method, pattern, status, times=1, echo=False):
+        self.failures.append([method, re.compile(pattern), status, times, echo])
+
+    def add_file(self, name, version, basename, labels, attrs, sha256="0" * 64):
+        package = self.packages.setdefault(name, {"name": name, "files": []})
+        self.releases.add((name, version))
+        record = {
+            "basename": basename,
+            "version": version,
+            "labels": labels,
+            "attrs": attrs,
+            "sha256": sha256,
+            "upload_time": "2019-04-01 00:00:00.000000+00:00",
+        }
+        package["files"].append(record)
+        return record
+
+    def find(self, name, version, basename):
+        for record in self.packages.get(name, {}).get("files", []):
+            if record["version"] == version and record["basename"] == basename:
+                return record
+        return None
+
+    def requests_to(self, method, prefix):
+        return [p for m, p, _ in self.log if m == method and p.startswith(prefix)]
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def _body(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _send(self, status, payload=None):
+        data = json.dumps(payload if payload is not None else {}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _handle(self, method):
+        server = self.server
+        body = self._body()
+        path = self.path.split("?")[0]
+        auth = self.headers.get("Authorization", "")
+        with server.lock:
+            server.log.append((method, path, auth))
+            for rule in server.failures:
+                if rule[0] == method and rule[1].search(path) and rule[3] > 0:
+                    rule[3] -= 1
+                    if rule[2] == "drop":
+                        self.close_connection = True
+                        return
+                    # A careless server might echo the credentials: the client must still not show them.
+                    message = f"refused for {auth}" if rule[4] else "server trouble"
+                    return self._send(rule[2], {"error": message})
+            return self._route(method, path, body, auth)
+
+    def _route(self, method, path, body, auth):
+        server = self.server
+        parts = path.strip("/").split("/")
+        kind = parts[0]
+        if kind == "s3" and method == "POST":
+            server.uploads[parts[1]] = body
+            self.send_response(201)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        if method in ("POST", "DELETE") and auth != f"token {SECRET}":
+            return self._send(401, {"error": "bad token"})
+        if kind == "packages" and method == "GET":
+            return self._send(200, [{"name": n} for n in sorted(server.packages)])
+        if kind == "package":
+            name = parts[2]
+            if method == "GET":
+                if name not in server.packages:
+                    return self._send(404, {"error": "no package"})
+                return self._send(200, server.packages[name])
+            server.packages.setdefault(name, {"name": name, "files": []})
+            return self._send(200, {"name": name})
+        if kind == "release":
+            key = (parts[2], parts[3])
+            if method == "GET":
+                return self._send(200 if key in server.releases else 404, {"version": parts[3]})
+            server.releases.add(key)
+            return self._send(200, {})
+        if kind in ("dist", "stage", "commit"):
+            name, version, basename = parts[2], parts[3], "/".join(parts[4:])
+            if kind == "dist":
+                record = server.find(name, version, basename)
+                if record is None:
+                    return self._send(404, {"error": "no such file"})
+                if method == "DELETE":
+                    server.packages[name]["files"].remove(record)
+                return self._send(200, record)
+            if kind == "stage":
+                payload = json.loads(body)
+                dist_id = uuid.uuid4().hex
+                server.staged[dist_id] = (name, version, basename, payload)
+                return self._send(
+                    200,
+                    {
+                        "post_url": f"{server.url}/s3/{dist_id}",
+                        "form_data": {"key": dist_id},
+                        "dist_id": dist_id,
+                    },
+                )
+            dist_id = json.loads(body)["dist_id"]
+            name, version, basename, payload = server.staged.pop(dist_id)
+            record = server.add_file(
+                name, version, basename, payload["channels"], payload["attrs"], payload["sha256"]
+            )
+            record["dist_id"] = dist_id
+            return self._send(200, {"url": f"{server.url}/{name}"})
+        return self._send(404, {"error": "unknown endpoint " + path})
+
+    def do_GET(self):
+        self._handle("GET")
+
+    def do_POST(self):
+        self._handle("POST")
+
+    def do_DELETE(self):
+        self._handle("DELETE")
+
+
+@pytest.fixture
+def fake():
+    server = FakeAnaconda()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "channel.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture
+def pkg(tmp_path):
+    files = tmp_path / "files"
+    (files / "share").mkdir(parents=True)
+    (files / "share" / "hello.txt").write_text("hello")
+    result = assemble_package(
+        "hello",
+        "1.0",
+        "linux-64",
+        "h0_0",
+        tmp_path / "out" / "linux-64",
+        files_dir=files,
+        summary="a greeting",
+        license="BSD-3-Clause",
+    )
+    return Path(result.path)
+
+
+@pytest.fixture(autouse=True)
+def token(monkeypatch):
+    monkeypatch.delenv("BINSTAR_API_TOKEN", raising=False)
+    monkeypatch.setenv("ANACONDA_API_TOKEN", SECRET)
+
+
+def run_publish(*argv, sleeps=None):
+    args = make_parser().parse_args(["publish", *[str(a) for a in argv]])
+    sleeps = [] if sleeps is None else sleeps
+    return publish.run(args, sleep=sleeps.append)
+
+
+def test_upload_creates_package_release_and_labelled_file(fake, pkg, config_file, capsys):
+    assert run_publish("--label", "nightly", "--api-url", fake.url, "--config", config_file, pkg) == 0
+    record = fake.find("hello", "1.0", "linux-64/" + pkg.name)
+    assert record is not None and record["labels"] == ["nightly"]
+    assert record["attrs"]["subdir"] == "linux-64" and record["attrs"]["build"] == "h0_0"
+    assert pkg.read_bytes() in fake.uploads[record["dist_id"]]
+    assert ("hello", "1.0") in fake.releases
+    assert all(auth == f"token {SECRET}" for _, path, auth in fake.log if not path.startswith("/s3/"))
+    out = capsys.readouterr().out
+    assert f"uploaded torchwin/hello/1.0/linux-64/{pkg.name} (label nightly)" in out
+
+
+def test_existing_file_is_skipped_and_other_content_is_refused(fake, pkg, config_file, capsys):
+    assert run_publish("--api-url", fake.url, "--config", config_file, pkg) == 0
+    stages = len(fake.requests_to("POST", "/stage/"))
+    assert run_publish("--api-url", fake.url, "--config", config_file, pkg) == 0
+    assert len(fake.requests_to("POST", "/stage/")) == stages
+    assert "already on anaconda.org" in capsys.readouterr().out
+    fake.find("hello", "1.0", "linux-64/" + pkg.name)["sha256"] = "f" * 64
+    with pytest.raises(Failure, match="already on anaconda.org with other content"):
+        run_publish("--api-url", fake.url, "--config", config_file, pkg)
+
+
+def test_transient_failures_are_retried_with_exponential_backoff(fake, pkg, config_file):
+    fake.fail("GET", r"^/package/", "drop", times=1)  # connection lost
+    fake.fail("POST", r"^/stage/", 503, times=2)  # server trouble
+    sleeps = []
+    assert run_publish("--api-url", fake.url, "--config", config_file, pkg, sleeps=sleeps) == 0
+    assert sleeps == [2.0, 2.0, 4.0]
+    assert len(fake.requests_to("POST", "/stage/")) == 3
+    assert len(fake.requests_to("POST", "/commit/")) == 1
+    assert fake.find("hello", "1.0", "linux-64/" + pkg.name) is not None
+
+
+def test_retries_give_up_after_the_last_attempt(fake, pkg, config_file):
+    fake.fail("POST", r"^/stage/", 502, times=100)
+    sleeps = []
+    with pytest.raises(Failure, match=r"still failing after 6 tries"):
+        run_publish("--api-url", fake.url, "--config", config_file, pkg, sleeps=sleeps)
+    assert sleeps == [2.0, 4.0, 8.0, 16.0, 32.0]
+    assert fake.find("hello", "1.0", "linux-64/" + pkg.name) is None
+
+
+def test_4xx_is_final_and_the_token_never_shows(fake, pkg, config_file, capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    fake.fail("POST", r"^/stage/", 403, times=1, echo=True)
+    code = main(["publish", "--api-url", fake.url, "--config", str(config_file), str(pkg)])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert len(fake.requests_to("POST", "/stage/")) == 1  # not retried
+    assert "refused for token ***" in captured.err  # the server's echo, blanked
+    everything = captured.out + captured.err + caplog.text
+    assert SECRET not in everything
+    assert fake.find("hello", "1.0", "linux-64/" + pkg.name) is None
+
+
+def test_dry_run_prints_the_commands_and_touches_nothing(fake, pkg, config_file, capsys):
+    assert (
+        main(
+            [
+                "publish",
+                "--dry-run",
+                "--label",
+                "nightly",
+                "--api-url",
+                fake.url,
+                "--config",
+                str(config_file),
+                str(pkg),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert f"anaconda upload --user torchwin --label nightly --skip-existing {pkg}" in out
+    assert SECRET not in out
+    assert fake.log == []
+
+
+def test_token_comes_only_from_anaconda_api_token(fake, pkg, config_file, monkeypatch, capsys):
+    monkeypatch.delenv("ANACONDA_API_TOKEN")
+    monkeypatch.setenv("BINSTAR_API_TOKEN", SECRET)  # anaconda-client would use it; we do not
+    assert main(["publish", "--api-url", fake.url, "--config", str(config_file), str(pkg)]) == 2
+    assert "ANACONDA_API_TOKEN is not set" in capsys.readouterr().err
+    assert fake.log == []
+
+
+def test_bad_package_stops_before_any_upload(fake, pkg, config_file, tmp_path, capsys):
+    bad = tmp_path / "broken-1.0-h0_0.conda"
+    bad.write_bytes(b"not a zip")
+    assert main(["publish", "--api-url", fake.url, "--config", str(config_file), str(pkg), str(bad)]) == 2
+    assert "not a readable .conda archive" in capsys.readouterr().err
+    assert fake.log == []
+
+
+def test_unknown_label_is_refused(fake, pkg, config_file, capsys):
+    assert (
+        main(["publish", "--label", "beta", "--api-url", fake.url, "--config", str(config_file), str(pkg)])
+        == 2
+    )
+    assert "unknown label 'beta'" in capsys.readouterr().err
+
+
+def test_prune_mirrors_local_retention_on_anaconda_org(fake, config_file, capsys):
+    now = datetime.now(timezone.utc)
+
+    def nightly(days, build="py36_cpu_0", labels=("nightly",)):
+        stamp = now - timedelta(days=days)
+        version = f"1.1.0.dev{stamp:%Y%m%d}"
+        attrs = {
+            "subdir": "win-64",
+            "build": build,
+            "build_number": 0,
+            "timestamp": int(stamp.timestamp() * 1000),
+        }
+        return fake.add_file(
+            "pytorch", version, f"win-64/pytorch-{version}-{build}.tar.bz2", list(labels), attrs
+        )
+
+    keep = [nightly(1), nightly(3)]  # the newest 2 of the variant
+    old = [nightly(20), nightly(40)]
+    also_main = nightly(60, labels=("nightly", "main"))  # main is never pruned
+    lonely = nightly(90, build="py37_cpu_0")  # the only build of its variant
+    assert (
+        run_publish(
+            "--prune", "--dry-run", "--label", "nightly", "--api-url", fake.url, "--config", config_file
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    for record in old:
+        spec = f"torchwin/pytorch/{record['version']}/{record['basename']}"
+        assert f"would remove {spec} -- nightly: built" in out
+        assert f"anaconda remove --force {spec}" in out
+    for record in [*keep, also_main, lonely]:
+        assert record["basename"] not in out
+    assert fake.requests_to("DELETE", "/") == []
+
+    assert run_publish("--prune", "--label", "nightly", "--api-url", fake.url, "--config", config_file) == 0
+    assert len(fake.requests_to("DELETE", "/dist/")) == 2
+    left = {r["basename"] for r in fake.packages["pytorch"]["files"]}
+    assert left == {r["basename"] for r in [*keep, also_main, lonely]}
