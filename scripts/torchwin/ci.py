@@ -1,12 +1,212 @@
-"""Placeholder: the `torchwin ci` subcommand is being written."""
+"""`torchwin ci`: the CI's own steps, as commands anyone can run and read.
 
-from torchwin.errors import Failure
+The workflows in .github/workflows call these instead of carrying inline
+scripts, so what a CI step does is testable and the same on a maintainer's
+machine:
+
+  ci matrix          render output -> the build matrix of the nightly
+  ci variant-file    one matrix entry -> a variants.yaml for `conda build -m`
+  ci install-vs2017  VS2017 Build Tools with the MSVC 14.11 toolset
+  ci install-cuda    a CUDA toolkit and cuDNN
+  ci hash            download the installers and print their sha256 (to pin them)
+
+Downloads come from data/ci_downloads.yaml; each is checked against its
+pinned sha256 before anything runs, and an entry without one is refused.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from torchwin import ci_downloads, ci_matrix, gha
+from torchwin.errors import UserError
+
+EXAMPLES = """\
+examples:
+  # what the nightly of 2019-06-01 would build (the plan job runs these two)
+  TORCHWIN_NIGHTLY=20190601 torchwin render --target-platform all --json > render.json
+  torchwin ci matrix render.json --only 'pytorch-win-64-*-cuda9.0'
+
+  # show what installing CUDA 9.0 on Windows downloads and runs, changing nothing
+  torchwin ci install-cuda 9.0 --platform win-64 --dry-run
+
+  # on a Windows build machine (as administrator)
+  torchwin ci install-vs2017
+  torchwin ci install-cuda 9.0 --download-dir D:\\downloads
+
+  # pin a download: fetch it once on a trusted machine and print its sha256
+  torchwin ci hash cuda 9.0 --platform win-64
+"""
+
+
+def _default_download_dir():
+    env = os.environ.get("TORCHWIN_DOWNLOAD_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "torchwin" / "downloads"
+
+
+def _common_install(parser):
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print every URL with its sha256 and the install commands; change nothing")
+    parser.add_argument("--download-dir", type=Path, default=None, metavar="DIR",
+                        help="where downloads are kept and reused (default: $TORCHWIN_DOWNLOAD_DIR or "
+                        "~/.cache/torchwin/downloads; the nightly caches this folder)")
+    parser.add_argument("--table", type=Path, default=None, metavar="FILE",
+                        help="download table to use (default: the ci_downloads.yaml shipped with torchwin)")
+    parser.add_argument("--github-env", action="store_true",
+                        help="export the install locations to later GitHub Actions steps "
+                        "($GITHUB_ENV, $GITHUB_PATH)")
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("ci", help="(not yet written)")
-    parser.set_defaults(func=run)
+    parser = subparsers.add_parser(
+        "ci", help="CI steps: build matrix, VS2017/CUDA installs from pinned downloads",
+        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="ci_command", metavar="STEP")
+    sub.required = True
+
+    p = sub.add_parser(
+        "matrix", help="turn `torchwin render --json` output into the GitHub build matrix",
+        description=ci_matrix.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  torchwin render recipes/pytorch --target-platform all --json | "
+        "torchwin ci matrix - --only 'pytorch-win-64-*'\n")
+    p.add_argument("render_json", metavar="FILE", help="render output (JSON); - reads standard input")
+    p.add_argument("--recipe", action="append", metavar="NAME",
+                   help="recipe whose variants become build jobs (repeatable; default: pytorch)")
+    p.add_argument("--only", action="append", metavar="PATTERNS",
+                   help="keep entries whose id matches one of these globs (comma or space separated), "
+                   "e.g. 'pytorch-win-64-py3.6-*'")
+    p.add_argument("--expect-version", metavar="V",
+                   help="fail unless every build renders version V (the plan job passes nightly-version's)")
+    p.add_argument("--windows-runner", default="windows-2022", metavar="LABELS",
+                   help="runs-on for Windows CPU builds; commas give several labels (default: windows-2022)")
+    p.add_argument("--windows-cuda-runner", default="", metavar="LABELS",
+                   help="runs-on for Windows CUDA builds (default: same as --windows-runner)")
+    p.add_argument("--linux-runner", default="ubuntu-24.04", metavar="LABELS",
+                   help="runs-on for Linux builds (default: ubuntu-24.04)")
+    p.add_argument("--linux-cuda-runner", default="", metavar="LABELS",
+                   help="runs-on for Linux CUDA builds (default: same as --linux-runner)")
+    p.add_argument("--gpu-runner", default="", metavar="LABELS",
+                   help="runs-on of a machine with an NVIDIA GPU; empty: no GPU test jobs")
+    p.add_argument("--github-output", action="store_true",
+                   help="append windows/linux/gpu/all matrices and counts to $GITHUB_OUTPUT")
+    p.set_defaults(func=run_matrix)
+
+    p = sub.add_parser(
+        "variant-file", help="write the variants.yaml that pins one matrix entry for `conda build -m`",
+        epilog="example (GitHub Actions):\n"
+        "  torchwin ci variant-file --variant-json \"$VARIANT\" --output \"$RUNNER_TEMP/variant.yaml\"\n"
+        "  conda build recipes/pytorch -m \"$RUNNER_TEMP/variant.yaml\"\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant-json", required=True, metavar="JSON", help="the entry's `variant` object")
+    p.add_argument("--output", required=True, type=Path, metavar="FILE", help="file to write")
+    p.set_defaults(func=run_variant_file)
+
+    p = sub.add_parser("install-vs2017", help="install the VS2017 Build Tools with the MSVC 14.11 toolset",
+                       description="Download the VS2017 Build Tools bootstrapper, check its sha256, and "
+                       "install the C++ tools with the 14.11 toolset CUDA 9.0/9.1 need.")
+    _common_install(p)
+    p.set_defaults(func=run_install_vs2017)
+
+    p = sub.add_parser("install-cuda", help="install a CUDA toolkit X.Y and its cuDNN",
+                       description="Download the CUDA X.Y installer and cuDNN, check their sha256, install "
+                       "the toolkit silently with the sub-packages a PyTorch build needs, and unpack cuDNN "
+                       "into it.")
+    p.add_argument("version", metavar="X.Y", help="CUDA version, e.g. 9.0")
+    p.add_argument("--platform", choices=ci_downloads.PLATFORMS, default=None,
+                   help="platform of the plan (default: this machine's)")
+    p.add_argument("--installer", choices=ci_downloads.INSTALLER_KINDS, default="local",
+                   help="local: the full installer, every byte pinned (default); network: small, fetches "
+                   "its parts from NVIDIA at install time")
+    p.add_argument("--install-dir", metavar="DIR",
+                   help="install the toolkit here (Linux; default from the table)")
+    p.add_argument("--no-cudnn", action="store_true", help="install the toolkit only")
+    _common_install(p)
+    p.set_defaults(func=run_install_cuda)
+
+    p = sub.add_parser("hash", help="download installers and print their sha256 (to pin them in the table)",
+                       description="Fetch the files of one table entry without running anything, check "
+                       "NVIDIA's published md5 where the table has one, and print each sha256 for "
+                       "scripts/torchwin/data/ci_downloads.yaml. Run it on a machine you trust.",
+                       epilog="examples:\n  torchwin ci hash vs2017\n  torchwin ci hash cuda 9.0 --platform "
+                       "win-64\n  torchwin ci hash cuda 9.0 --platform win-64 --installer network\n",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("tool", choices=("vs2017", "cuda"))
+    p.add_argument("version", nargs="?", metavar="X.Y", help="CUDA version (for `cuda`)")
+    p.add_argument("--platform", choices=ci_downloads.PLATFORMS, default=None)
+    p.add_argument("--installer", choices=ci_downloads.INSTALLER_KINDS, default="local")
+    p.add_argument("--download-dir", type=Path, default=None, metavar="DIR")
+    p.add_argument("--table", type=Path, default=None, metavar="FILE")
+    p.set_defaults(func=run_hash)
 
 
-def run(args):
-    raise Failure("torchwin ci is not written yet")
+def _read(source):
+    if source == "-":
+        return sys.stdin.read(), "standard input"
+    path = Path(source)
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except OSError as exc:
+        raise UserError(f"{source}: cannot read ({exc.strerror or exc})") from None
+
+
+def run_matrix(args):
+    import json
+
+    text, where = _read(args.render_json)
+    records = ci_matrix.load_records(text, where)
+    recipes = tuple(args.recipe or ("pytorch",))
+    runners = ci_matrix.Runners(
+        windows=args.windows_runner, windows_cuda=args.windows_cuda_runner,
+        linux=args.linux_runner, linux_cuda=args.linux_cuda_runner, gpu=args.gpu_runner)
+    matrix = ci_matrix.build_matrix(records, recipes=recipes, runners=runners,
+                                    only=ci_matrix.parse_only(args.only), expect_version=args.expect_version)
+    support = ci_matrix.support_recipes(records, recipes)
+    print(json.dumps(dict(matrix, support_recipes=support), indent=2, sort_keys=True))
+    counts = ", ".join(f"{len(matrix[k])} {k}" for k in ("windows", "linux", "gpu"))
+    print(f"matrix: {counts} job(s)", file=sys.stderr)
+    if args.github_output:
+        gha.write_outputs(ci_matrix.github_outputs(matrix, support))
+    return 0
+
+
+def run_variant_file(args):
+    import json
+
+    try:
+        variant = json.loads(args.variant_json)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--variant-json is not JSON ({exc})") from None
+    text = ci_matrix.variant_file_text(variant)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    temp = args.output.with_name(args.output.name + ".tmp")
+    temp.write_text(text, encoding="utf-8")
+    os.replace(temp, args.output)
+    print(text, end="")
+    return 0
+
+
+def run_install_vs2017(args):
+    table = ci_downloads.load_table(args.table)
+    plan = ci_downloads.vs2017_plan(table)
+    return ci_downloads.execute(plan, args.download_dir or _default_download_dir(), dry_run=args.dry_run,
+                                github_env=args.github_env)
+
+
+def run_install_cuda(args):
+    table = ci_downloads.load_table(args.table)
+    plan = ci_downloads.cuda_plan(table, args.version, platform=args.platform, installer=args.installer,
+                                  install_dir=args.install_dir, with_cudnn=not args.no_cudnn)
+    return ci_downloads.execute(plan, args.download_dir or _default_download_dir(), dry_run=args.dry_run,
+                                github_env=args.github_env)
+
+
+def run_hash(args):
+    table = ci_downloads.load_table(args.table)
+    if args.tool == "vs2017":
+        plan = ci_downloads.vs2017_plan(table)
+    else:
+        if not args.version:
+            raise UserError("torchwin ci hash cuda needs the CUDA version, e.g. `torchwin ci hash cuda 9.0`")
+        plan = ci_downloads.cuda_plan(table, args.version, platform=args.platform, installer=args.installer)
+    return ci_downloads.hash_downloads(plan, args.download_dir or _default_download_dir())

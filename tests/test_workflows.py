@@ -1,0 +1,553 @@
+"""The GitHub workflows: linted, hardened, and wired to the commands they run.
+
+The nightly must work on the first night it runs, so everything that can be
+checked without GitHub is checked here: the linters (zizmor, GitHub's
+workflow schema, yamllint, shellcheck on every `run:` step), the hardening
+rules, that every `torchwin` command line in a step is one our CLI accepts,
+and -- running the plan job's own commands -- that the build matrix is exactly
+what `torchwin render` says the recipe builds, and that the variant file each
+build job writes makes `conda build` pick exactly that build.
+"""
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from torchwin import ci_matrix
+from torchwin.cli import main, make_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / ".github" / "workflows"
+NIGHTLY = WORKFLOWS / "nightly.yml"
+CI = WORKFLOWS / "ci.yml"
+FILES = sorted(WORKFLOWS.glob("*.yml"))
+USES_RE = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+?)@(\S+)(?:\s+#\s*(\S+))?\s*$")
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+$")
+
+
+def tool(name):
+    """A linter from the test extra: next to this Python first (the venv), else on PATH."""
+    folder = Path(sys.executable).parent
+    for candidate in (folder / name, folder / (name + ".exe")):
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed; it comes with the test extra: pip install -e '.[test]'")
+    return found
+
+
+def load(path):
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    # PyYAML reads the key `on` as the boolean True (YAML 1.1); GitHub reads it as "on".
+    if True in data:
+        data["on"] = data.pop(True)
+    return data
+
+
+@pytest.fixture(scope="module")
+def workflows():
+    return {path.name: load(path) for path in FILES}
+
+
+def steps_of(workflow):
+    for job_name, job in workflow["jobs"].items():
+        for step in job.get("steps", []):
+            yield job_name, job, step
+
+
+def shell_of(workflow, job, step):
+    return (step.get("shell") or job.get("defaults", {}).get("run", {}).get("shell")
+            or workflow.get("defaults", {}).get("run", {}).get("shell") or "bash")
+
+
+def bash_steps(workflow):
+    for job_name, job, step in steps_of(workflow):
+        if "run" in step and shell_of(workflow, job, step).startswith("bash"):
+            yield job_name, job, step
+
+
+def test_both_workflows_exist():
+    assert {p.name for p in FILES} >= {"nightly.yml", "ci.yml"}
+
+
+# ---------------------------------------------------------------- linters
+
+
+def test_zizmor_finds_nothing():
+    # Offline: the online audits (impostor commits, version comments) run in ci.yml's lint job.
+    result = subprocess.run([tool("zizmor"), "--offline", "--no-progress", "--persona", "pedantic",
+                             str(WORKFLOWS)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No findings to report" in result.stdout + result.stderr
+
+
+def test_github_workflow_schema():
+    result = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
+                             *map(str, FILES)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_yamllint_is_clean():
+    paths = [ROOT / ".yamllint", *FILES, ROOT / "scripts" / "torchwin" / "data" / "ci_downloads.yaml"]
+    result = subprocess.run([tool("yamllint"), "--strict", "-c", str(ROOT / ".yamllint"), *map(str, paths)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shellcheck_every_bash_step(workflows, tmp_path):
+    scripts = []
+    for name, workflow in workflows.items():
+        for job_name, job, step in bash_steps(workflow):
+            path = tmp_path / f"{name}-{job_name}-{len(scripts)}.sh"
+            # GitHub runs bash steps with -e and pipefail; say so, so shellcheck reads them the same way.
+            header = f"#!/usr/bin/env bash\nset -eo pipefail\n# step: {step.get('name', '?')}\n"
+            path.write_text(header + step["run"] + "\n", encoding="utf-8")
+            scripts.append(path)
+    assert len(scripts) > 10
+    result = subprocess.run([tool("shellcheck"), "--shell=bash", *map(str, scripts)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- hardening
+
+
+def test_every_action_is_pinned_by_a_full_commit_with_its_version():
+    pins = {}
+    for path in FILES:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if "uses:" not in line:
+                continue
+            match = USES_RE.match(line)
+            assert match, f"{path.name}:{number}: cannot read {line.strip()!r}"
+            action, ref, comment = match.groups()
+            where = f"{path.name}:{number}: {action}"
+            assert SHA_RE.match(ref), f"{where} is pinned by {ref!r}, not a 40-hex commit"
+            assert comment and VERSION_RE.match(comment), f"{where} needs a `# vX.Y.Z` comment"
+            pins.setdefault(action, set()).add((ref, comment))
+    # One version of each action across the workflows: an update is one decision.
+    assert all(len(v) == 1 for v in pins.values()), pins
+    for needed in ("actions/checkout", "actions/setup-python", "actions/cache", "actions/upload-artifact",
+                   "actions/download-artifact", "conda-incubator/setup-miniconda",
+                   "mozilla-actions/sccache-action"):
+        assert needed in pins
+
+
+def test_permissions_are_empty_at_the_top_and_read_only_per_job(workflows):
+    for name, workflow in workflows.items():
+        assert workflow["permissions"] == {}, name
+        for job_name, job in workflow["jobs"].items():
+            assert "permissions" in job, f"{name}: job {job_name} sets no permissions"
+            granted = job["permissions"] or {}
+            assert granted == {"contents": "read"}, f"{name}: job {job_name} asks for {granted}"
+
+
+def test_every_job_has_a_timeout(workflows):
+    for name, workflow in workflows.items():
+        for job_name, job in workflow["jobs"].items():
+            minutes = job.get("timeout-minutes")
+            assert isinstance(minutes, int) and 0 < minutes <= 360, f"{name}: job {job_name}: {minutes}"
+
+
+def test_checkouts_do_not_keep_credentials(workflows):
+    count = 0
+    for name, workflow in workflows.items():
+        for job_name, _, step in steps_of(workflow):
+            if step.get("uses", "").startswith("actions/checkout@"):
+                count += 1
+                assert step.get("with", {}).get("persist-credentials") is False, f"{name}: {job_name}"
+    assert count >= 8
+
+
+def test_no_dangerous_triggers_or_insecure_downloads(workflows):
+    for name, workflow in workflows.items():
+        triggers = workflow["on"]
+        assert "pull_request_target" not in triggers and "workflow_run" not in triggers, name
+        text = (WORKFLOWS / name).read_text(encoding="utf-8")
+        for bad in ("curl -k", "curl --insecure", "--no-check-certificate", "pull_request_target"):
+            assert bad not in text, f"{name} contains {bad!r}"
+
+
+def test_no_expression_is_expanded_inside_a_script(workflows):
+    # `${{ }}` in `run:` is pasted into the script before bash sees it (template injection);
+    # values reach scripts through `env:` instead.
+    for name, workflow in workflows.items():
+        for job_name, _, step in steps_of(workflow):
+            assert "${{" not in step.get("run", ""), f"{name}: {job_name}: {step.get('name')}"
+
+
+def test_the_anaconda_token_only_reaches_the_publish_job(workflows):
+    for name, workflow in workflows.items():
+        assert "secrets" not in json.dumps(workflow.get("env", {})), name
+        for job_name, job in workflow["jobs"].items():
+            if "secrets." in json.dumps(job):
+                assert (name, job_name) == ("nightly.yml", "publish")
+    publish = workflows["nightly.yml"]["jobs"]["publish"]
+    assert "secrets" not in json.dumps(publish.get("env", {}))
+    users = [s for s in publish["steps"] if "secrets." in json.dumps(s)]
+    assert users and all(s["env"]["ANACONDA_API_TOKEN"] == "${{ secrets.ANACONDA_API_TOKEN }}" for s in users)
+    assert all("dry_run" in s["if"] for s in users)
+
+
+# ---------------------------------------------------------------- the nightly's shape
+
+
+def test_nightly_triggers_and_inputs(workflows):
+    nightly = workflows["nightly.yml"]
+    assert nightly["on"]["schedule"][0]["cron"]
+    inputs = nightly["on"]["workflow_dispatch"]["inputs"]
+    assert set(inputs) == {"git_ref", "variants", "label", "dry_run"}
+    assert inputs["dry_run"]["type"] == "boolean" and inputs["label"]["default"] == "nightly"
+    assert nightly["concurrency"] == {"group": "nightly", "cancel-in-progress": False}
+
+
+def test_no_matrix_is_typed_into_the_nightly(workflows):
+    for job_name, job in workflows["nightly.yml"]["jobs"].items():
+        matrix = job.get("strategy", {}).get("matrix")
+        if matrix is not None:
+            assert isinstance(matrix, str) and matrix.startswith("${{ fromJSON(needs.plan.outputs."), job_name
+
+
+def test_publish_needs_every_build_and_test_and_runs_only_from_the_default_branch(workflows):
+    jobs = workflows["nightly.yml"]["jobs"]
+    publish = jobs["publish"]
+    assert publish["environment"] == "publish"
+    assert set(publish["needs"]) >= {"build-windows", "build-linux", "test", "gpu-test"}
+    condition = " ".join(publish["if"].split())
+    for needed in ("github.event_name == 'schedule'", "github.event_name == 'workflow_dispatch'",
+                   "github.ref_name == github.event.repository.default_branch",
+                   "needs.test.result == 'success'", "needs.build-windows.result == 'success'",
+                   "needs.build-linux.result == 'success'", "needs.gpu-test.result == 'success'"):
+        assert needed in condition
+    runs = " ".join(s.get("run", "") for s in publish["steps"])
+    assert "torchwin publish --label" in runs and "torchwin publish --prune" in runs
+
+
+def test_gpu_job_runs_only_where_a_gpu_runner_is_declared(workflows):
+    jobs = workflows["nightly.yml"]["jobs"]
+    assert "needs.plan.outputs.gpu-count != '0'" in jobs["gpu-test"]["if"]
+    plan_env = next(s for s in jobs["plan"]["steps"] if s.get("id") == "matrix")["env"]
+    assert plan_env["GPU_RUNNER"] == "${{ vars.TORCHWIN_GPU_RUNNER }}"
+    assert "--require-cuda" in " ".join(s.get("run", "") for s in jobs["gpu-test"]["steps"])
+
+
+def test_build_jobs_install_the_toolchain_from_the_pinned_table(workflows):
+    windows = workflows["nightly.yml"]["jobs"]["build-windows"]
+    runs = [s.get("run", "") for s in windows["steps"]]
+    assert any(r.startswith("torchwin ci install-vs2017") for r in runs)
+    assert any(r.startswith("torchwin ci install-cuda") for r in runs)
+    assert any(r.startswith("torchwin doctor") for r in runs)
+    cache_keys = [s["with"]["key"] for s in windows["steps"]
+                  if s.get("uses", "").startswith("actions/cache@")]
+    assert any("hashFiles('scripts/torchwin/data/ci_downloads.yaml')" in k for k in cache_keys)
+    assert any("matrix.cache_key" in k for k in cache_keys)
+    assert "vars.TORCHWIN_WINDOWS_RUNNER || 'windows-2022'" in json.dumps(workflows["nightly.yml"])
+
+
+# conda-build 26 hands a recipe.yaml to py-rattler-build and refuses every option outside this list
+# (conda_build/_rattler_build/compat.py, VALID_ARGS["build"], 26.3-26.7) -- `--variants` among them.
+CONDA_BUILD_V1_FLAGS = {"-m", "--variant-config-files", "-e", "--exclusive-config-files", "--output-folder",
+                        "--no-anaconda-upload", "-c", "--channel", "--override-channels", "--package-format",
+                        "--no-test", "--skip-existing", "--no-include-recipe", "--build-only", "--quiet",
+                        "--debug", "--extra-meta", "--zstd-compression-level", "--user", "--token"}
+
+
+def test_conda_build_uses_only_options_conda_build_26_accepts_for_v1_recipes(workflows):
+    commands = [s["run"] for _, _, s in steps_of(workflows["nightly.yml"])
+                if s.get("run", "").startswith("conda build")]
+    assert len(commands) == 2
+    for command in commands:
+        flags = {word for word in shlex.split(command) if word.startswith("-")}
+        assert flags <= CONDA_BUILD_V1_FLAGS, flags - CONDA_BUILD_V1_FLAGS
+        assert "-m" in flags and "--output-folder" in flags
+
+
+# ---------------------------------------------------------------- the commands the steps run
+
+
+def _logical_lines(script):
+    return [line.strip() for line in script.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def _arguments(line, env):
+    """The argv of one shell line, with variables replaced by their (stand-in) values."""
+    line = line.split(" > ")[0]
+    line = re.sub(r'"\$\{(\w+)\[@\]\}"', "placeholder.conda", line)
+    words = shlex.split(line)
+    return [re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), "x"), w) for w in words]
+
+
+def _placeholder(parser, argv):
+    sub = parser._subparsers._group_actions[0].choices[argv[0]]
+    return "not yet written" in (sub.description or "") + (sub.format_help() or "")
+
+
+def test_every_torchwin_command_line_in_the_workflows_is_accepted_by_the_cli(workflows):
+    parser = make_parser()
+    seen = set()
+    for name, workflow in workflows.items():
+        for job_name, _, step in bash_steps(workflow):
+            env = {k: "x" for k in step.get("env", {})}
+            for line in _logical_lines(step["run"]):
+                if not line.startswith("torchwin "):
+                    continue
+                argv = _arguments(line, env)[1:]
+                if _placeholder(parser, argv):
+                    continue
+                try:
+                    parser.parse_args(argv)
+                except SystemExit:
+                    pytest.fail(f"{name}: {job_name}: `{line}` is not accepted by the torchwin CLI")
+                seen.add(" ".join(argv[:2]) if argv[0] == "ci" else argv[0])
+    assert {"nightly-version", "render", "ci matrix", "ci install-vs2017", "ci install-cuda",
+            "ci variant-file", "doctor", "build", "channel", "publish"} <= seen
+
+
+# ---------------------------------------------------------------- the plan job, run for real
+
+
+def _expression_default(value, known):
+    """What a step's env value is on a plain scheduled run: `vars.X || 'd'` -> d, `vars.X` -> ''."""
+    value = str(value)
+    for key, result in known.items():
+        if key in value:
+            return result
+    fallback = re.search(r"\|\|\s*'([^']*)'\s*}}$", value)
+    return fallback.group(1) if fallback else ("" if "${{" in value else value)
+
+
+def _read_outputs(path):
+    """Parse a GITHUB_OUTPUT file (NAME=VALUE lines and NAME<<DELIM heredocs)."""
+    outputs, lines = {}, path.read_text(encoding="utf-8").splitlines()
+    while lines:
+        line = lines.pop(0)
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delimiter = line.split("<<", 1)
+            body = []
+            while lines[0] != delimiter:
+                body.append(lines.pop(0))
+            lines.pop(0)
+            outputs[name] = "\n".join(body)
+        else:
+            name, _, value = line.partition("=")
+            outputs[name] = value
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory, workflows):
+    """Run the plan job's render and matrix steps as the workflow writes them; return what they produced."""
+    tmp = tmp_path_factory.mktemp("plan")
+    mp = pytest.MonkeyPatch()
+    try:
+        steps = workflows["nightly.yml"]["jobs"]["plan"]["steps"]
+        render_step = next(s for s in steps if s.get("run", "").startswith("torchwin render"))
+        matrix_step = next(s for s in steps if s.get("id") == "matrix")
+        mp.chdir(ROOT)
+        mp.setenv("RUNNER_TEMP", str(tmp))
+        mp.setenv("GITHUB_OUTPUT", str(tmp / "outputs"))
+        # What the version step would have handed on for the nightly of 2019-06-01.
+        mp.setenv("TORCHWIN_NIGHTLY", "20190601")
+        mp.delenv("TORCHWIN_SOURCE_DIR", raising=False)
+        argv = _arguments(_logical_lines(render_step["run"])[0], {})
+        assert render_step["run"].rstrip().endswith('> "$RUNNER_TEMP/render.json"')
+        out = subprocess.run([sys.executable, "-m", "torchwin", *argv[1:]], capture_output=True, text=True,
+                             check=False)
+        assert out.returncode == 0, out.stderr
+        (tmp / "render.json").write_text(out.stdout, encoding="utf-8")
+        records = json.loads(out.stdout)
+        versions = {r["version"] for r in records if r["recipe"] == "pytorch"}
+        assert len(versions) == 1, versions
+        known = {"steps.version.outputs.version": versions.pop()}
+        env = {k: _expression_default(v, known) for k, v in matrix_step["env"].items()}
+        env["RUNNER_TEMP"] = str(tmp)
+        argv = _arguments(_logical_lines(matrix_step["run"])[0], env)
+        assert main(argv[1:]) == 0
+        return {"records": records, "outputs": _read_outputs(tmp / "outputs"), "tmp": tmp}
+    finally:
+        mp.undo()
+
+
+def _render_builds(records):
+    builds = {}
+    for r in records:
+        if r["recipe"] == "pytorch" and not r["noarch"]:
+            variant = r["variant"]
+            key = (r["target_platform"], str(variant["python"]), ci_matrix.cuda_of(variant), r["version"])
+            builds.setdefault(key, set()).add(f"{r['name']} {r['build_string']}")
+    return builds
+
+
+def test_plan_matrix_equals_the_rendered_variants(plan):
+    outputs = plan["outputs"]
+    entries = json.loads(outputs["windows"])["include"] + json.loads(outputs["linux"])["include"]
+    assert json.loads(outputs["all"])["include"] == entries
+    assert outputs["count"] == str(len(entries))
+    from_matrix = {(e["target_platform"], e["python"], e["cuda"], e["version"]): set(e["packages"])
+                   for e in entries}
+    assert len(from_matrix) == len(entries), "one job per variant"
+    assert from_matrix == _render_builds(plan["records"])
+    assert {e["target_platform"] for e in json.loads(outputs["windows"])["include"]} == {"win-64"}
+    assert all(e["runner"] == "windows-2022" for e in json.loads(outputs["windows"])["include"])
+    assert all(e["runner"] == "ubuntu-24.04" for e in json.loads(outputs["linux"])["include"])
+    assert len({e["id"] for e in entries}) == len(entries)
+    # No GPU runner declared on a plain run: no GPU jobs.
+    assert json.loads(outputs["gpu"]) == {"include": []} and outputs["gpu-count"] == "0"
+
+
+def test_plan_names_every_other_recipe_for_the_toolchain_job(plan):
+    expected = sorted(f"recipes/{r}" for r in {r["recipe"] for r in plan["records"]} - {"pytorch"})
+    assert plan["outputs"]["support-recipes"].split() == expected
+    assert expected, "the pytorch build needs this repository's compiler and selection packages"
+
+
+def test_each_variant_file_makes_conda_build_pick_exactly_that_build(plan, workflows, monkeypatch):
+    """Replays conda-build 26's v1 path: recipe variants.yaml, merged with the -m file, rendered."""
+    from rattler_build import PlatformConfig, RenderConfig, Stage0Recipe, VariantConfig
+    from torchwin import recipes
+
+    step = next(s for s in workflows["nightly.yml"]["jobs"]["build-windows"]["steps"]
+                if s.get("run", "").startswith("torchwin ci variant-file"))
+    monkeypatch.setenv("TORCHWIN_NIGHTLY", "20190601")
+    entries = json.loads(plan["outputs"]["all"])["include"]
+    recipe = Stage0Recipe.from_file(ROOT / "recipes" / "pytorch" / "recipe.yaml")
+    for entry in entries:
+        variant_file = plan["tmp"] / f"{entry['id']}.yaml"
+        argv = _arguments(_logical_lines(step["run"])[0],
+                          {"VARIANT": json.dumps(entry["variant"]), "RUNNER_TEMP": str(plan["tmp"])})
+        argv[argv.index("--output") + 1] = str(variant_file)
+        assert main(argv[1:]) == 0
+        platform = entry["target_platform"]
+        config = recipes.load_variant_config(ROOT / "recipes" / "pytorch", platform)
+        config = config.merge(VariantConfig.from_file(variant_file))
+        rendered = recipe.render(config, RenderConfig(platform=PlatformConfig(target_platform=platform)))
+        built = {f"{v.recipe.package.name} {v.recipe.build.string}" for v in rendered
+                 if not v.recipe.build.to_dict().get("noarch")}
+        assert built == set(entry["packages"]), entry["id"]
+
+
+# ---------------------------------------------------------------- `torchwin ci matrix` on a small sample
+
+
+def _record(platform, python, cuda, name="pytorch", version="1.2.0.dev20190601", noarch=None, **extra):
+    variant = {"python": python, "cuda_compiler_version": cuda, "target_platform": platform, **extra}
+    tag = "cpu" if cuda == "None" else "cuda" + cuda.replace(".", "")
+    return {"recipe": "pytorch", "name": name, "version": version,
+            "build_string": f"py{python.replace('.', '')}_{tag}_1", "build_number": 1, "subdir": platform,
+            "target_platform": platform, "noarch": noarch, "variant": {} if noarch else variant,
+            "depends": [], "constrains": [], "track_features": []}
+
+
+SAMPLE = [
+    _record("win-64", "3.6", "9.0"),
+    _record("win-64", "3.6", "None"),
+    _record("linux-64", "3.7", "9.2"),
+    _record("linux-64", "3.7", "9.2", name="pytorch-tests"),  # a second output of the same build
+    _record("linux-64", "", "", name="pytorch-cpu", noarch="generic"),
+    {**_record("win-64", "3.6", "9.0"), "recipe": "pytorch-select", "name": "cuda90", "variant": {}},
+]
+
+
+def _no_zips(recipe_dir, platform):
+    return [], {}
+
+
+def test_matrix_groups_outputs_of_one_build_and_skips_noarch():
+    matrix = ci_matrix.build_matrix(SAMPLE, zip_info=_no_zips)
+    ids = [e["id"] for e in matrix["windows"] + matrix["linux"]]
+    assert ids == ["pytorch-win-64-py3.6-cuda9.0", "pytorch-win-64-py3.6-cpu",
+                   "pytorch-linux-64-py3.7-cuda9.2"]
+    linux = matrix["linux"][0]
+    assert linux["packages"] == ["pytorch py37_cuda92_1", "pytorch-tests py37_cuda92_1"]
+    assert linux["specs"][0] == "pytorch ==1.2.0.dev20190601 py37_cuda92_1"
+    assert linux["cuda"] == "9.2" and linux["expect_variant"] == "cuda9.2"
+    assert "target_platform" not in linux["variant"]  # the build machine decides that
+    assert matrix["windows"][1]["cuda"] == "none" and matrix["windows"][1]["expect_variant"] == "cpu"
+    assert ci_matrix.support_recipes(SAMPLE) == ["recipes/pytorch-select"]
+
+
+def test_runner_labels_by_platform_and_cuda():
+    runners = ci_matrix.Runners(windows="windows-2022", windows_cuda="self-hosted, windows, cuda",
+                                gpu="self-hosted,windows,gpu")
+    matrix = ci_matrix.build_matrix(SAMPLE, runners=runners, zip_info=_no_zips)
+    by_id = {e["id"]: e for e in matrix["windows"]}
+    assert by_id["pytorch-win-64-py3.6-cpu"]["runner"] == "windows-2022"
+    assert by_id["pytorch-win-64-py3.6-cuda9.0"]["runner"] == ["self-hosted", "windows", "cuda"]
+    assert by_id["pytorch-win-64-py3.6-cuda9.0"]["test_runner"] == "windows-2022"
+    assert [(e["id"], e["runner"]) for e in matrix["gpu"]] == [
+        ("pytorch-win-64-py3.6-cuda9.0", ["self-hosted", "windows", "gpu"])]
+
+
+def test_only_filters_by_id_globs():
+    only = ci_matrix.parse_only(["pytorch-win-64-*-cuda9.0, pytorch-linux-64-*"])
+    matrix = ci_matrix.build_matrix(SAMPLE, only=only, zip_info=_no_zips)
+    assert [e["id"] for e in matrix["windows"] + matrix["linux"]] == [
+        "pytorch-win-64-py3.6-cuda9.0", "pytorch-linux-64-py3.7-cuda9.2"]
+    with pytest.raises(ci_matrix.UserError, match="matches no variant"):
+        ci_matrix.build_matrix(SAMPLE, only=["nothing-*"], zip_info=_no_zips)
+
+
+def test_several_releases_of_one_variant_get_distinct_ids():
+    records = [_record("win-64", "3.6", "9.0", version="1.0.1", pytorch_version="1.0.1"),
+               _record("win-64", "3.6", "9.0", version="1.1.0", pytorch_version="1.1.0")]
+    matrix = ci_matrix.build_matrix(records, zip_info=_no_zips)
+    assert [e["id"] for e in matrix["windows"]] == ["pytorch-win-64-py3.6-cuda9.0-1.0.1",
+                                                    "pytorch-win-64-py3.6-cuda9.0-1.1.0"]
+    # The compiler cache is shared across versions: the key leaves the version out.
+    assert {e["cache_key"] for e in matrix["windows"]} == {"pytorch-win-64-py3.6-cuda9.0"}
+
+
+def test_zip_partners_of_pinned_keys_are_pinned_too():
+    def zips(recipe_dir, platform):
+        return [["cuda_compiler_version", "cudnn"]], {"cuda_compiler_version": ["None", "9.0"],
+                                                       "cudnn": ["None", "7"]}
+
+    matrix = ci_matrix.build_matrix([_record("win-64", "3.6", "9.0")], zip_info=zips)
+    assert matrix["windows"][0]["variant"]["cudnn"] == "7"
+
+
+def test_version_disagreement_with_nightly_version_fails():
+    with pytest.raises(ci_matrix.Failure, match="nightly-version says 1.3.0.dev20190601"):
+        ci_matrix.build_matrix(SAMPLE, expect_version="1.3.0.dev20190601", zip_info=_no_zips)
+
+
+def test_outputs_of_one_build_that_disagree_fail():
+    records = [_record("win-64", "3.6", "9.0", blas="mkl"),
+               _record("win-64", "3.6", "9.0", name="x", blas="openblas")]
+    with pytest.raises(ci_matrix.Failure, match="disagree on blas"):
+        ci_matrix.build_matrix(records, zip_info=_no_zips)
+
+
+def test_matrix_cli_bad_input(tmp_path, capsys):
+    bad = tmp_path / "render.json"
+    bad.write_text("[{\"recipe\": \"pytorch\"}]", encoding="utf-8")
+    assert main(["ci", "matrix", str(bad)]) == 2
+    assert "item 0 lacks name" in capsys.readouterr().err
+    bad.write_text("not json", encoding="utf-8")
+    assert main(["ci", "matrix", str(bad)]) == 2
+    assert "is not JSON" in capsys.readouterr().err
+
+
+def test_multiline_outputs_use_a_heredoc(tmp_path, monkeypatch):
+    from torchwin import gha
+
+    target = tmp_path / "out"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(target))
+    gha.write_outputs([("one", "a"), ("two", "b\nc")])
+    assert _read_outputs(target) == {"one": "a", "two": "b\nc"}
+
+
+def test_variant_file_pins_one_value_per_key(tmp_path, capsys):
+    out = tmp_path / "v.yaml"
+    assert main(["ci", "variant-file", "--variant-json", '{"python": "3.6", "cuda_build_offset": 200}',
+                 "--output", str(out)]) == 0
+    assert yaml.safe_load(out.read_text()) == {"python": ["3.6"], "cuda_build_offset": [200]}
+    assert main(["ci", "variant-file", "--variant-json", "[1]", "--output", str(out)]) == 2
