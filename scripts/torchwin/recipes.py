@@ -209,6 +209,9 @@ def check_environment(environ=None) -> None:
     nightly = environ.get("TORCHWIN_NIGHTLY", "")
     if nightly and not re.fullmatch(r"20\d{6}", nightly):
         raise UserError("TORCHWIN_NIGHTLY=%s: expected a date as YYYYMMDD, e.g. 20190601" % nightly)
+    base = environ.get("TORCHWIN_NIGHTLY_BASE", "")
+    if base and not re.fullmatch(r"\d+\.\d+\.\d+", base):
+        raise UserError("TORCHWIN_NIGHTLY_BASE=%s: expected a version X.Y.Z, e.g. 1.2.0" % base)
     source = environ.get("TORCHWIN_SOURCE_DIR", "")
     if source and not Path(source).is_dir():
         raise UserError("TORCHWIN_SOURCE_DIR=%s: no such folder (point it at a PyTorch checkout)" % source)
