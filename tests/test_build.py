@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from torchwin.cli import main
 
 rattler = pytest.importorskip("rattler")

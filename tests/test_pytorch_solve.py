@@ -11,7 +11,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-
 from torchwin import recipes, repodata
 
 rattler = pytest.importorskip("rattler")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from torchwin import recipes
 from torchwin.cli import main
 
