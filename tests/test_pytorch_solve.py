@@ -14,6 +14,7 @@ import pytest
 from torchwin import recipes, repodata
 
 rattler = pytest.importorskip("rattler")
+from rattler.exceptions import SolverError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PLATFORMS = ("win-64", "linux-64")
@@ -50,11 +51,19 @@ def channel(rendered, tmp_path_factory):
     return repodata.write_channel(tmp_path_factory.mktemp("solve-channel"), entries)
 
 
+class Picked:
+    """What the solver chose for one package, as plain strings."""
+
+    def __init__(self, record):
+        self.version = str(record.version)
+        self.build = str(record.build)
+
+
 def solve(channel, platform, specs):
     records = asyncio.run(rattler.solve(
         sources=[rattler.Channel(channel.as_uri())], specs=specs, platforms=[platform, "noarch"],
         virtual_packages=[]))
-    return {r.name.normalized: r for r in records}
+    return {r.name.normalized: Picked(r) for r in records}
 
 
 def pytorch_builds(rendered, platform, python):
@@ -87,7 +96,7 @@ CASES = [(p, py) for p in PLATFORMS for py in ("3.5", "3.6", "3.7")]
 def test_plain_install_gets_newest_release_with_default_cuda(rendered, channel, platform, python):
     want = default_build(pytorch_builds(rendered, platform, python))
     got = solve(channel, platform, ["pytorch", "python %s.*" % python])["pytorch"]
-    assert (got.version.__str__(), got.build) == (want.version, want.build_string)
+    assert (got.version, got.build) == (want.version, want.build_string)
     assert "_cpu_" not in got.build
 
 
@@ -98,12 +107,12 @@ def test_cuda_selector_package_picks_that_cuda(rendered, channel, platform, pyth
     selector = "cuda" + cuda.replace(".", "")
     specs = ["pytorch", selector, "python %s.*" % python]
     if want is None:
-        with pytest.raises(rattler.exceptions.SolverError):
+        with pytest.raises(SolverError):
             solve(channel, platform, specs)
         return
     got = solve(channel, platform, specs)
-    assert (str(got["pytorch"].version), got["pytorch"].build) == (want.version, want.build_string)
-    assert str(got["cudatoolkit"].version).startswith(cuda + ".")
+    assert (got["pytorch"].version, got["pytorch"].build) == (want.version, want.build_string)
+    assert got["cudatoolkit"].version.startswith(cuda + ".")
 
 
 @pytest.mark.parametrize("platform,python", CASES)
@@ -111,14 +120,14 @@ def test_cuda_selector_package_picks_that_cuda(rendered, channel, platform, pyth
 def test_cpu_selection(rendered, channel, platform, python, specs):
     want = newest(pytorch_builds(rendered, platform, python), "None")
     got = solve(channel, platform, specs + ["python %s.*" % python])
-    assert (str(got["pytorch"].version), got["pytorch"].build) == (want.version, want.build_string)
+    assert (got["pytorch"].version, got["pytorch"].build) == (want.version, want.build_string)
     assert "cudatoolkit" not in got
     assert got["pytorch-mutex"].build == "cpu"
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_cpuonly_with_cuda90_is_unsatisfiable_and_names_the_mutex(channel, platform):
-    with pytest.raises(rattler.exceptions.SolverError) as info:
+    with pytest.raises(SolverError) as info:
         solve(channel, platform, ["pytorch", "cpuonly", "cuda90"])
     assert "pytorch-mutex" in str(info.value)
 
@@ -128,7 +137,7 @@ def test_build_string_spec_and_toolkit_pin(rendered, channel, platform, python):
     want = newest(pytorch_builds(rendered, platform, python), "9.2")
     for specs in (["pytorch * *cuda92*"], ["pytorch", "cudatoolkit=9.2"]):
         if want is None:
-            with pytest.raises(rattler.exceptions.SolverError):
+            with pytest.raises(SolverError):
                 solve(channel, platform, specs + ["python %s.*" % python])
             continue
         got = solve(channel, platform, specs + ["python %s.*" % python])["pytorch"]
@@ -136,15 +145,24 @@ def test_build_string_spec_and_toolkit_pin(rendered, channel, platform, python):
 
 
 def test_release_without_cuda90_defaults_to_newest_9x(rendered, tmp_path):
-    """Drop every 9.0 build: the plain install must then pick 9.2 (the newest 9.x), not CPU or 8.0."""
-    kept = [v for v in rendered if not (v.name == "pytorch" and v.variant.get("cuda_compiler_version") == "9.0")]
+    """A channel holding only 0.4.1 without its 9.0 builds: a plain install must pick 9.2, not CPU or 8.0."""
+    kept = [v for v in rendered if not (v.name == "pytorch" and (
+        v.version != "0.4.1" or v.variant.get("cuda_compiler_version") == "9.0"))]
     entries = [repodata.variant_record(v) for v in kept] + external_records()
     chan = repodata.write_channel(tmp_path, entries)
-    linux = [v for v in kept if v.name == "pytorch" and v.subdir == "linux-64" and v.variant["python"] == "3.6"]
-    want = default_build(linux)
-    got = solve(chan, "linux-64", ["pytorch", "python 3.6.*"])["pytorch"]
-    assert got.build == want.build_string
-    assert "cuda9" in got.build
+    for platform in PLATFORMS:
+        builds = [v for v in kept if v.name == "pytorch" and v.subdir == platform and v.variant["python"] == "3.6"]
+        want = default_build(builds)
+        got = solve(chan, platform, ["pytorch", "python 3.6.*"])["pytorch"]
+        assert got.build == want.build_string
+        assert "cuda92" in got.build
+
+
+def test_cpu_builds_are_down_prioritized(rendered):
+    for v in rendered:
+        if v.name == "pytorch":
+            cpu = v.variant["cuda_compiler_version"] == "None"
+            assert bool(v.track_features) == cpu, v.build_string
 
 
 def test_build_strings_are_readable(rendered):
