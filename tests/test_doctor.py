@@ -628,23 +628,21 @@ def test_json_from_the_cli(capsys, tmp_path):
     assert not any(c["name"] == "nvcc (CUDA toolkit)" for c in payload["checks"])
 
 
-def test_default_cuda(tmp_path):
-    missing = tmp_path / "variants.yaml"
-    assert doctor.default_cuda("linux-64", missing) == "9.0"
-    touch(missing, 'cuda_compiler_version:\n  - "None"\n  - "9.2"\n  - "10.0"\n')
-    assert doctor.default_cuda("linux-64", missing) == "9.2"
-    # The build-number offset decides the preferred variant when it is zipped beside the versions.
-    touch(missing, 'cuda_compiler_version: ["None", "8.0", "9.0"]\ncuda_build_offset: [0, 100, 200]\n')
-    assert doctor.default_cuda("linux-64", missing) == "9.0"
-    touch(missing, "cuda_compiler_version:\n  - if: win\n    then: ['9.0']\n    else: ['10.0']\n")
-    assert doctor.default_cuda("win-64", missing) == "9.0"
-    assert doctor.default_cuda("linux-64", missing) == "10.0"
-    touch(missing, "cuda_compiler_version: [None]\n")
-    assert doctor.default_cuda("linux-64", missing) == "9.0"
-    touch(missing, "cuda_compiler_version: [\n")
-    with pytest.raises(UserError, match="variants.yaml"):
-        doctor.default_cuda("linux-64", missing)
-    assert re.fullmatch(r"\d+\.\d+", doctor.default_cuda("linux-64"))  # the repository's own recipe
+def test_default_cuda_is_the_build_a_plain_install_gets(tmp_path):
+    # The repository's own recipe: 9.0 is its default CUDA on both platforms.
+    assert doctor.default_cuda("linux-64") == "9.0"
+    assert doctor.default_cuda("win-64") == "9.0"
+    # A recipe whose offsets rank 9.2 first.
+    recipe = tmp_path / "pytorch"
+    recipe.mkdir()
+    touch(recipe / "recipe.yaml", (
+        "package:\n  name: pytorch\n  version: '1.0'\nbuild:\n"
+        "  number: ${{ cuda_build_offset | int }}\n"
+        "  string: c${{ cuda_compiler_version | replace('.', '') }}_${{ cuda_build_offset }}\n"
+        "about:\n  summary: cuda ${{ cuda_compiler_version }}\n"))
+    touch(recipe / "variants.yaml", 'cuda_compiler_version: ["None", "9.0", "9.2"]\n'
+          "cuda_build_offset: [0, 100, 300]\nzip_keys:\n  - [cuda_compiler_version, cuda_build_offset]\n")
+    assert doctor.default_cuda("linux-64", recipe) == "9.2"
 
 
 def _real_nvcc_release():

@@ -292,14 +292,16 @@ def test_run_test_imports_nothing_but_the_standard_library():
     assert all(re.split(r"[ .]", line)[1] in stdlib for line in top_level), top_level
 
 
-def test_find_run_test_walks_up_from_the_package():
+def test_find_run_test_in_the_checkout():
     assert smoke.find_run_test() == RUN_TEST
-    assert smoke.find_run_test(REPO / "scripts" / "torchwin") == RUN_TEST
 
 
-def test_find_run_test_outside_a_checkout_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="cannot find recipes/pytorch/run_test.py"):
-        smoke.find_run_test(tmp_path)
+def test_find_run_test_in_a_checkout_without_it_is_a_user_error(tmp_path, monkeypatch):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "pyproject.toml").write_text("")
+    monkeypatch.setenv("TORCHWIN_ROOT", str(tmp_path))
+    with pytest.raises(UserError, match="run_test.py: no such file"):
+        smoke.find_run_test()
 
 
 def test_smoke_help_teaches(capsys):

@@ -16,7 +16,8 @@ from rattler import Channel, MatchSpec, RepoData
 from rattler.exceptions import InvalidMatchSpecError
 
 from torchwin import channel_store, retention
-from torchwin.channel_config import load_channel_config, repo_root
+from torchwin.channel_config import load_channel_config
+from torchwin.checkout import require_repo_root
 from torchwin.errors import Failure, UserError
 from torchwin.package_check import EXTENSIONS, ZSTD, file_digest
 
@@ -49,13 +50,7 @@ def default_channel_dir():
     env = os.environ.get("TORCHWIN_CHANNEL_DIR")
     if env:
         return Path(env)
-    root = repo_root()
-    if root is None:
-        raise UserError(
-            "cannot find the torchwin repository (a folder with recipes/ and pyproject.toml); "
-            "pass --channel-dir DIR or set TORCHWIN_CHANNEL_DIR"
-        )
-    return root / "channel" / "local"
+    return require_repo_root("or pass --channel-dir DIR or set TORCHWIN_CHANNEL_DIR") / "channel" / "local"
 
 
 def add_packages(channel_dir, files, label=None, force=False, config=None):

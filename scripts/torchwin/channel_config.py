@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-import torchwin
+from torchwin.checkout import require_repo_root
 from torchwin.errors import UserError
 
 MAIN = "main"
@@ -50,25 +50,11 @@ class ChannelConfig:
         return label
 
 
-def repo_root():
-    """The torchwin checkout: the first folder above the package holding recipes/ and pyproject.toml."""
-    here = Path(torchwin.__file__).resolve().parent
-    for folder in (here, *here.parents):
-        if (folder / "recipes").is_dir() and (folder / "pyproject.toml").is_file():
-            return folder
-    return None
-
-
 def default_config_path():
     env = os.environ.get("TORCHWIN_CHANNEL_CONFIG")
     if env:
         return Path(env)
-    root = repo_root()
-    if root is None:
-        raise UserError(
-            "cannot find the torchwin repository (a folder with recipes/ and pyproject.toml) above "
-            f"{Path(torchwin.__file__).parent}; set TORCHWIN_CHANNEL_CONFIG to the channel.yaml to use"
-        )
+    root = require_repo_root("or set TORCHWIN_CHANNEL_CONFIG to the channel.yaml to use")
     return root / "channel" / "channel.yaml"
 
 

@@ -14,16 +14,12 @@ import platform
 import re
 from pathlib import Path
 
-import yaml
-
 from torchwin import probes
 from torchwin.errors import UserError
 from torchwin.probes import FAIL, OK, WARN, Host
 
 TARGET_PLATFORMS = ("win-64", "linux-64")
 FALLBACK_CUDA = "9.0"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PYTORCH_VARIANTS = REPO_ROOT / "recipes" / "pytorch" / "variants.yaml"
 
 DESCRIPTION = """\
 Check this machine before a PyTorch build: the toolchain a build of the given target platform and
@@ -51,58 +47,27 @@ def host_platform():
     return "win-64" if platform.system() == "Windows" else "linux-64"
 
 
-def _flatten_variant_values(values, target_platform):
-    """The values of one variants.yaml key, with `if: win/linux/unix` selectors resolved."""
-    out = []
-    for item in values if isinstance(values, list) else [values]:
-        if isinstance(item, dict) and "if" in item:
-            condition = str(item["if"]).strip()
-            known = {
-                "win": target_platform.startswith("win"),
-                "linux": target_platform.startswith("linux"),
-                "unix": not target_platform.startswith("win"),
-                "osx": target_platform.startswith("osx"),
-            }
-            chosen = item.get("then") if known.get(condition, True) else item.get("else")
-            if chosen is not None:
-                out += _flatten_variant_values(chosen, target_platform)
-        else:
-            out.append(item)
-    return out
+def default_cuda(target_platform=None, recipe_dir=None):
+    """The CUDA of the pytorch build a plain `conda install pytorch` gets on that platform.
 
-
-def default_cuda(target_platform=None, variants_file=None):
-    """The pytorch recipe's default CUDA version, "9.0" when the recipe does not say.
-
-    Read from recipes/pytorch/variants.yaml for now (to be pointed at the render module): the
-    non-"None" `cuda_compiler_version` with the highest `cuda_build_offset` when that list is
-    zipped beside it (the offset is what makes the solver prefer a variant), else the first one.
+    Rendered from the recipe (newest release, highest build number: the build-number
+    offsets in variants.yaml rank the CUDA builds); "9.0" outside a checkout.
     """
-    path = Path(variants_file) if variants_file else PYTORCH_VARIANTS
-    if not path.is_file():
+    from torchwin import recipes
+    from torchwin.checkout import repo_root
+
+    if recipe_dir is None:
+        root = repo_root()
+        if root is None:
+            return FALLBACK_CUDA
+        recipe_dir = root / "recipes" / "pytorch"
+    builds = [v for v in recipes.render([Path(recipe_dir)], [target_platform or host_platform()])
+              if v.name == "pytorch"]
+    if not builds:
         return FALLBACK_CUDA
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        return FALLBACK_CUDA
-    target_platform = target_platform or host_platform()
-    versions = _flatten_variant_values(data.get("cuda_compiler_version", []), target_platform)
-    offsets = _flatten_variant_values(data.get("cuda_build_offset", []), target_platform)
-    cuda = [
-        (i, str(v).strip())
-        for i, v in enumerate(versions)
-        if v is not None and str(v).strip().lower() != "none"
-    ]
-    if not cuda:
-        return FALLBACK_CUDA
-    if len(offsets) == len(versions):
-        try:
-            return max(cuda, key=lambda item: float(offsets[item[0]]))[1]
-        except (TypeError, ValueError):
-            pass
-    return cuda[0][1]
+    best = max(builds, key=lambda v: (recipes._version_key(v.version), v.build_number))
+    cuda = str(best.variant.get("cuda_compiler_version", "None"))
+    return "none" if cuda == "None" else cuda
 
 
 def check_target_platform(value):

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torchwin.checkout import require_repo_root
 from torchwin.errors import UserError
 
 PLATFORMS = ("linux-64", "win-64")
@@ -24,21 +25,8 @@ FACT_KEY_PREFIXES = ("pytorch_commit", "pytorch_cuda_", "pytorch_python_", "pyto
                      "pytorch_nightly_base", "cuda_build_offset")
 
 
-def repo_root() -> Path:
-    """The checkout this torchwin runs from (`TORCHWIN_ROOT` overrides)."""
-    env = os.environ.get("TORCHWIN_ROOT")
-    if env:
-        return Path(env).resolve()
-    for start in (Path.cwd(), Path(__file__).resolve()):
-        for folder in (start, *start.parents):
-            if (folder / "recipes").is_dir() and (folder / "pyproject.toml").is_file():
-                return folder
-    raise UserError("cannot find the torchwin checkout (a folder with recipes/ and pyproject.toml); "
-                    "run from inside it or set TORCHWIN_ROOT")
-
-
 def all_recipe_dirs() -> list[Path]:
-    root = repo_root() / "recipes"
+    root = require_repo_root() / "recipes"
     return sorted(p for p in root.iterdir() if (p / RECIPE_FILE).is_file())
 
 

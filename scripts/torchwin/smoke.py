@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torchwin
+from torchwin.checkout import require_repo_root
 from torchwin.errors import Failure, UserError
 
 RUN_TEST = Path("recipes", "pytorch", "run_test.py")
@@ -71,17 +71,14 @@ def add_parser(subparsers):
     parser.set_defaults(func=run)
 
 
-def find_run_test(start=None):
-    """recipes/pytorch/run_test.py in the checkout that holds the torchwin package."""
-    start = Path(start) if start is not None else Path(torchwin.__file__).resolve().parent
-    for folder in [start, *start.parents]:
-        candidate = folder / RUN_TEST
-        if candidate.is_file():
-            return candidate
-    raise UserError(
-        f"cannot find {RUN_TEST.as_posix()} in {start} or any folder above it; `torchwin smoke` needs the "
-        "torchwin source checkout (pip install -e .), or run that script from a checkout directly"
-    )
+def find_run_test():
+    """recipes/pytorch/run_test.py of the torchwin checkout."""
+    root = require_repo_root("`torchwin smoke` needs the source checkout (pip install -e .), "
+                             "or run recipes/pytorch/run_test.py from a checkout directly")
+    candidate = root / RUN_TEST
+    if not candidate.is_file():
+        raise UserError("%s: no such file in the torchwin checkout" % candidate)
+    return candidate
 
 
 def script_argv(args):
