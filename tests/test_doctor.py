@@ -20,6 +20,7 @@ from torchwin.errors import UserError
 from torchwin.probes import FAIL, OK, WARN, Host
 
 DATA = Path(__file__).parent / "data" / "doctor"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 VS_BUILDTOOLS_WIN = r"C:\Program Files (x86)\Microsoft Visual Studio\2017\BuildTools"
 VS_COMMUNITY_WIN = r"C:\Program Files (x86)\Microsoft Visual Studio\2017\Community"
 
@@ -696,3 +697,15 @@ def test_win_64_asked_on_this_linux_host_says_so(capsys, tmp_path):
     assert code == 1
     assert re.search(r"^FAIL\s+64-bit Windows\s+this host is \w+, not Windows", out, re.MULTILINE)
     assert "Visual Studio 2017" in out and "MSVC 14.11 toolset" in out
+
+
+def test_gcc_limits_agree_with_the_nvcc_packages():
+    """The nvcc activation scripts (which cannot import torchwin) carry their own gcc table; keep it in step."""
+    from torchwin import recipes
+
+    rendered = recipes.render([REPO_ROOT / "recipes" / "nvcc"], ["linux-64"])
+    assert rendered
+    for variant in rendered:
+        env = variant.rendered.recipe.build.script["env"]
+        cuda = variant.variant["cuda_compiler_version"]
+        assert int(env["TORCHWIN_GCC_MAX"]) == probes.GCC_MAX_FOR_CUDA[cuda], cuda
