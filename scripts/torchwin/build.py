@@ -49,6 +49,7 @@ class Outcome:
     seconds: float = 0.0
     files: tuple = ()
     reason: str = ""
+    hint: str = ""
 
     @property
     def size(self) -> int:
@@ -165,8 +166,8 @@ def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
         if not reason and compiled_ok.get(variant.recipe) is False:
             reason = "it goes with %s's compiled packages, none of which this host can build" % variant.recipe
         if reason:
-            outcome = Outcome(variant, "skipped", reason=reason + " -> " + build_command_hint(variant))
-            print("%s skipped: %s" % (label, outcome.reason), file=out, flush=True)
+            outcome = Outcome(variant, "skipped", reason=reason, hint=build_command_hint(variant))
+            print("%s skipped" % label, file=out, flush=True)
         else:
             print("%s building..." % label, file=out, flush=True)
             outcome = build_one(variant, channel_dir, extra_channels, test, package_format)
@@ -214,6 +215,21 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def print_skipped(outcomes, out):
+    """Skipped variants grouped by reason, each group with one command that builds it elsewhere."""
+    groups: dict = {}
+    for o in outcomes:
+        if o.result == "skipped":
+            groups.setdefault((o.variant.recipe, o.variant.subdir, o.reason), []).append(o)
+    if not groups:
+        return
+    print("\nSkipped, with the reason and where to build them:", file=out)
+    for (recipe, subdir, reason), members in groups.items():
+        print("  %s for %s (%d variant%s): %s" % (recipe, subdir, len(members), "" if len(members) == 1 else "s",
+                                                 reason), file=out)
+        print("    e.g. %s" % members[0].hint, file=out)
+
+
 def print_summary(outcomes, channel_dir: Path, out=None):
     out = out or sys.stdout
     rows = [("PACKAGE", "BUILD", "SUBDIR", "SIZE", "SECONDS", "RESULT")]
@@ -227,10 +243,7 @@ def print_summary(outcomes, channel_dir: Path, out=None):
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
     counts = {k: sum(1 for o in outcomes if o.result == k) for k in ("built", "failed", "skipped")}
     print("%(built)d built, %(failed)d failed, %(skipped)d skipped" % counts, file=out)
-    for o in outcomes:
-        if o.result == "skipped":
-            print("skipped %s %s: %s" % (o.variant.name, format_values(o.variant.chosen_values()), o.reason),
-                  file=out)
+    print_skipped(outcomes, out)
     built = sorted({o.variant.name for o in outcomes if o.result == "built"})
     if built:
         print("\nTry it:\n  conda install -c %s %s" % (channel_dir.resolve().as_uri(), " ".join(built)), file=out)
