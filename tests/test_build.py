@@ -50,7 +50,8 @@ def test_pytorch_is_rendered_and_reported_skipped_here(tmp_path, capsys):
     assert "0 built, 0 failed, 3 skipped" in out
     assert "needs a Windows build machine" in out
     assert "pytorch for win-64 (2 variants): compiling for win-64 needs a Windows build machine" in out
-    assert 'e.g. on Windows with VS2017 + CUDA: conda build recipes/pytorch --variants "{cuda_compiler_version: ' in out
+    assert "e.g. on Windows with VS2017 + CUDA: torchwin build recipes/pytorch --channel defaults --variant" in out
+    assert "conda build recipes/pytorch -m FILE" in out
     assert not channel.exists(), "nothing may be written for skipped packages"
 
 

@@ -140,8 +140,9 @@ def build_command_hint(variant: recipes.Variant) -> str:
     chosen = {k: v for k, v in variant.chosen_values().items() if k not in COMPILER_KEYS}
     values = " ".join("--variant %s=%s" % (k, v) for k, v in chosen.items())
     if variant.subdir.startswith("win"):
-        pins = ", ".join("%s: '%s'" % (k, v) for k, v in chosen.items())
-        return "on Windows with VS2017 + CUDA: conda build recipes/%s --variants \"{%s}\"" % (variant.recipe, pins)
+        return ("on Windows with VS2017 + CUDA: torchwin build recipes/%s --channel defaults %s "
+                "(or conda build recipes/%s -m FILE, FILE from `torchwin ci variant-file`)"
+                % (variant.recipe, values, variant.recipe))
     return "on a Linux build machine: torchwin build recipes/%s --target-platform %s --channel conda-forge %s" % (
         variant.recipe, variant.subdir, values)
 
