@@ -548,6 +548,10 @@ def test_multiline_outputs_use_a_heredoc(tmp_path, monkeypatch):
 def test_variant_file_pins_one_value_per_key(tmp_path, capsys):
     out = tmp_path / "v.yaml"
     assert main(["ci", "variant-file", "--variant-json", '{"python": "3.6", "cuda_build_offset": 200}',
-                 "--output", str(out)]) == 0
-    assert yaml.safe_load(out.read_text()) == {"python": ["3.6"], "cuda_build_offset": [200]}
+                 "--output", str(out), "--target-platform", "win-64"]) == 0
+    pinned = yaml.safe_load(out.read_text())
+    # The zip partners of the pinned offset come along: 200 is the CUDA 9.0 / cuDNN 7 row.
+    assert pinned["python"] == ["3.6"] and pinned["cuda_build_offset"] == [200]
+    assert pinned["cuda_compiler_version"] == ["9.0"] and pinned["cudnn"] == ["7"]
+    assert "pytorch_version" not in pinned
     assert main(["ci", "variant-file", "--variant-json", "[1]", "--output", str(out)]) == 2

@@ -98,8 +98,12 @@ def add_parser(subparsers):
         "  torchwin ci variant-file --variant-json \"$VARIANT\" --output \"$RUNNER_TEMP/variant.yaml\"\n"
         "  conda build recipes/pytorch -m \"$RUNNER_TEMP/variant.yaml\"\n",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variant-json", required=True, metavar="JSON", help="the entry's `variant` object")
+    p.add_argument("--variant-json", required=True, metavar="JSON",
+                   help="the values to pin, e.g. the matrix entry's `variant` object; the values zipped "
+                        "with them in the recipe's variants.yaml are pinned too")
     p.add_argument("--output", required=True, type=Path, metavar="FILE", help="file to write")
+    p.add_argument("--recipe", default=None, metavar="RECIPE_DIR", help="default: recipes/pytorch")
+    p.add_argument("--target-platform", default=None, metavar="PLATFORM", help="default: this host's")
     p.set_defaults(func=run_variant_file)
 
     p = sub.add_parser("install-vs2017", help="install the VS2017 Build Tools with the MSVC 14.11 toolset",
@@ -177,6 +181,13 @@ def run_variant_file(args):
         variant = json.loads(args.variant_json)
     except json.JSONDecodeError as exc:
         raise UserError(f"--variant-json is not JSON ({exc})") from None
+    if not isinstance(variant, dict) or not variant:
+        raise UserError("--variant-json must be a non-empty JSON object, e.g. {\"python\": \"3.6\"}")
+    from torchwin import recipes
+
+    recipe_dir = Path(args.recipe) if args.recipe else recipes.require_repo_root() / "recipes" / "pytorch"
+    platform = recipes.check_platform(args.target_platform or recipes.host_platform())[0]
+    variant = ci_matrix.complete_zips(variant, *ci_matrix.recipe_zip_info(recipe_dir, platform))
     text = ci_matrix.variant_file_text(variant)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     temp = args.output.with_name(args.output.name + ".tmp")
