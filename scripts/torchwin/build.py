@@ -20,7 +20,7 @@ from pathlib import Path
 
 from torchwin import recipes
 from torchwin.errors import Failure, UserError
-from torchwin.render import add_target_platform_argument, format_values
+from torchwin.render import add_target_platform_argument
 
 # Chosen from benchmarks/run.py (see README "Performance"): zstd level 10 packs a
 # PyTorch-sized payload at tens of MB/s within a few percent of level 19's size;
