@@ -498,3 +498,37 @@ def test_broken_channel_yaml_is_one_clear_line(tmp_path, text, message, capsys):
     assert message in err and str(path) in err, err
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "chan").exists()
+
+
+def test_adding_new_names_one_by_one_gives_the_same_repodata_as_a_full_index(tmp_path, chan, config_file):
+    """The incremental road (index only the new package, merge its record) must agree with the indexer."""
+    import asyncio
+    import shutil
+
+    from backports import zstd  # noqa: F401  (the same module the merge writes .zst with)
+    from rattler.index import index_fs
+
+    config = load_channel_config(config_file)
+    built = tmp_path / "built"
+    files = [make_package(built, name=n, version=v, subdir=s)
+             for n, v, s in (("alpha", "1.0", "linux-64"), ("alpha", "1.1", "linux-64"),
+                             ("beta", "2.0", "noarch"), ("gamma", "0.1", "win-64"))]
+    for f in files:
+        channel.add_packages(chan, [f], config=config)
+    reference = tmp_path / "reference"
+    shutil.copytree(chan, reference, ignore=shutil.ignore_patterns("repodata*", ".torchwin"))
+    for subdir in ("linux-64", "noarch", "win-64"):
+        asyncio.run(index_fs(reference, target_platform=channel_store.Subdir(subdir), write_zst=True,
+                             write_shards=False, force=True))
+        ours = json.loads((chan / subdir / "repodata.json").read_text())
+        theirs = json.loads((reference / subdir / "repodata.json").read_text())
+        def comparable(repodata):  # when it was indexed differs, of course; everything else must not
+            return {fn: {k: v for k, v in r.items() if k != "indexed_timestamp"}
+                    for fn, r in channel_store.records_of(repodata).items()}
+
+        assert comparable(ours) == comparable(theirs), subdir
+        assert len(comparable(ours)) == sum(1 for f in files if f.parent.name == subdir)
+        assert ours["info"]["subdir"] == subdir
+        # The .zst next to it says the same as the .json.
+        assert json.loads(zstd.decompress((chan / subdir / "repodata.json.zst").read_bytes())) == ours
+    assert main(["channel", "verify", "--channel-dir", str(chan)]) == 0
