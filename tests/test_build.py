@@ -82,3 +82,13 @@ def test_a_failing_build_fails_the_command_and_leaves_the_channel_alone(tmp_path
     assert code == 1
     assert "0 built, 1 failed" in out
     assert not list(channel.rglob("*.conda"))
+
+
+def test_package_format_follows_the_benchmark_decision():
+    from torchwin import build
+
+    assert build.default_package_format({}) == build.RELEASE_PACKAGE_FORMAT == "conda:19"
+    assert build.default_package_format({"TORCHWIN_NIGHTLY": "20190601"}) == build.NIGHTLY_PACKAGE_FORMAT
+    assert build.NIGHTLY_PACKAGE_FORMAT == "conda:10"
+    build.check_package_format(build.NIGHTLY_PACKAGE_FORMAT)
+    build.check_package_format(build.RELEASE_PACKAGE_FORMAT)

@@ -11,6 +11,7 @@ skipped, with the reason and the command to run on a build machine.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -22,10 +23,18 @@ from torchwin import recipes
 from torchwin.errors import Failure, UserError
 from torchwin.render import add_target_platform_argument
 
-# Chosen from benchmarks/run.py (see README "Performance"): zstd level 10 packs a
-# PyTorch-sized payload at tens of MB/s within a few percent of level 19's size;
-# level 19 costs minutes per GB on 2 cores for a nightly that lives days.
-DEFAULT_PACKAGE_FORMAT = "conda:10"
+# Chosen from benchmarks/run.py (README "Performance"), packing a 695 MB torch on
+# 2 cores: zstd 10 takes ~15 s and is 13% larger than zstd 19, which takes ~160 s
+# (2 threads). Nightlies are rebuilt daily and pruned within days: speed wins.
+# Releases are downloaded for years: size wins, and 19 is conda-build's default.
+NIGHTLY_PACKAGE_FORMAT = "conda:10"
+RELEASE_PACKAGE_FORMAT = "conda:19"
+
+
+def default_package_format(environ=None) -> str:
+    environ = os.environ if environ is None else environ
+    return NIGHTLY_PACKAGE_FORMAT if environ.get("TORCHWIN_NIGHTLY") else RELEASE_PACKAGE_FORMAT
+
 
 COMPILER_KEYS = ("c_compiler", "cxx_compiler", "cuda_compiler")
 
@@ -71,8 +80,9 @@ def add_parser(subparsers):
     parser.add_argument("--channel", action="append", default=[], metavar="CHANNEL",
                         help="extra channel for build/host/test dependencies, e.g. conda-forge (repeatable)")
     parser.add_argument("--no-test", action="store_true", help="skip the recipes' package tests")
-    parser.add_argument("--package-format", default=DEFAULT_PACKAGE_FORMAT, metavar="FORMAT",
-                        help="conda[:LEVEL] or tar-bz2[:LEVEL] (default: %(default)s)")
+    parser.add_argument("--package-format", default=None, metavar="FORMAT",
+                        help="conda[:LEVEL] or tar-bz2[:LEVEL] (default: %s for nightlies, i.e. when "
+                             "TORCHWIN_NIGHTLY is set, else %s)" % (NIGHTLY_PACKAGE_FORMAT, RELEASE_PACKAGE_FORMAT))
     parser.set_defaults(func=run)
 
 
@@ -82,14 +92,15 @@ def run(args) -> int:
     platforms = recipes.check_platform(args.target_platform)
     recipe_dirs = recipes.find_recipes(args.recipe_dirs)
     overrides = recipes.parse_overrides(args.variant)
-    check_package_format(args.package_format)
+    package_format = args.package_format or default_package_format()
+    check_package_format(package_format)
     channel_dir = Path(args.channel_dir) if args.channel_dir else channel.default_channel_dir()
     ordered = recipes.build_order(recipe_dirs, platforms) if not args.recipe_dirs else recipe_dirs
     variants = recipes.render(ordered, platforms, overrides)
     if not variants:
         raise UserError("nothing to build: no variant matches (see `torchwin render`)")
     outcomes = build_variants(variants, channel_dir, extra_channels=args.channel,
-                              test=not args.no_test, package_format=args.package_format)
+                              test=not args.no_test, package_format=package_format)
     print_summary(outcomes, channel_dir)
     return 1 if any(o.result == "failed" for o in outcomes) else 0
 
@@ -148,7 +159,7 @@ def build_command_hint(variant: recipes.Variant) -> str:
 
 
 def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
-                   package_format=DEFAULT_PACKAGE_FORMAT, out=None) -> list:
+                   package_format=RELEASE_PACKAGE_FORMAT, out=None) -> list:
     """Build each variant in order; each success goes into the channel before the next one builds."""
     out = out or sys.stdout
     outcomes = []
