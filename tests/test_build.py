@@ -33,6 +33,12 @@ def test_build_index_and_install_a_small_recipe(tmp_path, capsys):
     names = [p["name"] for p in {**repodata["packages"], **repodata.get("packages.conda", {})}.values()]
     assert names == ["nvcc_linux-64"]
 
+    # Building again replaces the package (new timestamps inside, same name) instead of failing.
+    assert main(["build", str(ROOT / "recipes" / "nvcc"), "--target-platform", "linux-64",
+                 "--channel-dir", str(channel), "--variant", "cuda_compiler_version=9.2"]) == 0
+    assert "1 built, 0 failed" in capsys.readouterr().out
+    assert main(["channel", "verify", "--channel-dir", str(channel)]) == 0
+
     prefix = tmp_path / "env"
     installed = install(channel, ["nvcc_linux-64 9.2.*"], prefix)
     assert str(installed["nvcc_linux-64"].version) == "9.2"

@@ -206,7 +206,8 @@ def build_one(variant, channel_dir: Path, extra_channels, test, package_format) 
         except Exception as exc:  # the engine's errors carry the reason in their text
             return Outcome(variant, "failed", time.monotonic() - started, reason=_short(exc))
         try:
-            files = channel.add_packages(channel_dir, [Path(p) for p in result.packages])
+            # A rebuild replaces the local channel's copy: the same name, but new timestamps inside.
+            files = channel.add_packages(channel_dir, [Path(p) for p in result.packages], force=True)
         except (UserError, Failure) as exc:
             return Outcome(variant, "failed", time.monotonic() - started, reason=str(exc))
         return Outcome(variant, "built", time.monotonic() - started, files=tuple(files))
