@@ -6,11 +6,13 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from rattler_build import ArchiveType, assemble_package
+from packages import make_package
+from rattler_build import ArchiveType
 from torchwin import channel, channel_store
 from torchwin.channel_config import Retention, load_channel_config
 from torchwin.cli import main
@@ -25,39 +27,6 @@ labels: [main, nightly]
 retention:
   nightly: {keep_days: 14, keep_newest: 3}
 """
-
-
-def make_package(
-    out,
-    name="hello",
-    version="1.0",
-    build="h0_0",
-    subdir="linux-64",
-    content="hi",
-    build_number=None,
-    archive=ArchiveType.Conda,
-    timestamp=None,
-):
-    """A real conda package, assembled by the engine from one file."""
-    files = Path(out) / f".files-{name}-{version}-{build}-{content}"
-    (files / "share").mkdir(parents=True, exist_ok=True)
-    (files / "share" / f"{name}.txt").write_text(content)
-    if build_number is None:
-        build_number = int(build.rsplit("_", 1)[-1]) if build.rsplit("_", 1)[-1].isdigit() else 0
-    result = assemble_package(
-        name,
-        version,
-        subdir,
-        build,
-        Path(out) / subdir,
-        files_dir=files,
-        build_number=build_number,
-        archive_type=archive,
-        timestamp=timestamp or datetime(2019, 4, 1, tzinfo=timezone.utc),
-    )
-    path = Path(result.path)
-    os.chmod(path, 0o600)  # what rattler-build leaves behind
-    return path
 
 
 @pytest.fixture
@@ -290,13 +259,17 @@ def test_readers_never_see_a_partial_repodata(tmp_path, chan, config_file):
             channel.add_packages(
                 chan, [make_package(tmp_path / "out", f"r{i}", build=f"h{i}_0")], config=config
             )
+        # Let the reader see the full channel (seed + 6) before the removal; a loaded machine may lag.
+        deadline = time.monotonic() + 10
+        while (not seen or max(seen) < 7) and time.monotonic() < deadline:
+            time.sleep(0.01)
         victims = channel.find_packages(chan, ["r0", "r1"], "main")
         channel_store.remove_packages(chan, "main", victims)
     finally:
         stop.set()
         thread.join()
     assert problems == []
-    assert seen and max(seen) >= 6
+    assert seen and max(seen) == 7
 
 
 def test_repodata_is_replaced_never_rewritten_in_place(tmp_path, chan, config_file):

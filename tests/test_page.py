@@ -6,10 +6,10 @@ import shutil
 import subprocess
 import threading
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
+import packages
 import pytest
-from rattler_build import ArchiveType, assemble_package
+from rattler_build import ArchiveType
 from torchwin import channel
 from torchwin.channel_config import load_channel_config
 from torchwin.channel_page import compute_of, python_of, write_page
@@ -21,23 +21,10 @@ NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 
 def make_package(out, name, version, build, subdir="win-64", depends=(), days_old=100, size=1):
-    files = Path(out) / f".files-{name}-{version}-{build}"
-    (files / "share").mkdir(parents=True, exist_ok=True)
-    (files / "share" / f"{name}.bin").write_bytes(os.urandom(size))  # random: size survives compression
-    tail = build.rsplit("_", 1)[-1]
-    result = assemble_package(
-        name,
-        version,
-        subdir,
-        build,
-        Path(out) / subdir,
-        files_dir=files,
-        build_number=int(tail) if tail.isdigit() else 0,
-        depends=list(depends),
-        archive_type=ArchiveType.TarBz2,
-        timestamp=NOW - timedelta(days=days_old),
-    )
-    return Path(result.path)
+    # Random bytes: the size shown on the page survives compression.
+    return packages.make_package(out, name, version, build, subdir=subdir, depends=depends,
+                                 archive=ArchiveType.TarBz2, timestamp=NOW - timedelta(days=days_old),
+                                 payload=os.urandom(size))
 
 
 @pytest.fixture

@@ -14,10 +14,9 @@ import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-from rattler_build import assemble_package
+from packages import make_package
 from torchwin import publish
 from torchwin.cli import main, make_parser
 from torchwin.errors import Failure
@@ -194,20 +193,7 @@ def config_file(tmp_path):
 
 @pytest.fixture
 def pkg(tmp_path):
-    files = tmp_path / "files"
-    (files / "share").mkdir(parents=True)
-    (files / "share" / "hello.txt").write_text("hello")
-    result = assemble_package(
-        "hello",
-        "1.0",
-        "linux-64",
-        "h0_0",
-        tmp_path / "out" / "linux-64",
-        files_dir=files,
-        summary="a greeting",
-        license="BSD-3-Clause",
-    )
-    return Path(result.path)
+    return make_package(tmp_path / "out", content="hello", summary="a greeting", license="BSD-3-Clause")
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,33 @@
+"""Real conda packages for tests, assembled by the engine (py-rattler-build) from one file each."""
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rattler_build import ArchiveType, assemble_package
+
+
+def make_package(out, name="hello", version="1.0", build="h0_0", subdir="linux-64", content="hi",
+                 build_number=None, depends=(), archive=ArchiveType.Conda, timestamp=None, payload=None,
+                 **about):
+    """out/<subdir>/<name>-<version>-<build>.<ext>, holding share/<name>.txt (or payload bytes).
+
+    The build number defaults to the build string's last `_N`; the file gets mode
+    0600, as rattler-build leaves its packages.
+    """
+    files = Path(out) / f".files-{name}-{version}-{build}-{content}"
+    (files / "share").mkdir(parents=True, exist_ok=True)
+    if payload is not None:
+        (files / "share" / f"{name}.bin").write_bytes(payload)
+    else:
+        (files / "share" / f"{name}.txt").write_text(content)
+    if build_number is None:
+        tail = build.rsplit("_", 1)[-1]
+        build_number = int(tail) if tail.isdigit() else 0
+    result = assemble_package(
+        name, version, subdir, build, Path(out) / subdir, files_dir=files, build_number=build_number,
+        depends=list(depends), archive_type=archive,
+        timestamp=timestamp or datetime(2019, 4, 1, tzinfo=timezone.utc), **about)
+    path = Path(result.path)
+    os.chmod(path, 0o600)
+    return path
