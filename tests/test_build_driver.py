@@ -193,3 +193,12 @@ def test_windows_cuda_folder_must_end_in_version():
     host = win_cuda_host(home=home)
     with pytest.raises(driver.BuildConfigError, match="must end in v9.0"):
         plan(variant(), dict(WIN_ENV, CUDA_PATH_V9_0=home), True, host)
+
+
+def test_driver_is_valid_python_3_5():
+    """It runs under the variant's own Python (3.5 to 3.7)."""
+    pytest.importorskip("vermin")
+    command = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())",
+               "-t=3.5-", "--no-tips", "--violations", str(DRIVER)]
+    out = subprocess.run(command, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
