@@ -99,28 +99,25 @@ def find_packages(channel_dir, specs, label, platform=None):
 def prune_plan(channel_dir, config, labels=None, now=None):
     """[(retention.Build, reason)] for the local channel, per channel.yaml's retention rules."""
     builds = []
-    for label, root in channel_store.label_roots(channel_dir):
+    for label, root, subdir, filename, rec in channel_store.iter_records(channel_dir):
         if label not in config.retention or (labels and label not in labels):
             continue
-        for subdir in channel_store.subdirs_of(root):
-            records = channel_store.records_of(channel_store.read_repodata(root, subdir))
-            for filename, rec in records.items():
-                stamp = retention.from_millis(rec.get("timestamp"))
-                if stamp is None and (root / subdir / filename).exists():
-                    # No timestamp in index.json: the time the file arrived is the next best age.
-                    stamp = datetime.fromtimestamp((root / subdir / filename).stat().st_mtime, timezone.utc)
-                builds.append(
-                    retention.Build(
-                        label=label,
-                        subdir=subdir,
-                        filename=filename,
-                        name=str(rec.get("name", "")),
-                        version=str(rec.get("version", "0")),
-                        build=str(rec.get("build", "")),
-                        build_number=int(rec.get("build_number") or 0),
-                        timestamp=stamp,
-                    )
-                )
+        stamp = retention.from_millis(rec.get("timestamp"))
+        if stamp is None and (root / subdir / filename).exists():
+            # No timestamp in index.json: the time the file arrived is the next best age.
+            stamp = datetime.fromtimestamp((root / subdir / filename).stat().st_mtime, timezone.utc)
+        builds.append(
+            retention.Build(
+                label=label,
+                subdir=subdir,
+                filename=filename,
+                name=str(rec.get("name", "")),
+                version=str(rec.get("version", "0")),
+                build=str(rec.get("build", "")),
+                build_number=int(rec.get("build_number") or 0),
+                timestamp=stamp,
+            )
+        )
     return retention.plan(builds, config.retention, now=now)
 
 

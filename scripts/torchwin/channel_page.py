@@ -19,7 +19,7 @@ from pathlib import Path
 from rattler import Version
 
 from torchwin.channel_config import MAIN
-from torchwin.channel_store import channel_lock, label_roots, read_repodata, records_of, subdirs_of
+from torchwin.channel_store import channel_lock, iter_records
 from torchwin.retention import from_millis
 
 TORCH_NAMES = ("pytorch", "pytorch-cpu", "pytorch-nightly", "pytorch-nightly-cpu")
@@ -88,28 +88,26 @@ def is_torch(name, build):
 def collect(channel_dir):
     """Every record of every label of the channel, as Entry objects."""
     entries = []
-    for label, root in label_roots(channel_dir):
-        for subdir in subdirs_of(root):
-            for filename, rec in sorted(records_of(read_repodata(root, subdir)).items()):
-                depends = list(rec.get("depends") or [])
-                build = str(rec.get("build", ""))
-                name = str(rec.get("name", ""))
-                torch = is_torch(name, build)
-                entries.append(
-                    Entry(
-                        label=label,
-                        subdir=subdir,
-                        filename=filename,
-                        name=name,
-                        version=str(rec.get("version", "")),
-                        build=build,
-                        build_number=int(rec.get("build_number") or 0),
-                        size=int(rec.get("size") or 0),
-                        timestamp=from_millis(rec.get("timestamp")),
-                        python=python_of(build, depends) if torch else None,
-                        compute=(compute_of(build, depends) or "unknown") if torch else None,
-                    )
-                )
+    for label, _root, subdir, filename, rec in iter_records(channel_dir):
+        depends = list(rec.get("depends") or [])
+        build = str(rec.get("build", ""))
+        name = str(rec.get("name", ""))
+        torch = is_torch(name, build)
+        entries.append(
+            Entry(
+                label=label,
+                subdir=subdir,
+                filename=filename,
+                name=name,
+                version=str(rec.get("version", "")),
+                build=build,
+                build_number=int(rec.get("build_number") or 0),
+                size=int(rec.get("size") or 0),
+                timestamp=from_millis(rec.get("timestamp")),
+                python=python_of(build, depends) if torch else None,
+                compute=(compute_of(build, depends) or "unknown") if torch else None,
+            )
+        )
     return entries
 
 

@@ -97,6 +97,14 @@ def records_of(repodata):
     return records
 
 
+def iter_records(channel_dir):
+    """(label, root, subdir, filename, record) for every package the channel's repodata names."""
+    for label, root in label_roots(channel_dir):
+        for subdir in subdirs_of(root):
+            for filename, record in sorted(records_of(read_repodata(root, subdir)).items()):
+                yield label, root, subdir, filename, record
+
+
 def channel_lock(channel_dir, timeout=3600.0):
     def say(path):
         print(
