@@ -76,6 +76,25 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, argv, message):
     assert not channel.exists()
 
 
+def test_a_recipe_for_another_platform_is_named_not_dropped(tmp_path, capsys):
+    channel = tmp_path / "channel"
+    vs2017, select = str(ROOT / "recipes" / "vs2017"), str(ROOT / "recipes" / "pytorch-select")
+    out = subprocess.run([sys.executable, "-m", "torchwin", "build", vs2017, "--target-platform", "linux-64",
+                          "--channel-dir", str(channel)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("torchwin: error: nothing to build for linux-64: vs2017 has no variant for "
+                                  "linux-64; it builds for win-64 (torchwin build recipes/vs2017 "
+                                  "--target-platform win-64)")
+    assert not channel.exists()
+
+    code = main(["build", vs2017, select, "--target-platform", "linux-64", "--channel-dir", str(channel),
+                 "--variant", "cuda_compiler_version=9.0", "--no-test"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count("vs2017 has no variant for linux-64; it builds for win-64") == 2  # before and after
+    assert "built, 0 failed" in out
+
+
 def test_a_failing_build_fails_the_command_and_leaves_the_channel_alone(tmp_path, capsys):
     recipe = tmp_path / "broken"
     recipe.mkdir()

@@ -170,6 +170,7 @@ def test_main_prints_the_environment_then_runs_the_command(tmp_path):
 
 
 def test_main_reports_a_bad_combination_in_one_line(tmp_path):
+    (tmp_path / "setup.py").write_text("version = '1.0.0a0'\n")
     environ = {"TORCHWIN_PYTORCH_VERSION": "1.0.1", "TORCHWIN_BUILD_NUMBER": "201", "TORCHWIN_CUDA_VERSION": "9.0",
                "PREFIX": str(tmp_path), "CUDA_HOME": str(tmp_path / "nope"), "PATH": "", "SYSTEMROOT": "C:\\Windows"}
     out = subprocess.run([sys.executable, str(DRIVER)], cwd=tmp_path, env=environ, capture_output=True, text=True)
@@ -202,3 +203,38 @@ def test_driver_is_valid_python_3_5():
                "-t=3.5-", "--no-tips", "--violations", str(DRIVER)]
     out = subprocess.run(command, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"setup.py": "import os\nversion = '1.0.0a0'\nsha = 'Unknown'\n"}, "1.0.0a0"),
+    ({"setup.py": 'version = "0.4.1"\n'}, "0.4.1"),
+    ({"version.txt": "1.5.0a0\n", "setup.py": "version = '0.0'\n"}, "1.5.0a0"),
+    ({"setup.py": "print('no version here')\n"}, None),
+    ({}, None),
+])
+def test_declared_version_of_a_checkout(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert driver.declared_version(str(tmp_path)) == expected
+
+
+def test_source_of_another_release_is_refused(tmp_path):
+    (tmp_path / "setup.py").write_text("version = '1.1.0a0'\n")
+    with pytest.raises(driver.BuildConfigError, match=r"PyTorch 1\.1\.0a0, but this variant builds 0\.4\.1"):
+        driver.check_source_version("0.4.1", str(tmp_path))
+    # Same major.minor passes (a patch release may keep its branch's number); nightlies build any ref.
+    assert driver.check_source_version("1.1.0", str(tmp_path)) is None
+    assert driver.check_source_version("1.2.0.dev20190601", str(tmp_path)) is None
+    (tmp_path / "setup.py").write_text("print()\n")
+    assert "cannot tell the version" in driver.check_source_version("1.1.0", str(tmp_path))
+
+
+def test_main_refuses_a_checkout_of_another_release_before_building(tmp_path):
+    (tmp_path / "setup.py").write_text("version = '1.1.0a0'\nraise SystemExit('setup.py must not run')\n")
+    environ = {"TORCHWIN_PYTORCH_VERSION": "1.0.1", "TORCHWIN_BUILD_NUMBER": "1", "TORCHWIN_CUDA_VERSION": "None",
+               "PREFIX": str(tmp_path), "SRC_DIR": str(tmp_path), "PYTHON": sys.executable, "PATH": "",
+               "SYSTEMROOT": "C:\\Windows"}
+    out = subprocess.run([sys.executable, str(DRIVER)], cwd=tmp_path, env=environ, capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "is PyTorch 1.1.0a0" in out.stderr
+    assert "setup.py must not run" not in out.stderr + out.stdout

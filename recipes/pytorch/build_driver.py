@@ -229,6 +229,43 @@ def variant_from_environ(environ):
     }
 
 
+SETUP_VERSION = re.compile(r"""^version\s*=\s*['"]([0-9][^'"]*)['"]""", re.MULTILINE)
+
+
+def declared_version(src_dir):
+    """The version a PyTorch checkout declares (version.txt, else setup.py's `version = '...'`), or None."""
+    for name, pattern in (("version.txt", None), ("setup.py", SETUP_VERSION)):
+        path = os.path.join(src_dir, name)
+        if not os.path.isfile(path):
+            continue
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        if pattern is None:
+            return text.strip() or None
+        match = pattern.search(text)
+        if match:
+            return match.group(1)
+    return None
+
+
+def check_source_version(expected, src_dir):
+    """Refuse a checkout of another release (TORCHWIN_SOURCE_DIR feeds one tree to every variant).
+
+    Only major.minor is compared: release tags declare e.g. 1.0.0a0 in setup.py, and a
+    patch release may keep its branch's number. Nightlies (x.y.z.devN) build any ref.
+    """
+    if ".dev" in expected:
+        return None
+    found = declared_version(src_dir)
+    if found is None:
+        return "cannot tell the version of the source in %s; building it as %s" % (src_dir, expected)
+    if version_tuple(found)[:2] != version_tuple(expected)[:2]:
+        raise BuildConfigError("the source in %s is PyTorch %s, but this variant builds %s; check out v%s "
+                               "(or pick the variant with --variant pytorch_version=%s)"
+                               % (src_dir, found, expected, expected, found))
+    return None
+
+
 def apply_patches(patches, recipe_dir, run=subprocess.call):
     for patch in patches:
         path = os.path.join(recipe_dir, patch)
@@ -242,6 +279,9 @@ def main(argv=None):
     is_windows = sys.platform == "win32"
     try:
         variant = variant_from_environ(environ)
+        warning = check_source_version(variant["version"], environ.get("SRC_DIR") or os.getcwd())
+        if warning:
+            print("torchwin build driver: warning: %s" % warning, file=sys.stderr)
         additions, command = plan(variant, environ, is_windows)
         apply_patches(variant["patches"], environ.get("RECIPE_DIR", "."))
     except BuildConfigError as exc:

@@ -44,7 +44,7 @@ examples:
   torchwin build recipes/nvcc --target-platform all
   torchwin build recipes/pytorch-select --channel-dir /tmp/chan
   torchwin build recipes/pytorch --variant cuda_compiler_version=9.0 --variant python=3.6 \\
-      --channel conda-forge                       on a build machine with the toolchain
+      --channel defaults                          on a build machine with the toolchain
 
 After a build, install from the local channel, e.g.:
   conda install -c file:///path/to/channel/local cuda90
@@ -96,13 +96,37 @@ def run(args) -> int:
     check_package_format(package_format)
     channel_dir = Path(args.channel_dir) if args.channel_dir else channel.default_channel_dir()
     ordered = recipes.build_order(recipe_dirs, platforms) if not args.recipe_dirs else recipe_dirs
-    variants = recipes.render(ordered, platforms, overrides)
+    rendered = recipes.render(ordered, platforms)
+    elsewhere = other_platform_notes(ordered, platforms, rendered)
+    variants = recipes.select(rendered, overrides, ordered, platforms) if overrides else rendered
     if not variants:
-        raise UserError("nothing to build: no variant matches (see `torchwin render`)")
+        raise UserError("nothing to build for %s: %s" % (
+            ", ".join(platforms), "; ".join(elsewhere) or "no variant matches the --variant values "
+                                                         "(see `torchwin render`)"))
+    for note in elsewhere:
+        print("note: %s" % note)
     outcomes = build_variants(variants, channel_dir, extra_channels=args.channel,
                               test=not args.no_test, package_format=package_format)
     print_summary(outcomes, channel_dir)
+    for note in elsewhere:
+        print("\nnot built: %s" % note)
     return 1 if any(o.result == "failed" for o in outcomes) else 0
+
+
+def other_platform_notes(recipe_dirs, platforms, rendered) -> list:
+    """One line per recipe that has no variant for `platforms`, naming where it builds and how."""
+    have = {v.recipe for v in rendered}
+    notes = []
+    for recipe_dir in recipe_dirs:
+        if recipe_dir.name in have:
+            continue
+        others = [p for p in recipes.PLATFORMS if p not in platforms and recipes.render_recipe(recipe_dir, p)]
+        where = ", ".join(others) or "no platform"
+        hint = (" (torchwin build %s --target-platform %s)" % (recipes.display_path(recipe_dir), others[0])
+                if others else "")
+        notes.append("%s has no variant for %s; it builds for %s%s"
+                     % (recipe_dir.name, ", ".join(platforms), where, hint))
+    return notes
 
 
 def check_package_format(value: str) -> None:
@@ -131,7 +155,7 @@ def why_not_buildable(variant: recipes.Variant, extra_channels) -> str:
     problems = toolchain_problems(variant)
     if not extra_channels:
         problems.append("its build and host dependencies (python, numpy, mkl...) need a channel such as "
-                        "--channel conda-forge")
+                        "--channel defaults")
     return "; ".join(problems)
 
 
@@ -154,7 +178,7 @@ def build_command_hint(variant: recipes.Variant) -> str:
         return ("on Windows with VS2017 + CUDA: torchwin build recipes/%s --channel defaults %s "
                 "(or conda build recipes/%s -m FILE, FILE from `torchwin ci variant-file`)"
                 % (variant.recipe, values, variant.recipe))
-    return "on a Linux build machine: torchwin build recipes/%s --target-platform %s --channel conda-forge %s" % (
+    return "on a Linux build machine: torchwin build recipes/%s --target-platform %s --channel defaults %s" % (
         variant.recipe, variant.subdir, values)
 
 

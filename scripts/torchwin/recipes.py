@@ -166,10 +166,10 @@ def load_variant_config(recipe_dir: Path, target_platform: str):
         return VariantConfig.from_file_with_context(
             path, JinjaConfig(platform=PlatformConfig(target_platform=target_platform)))
     except Exception as exc:  # the engine raises its own error types
-        raise UserError("%s: %s" % (_display(path), _first_line(exc))) from exc
+        raise UserError("%s: %s" % (display_path(path), _first_line(exc))) from exc
 
 
-def _display(path: Path) -> str:
+def display_path(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
@@ -212,7 +212,7 @@ def load_recipe(recipe_dir: Path):
     try:
         return Stage0Recipe.from_file(path)
     except Exception as exc:
-        raise UserError("%s: %s" % (_display(path), _first_line(exc))) from exc
+        raise UserError("%s: %s" % (display_path(path), _first_line(exc))) from exc
 
 
 def render_recipe(recipe_dir: Path, target_platform: str) -> list[Variant]:
@@ -224,7 +224,7 @@ def render_recipe(recipe_dir: Path, target_platform: str) -> list[Variant]:
     try:
         rendered = stage0.render(config, RenderConfig(platform=PlatformConfig(target_platform=target_platform)))
     except Exception as exc:
-        raise UserError("%s: %s" % (_display(recipe_dir / RECIPE_FILE), _first_line(exc))) from exc
+        raise UserError("%s: %s" % (display_path(recipe_dir / RECIPE_FILE), _first_line(exc))) from exc
     variants = []
     seen = set()
     for item in rendered:
