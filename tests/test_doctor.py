@@ -360,7 +360,7 @@ def test_cuda_found_through_the_versioned_variable(win):
     win.cuda("10.0", "nvcc-10.0-windows.txt", env=False)
     win.env["CUDA_PATH"] = str(win.pf / "NVIDIA GPU Computing Toolkit" / "CUDA" / "v10.0")
     check = win_checks(win, cuda="9.0")["nvcc (CUDA toolkit)"]
-    assert check.status == OK and "CUDA_PATH_V9_0=" in check.found
+    assert check.status == OK and "found through CUDA_PATH_V9_0" in check.found
 
 
 def test_cuda_of_another_version_fails_with_both_versions(win):
@@ -400,15 +400,14 @@ def test_cudnn(win, tmp_path):
     check = win_checks(win)["cuDNN"]
     assert check.status == FAIL and "no cudnn_version.h or cudnn.h" in check.found
 
-    # cuDNN 8+: cudnn.h has no version; cudnn_version.h has it. Found through CUDNN_* variables.
-    other = tmp_path / "cudnn8"
-    touch(other / "include" / "cudnn.h", data("cudnn-8-cudnn.h"))
-    touch(other / "include" / "cudnn_version.h", data("cudnn-8.9.7-cudnn_version.h"))
+    # Found through the CUDNN_* variables.
+    other = tmp_path / "cudnn7"
+    touch(other / "include" / "cudnn.h", data("cudnn-7.1.4-cudnn.h"))
     touch(other / "lib" / "x64" / "cudnn.lib")
     win.env["CUDNN_INCLUDE_DIR"] = str(other / "include")
     win.env["CUDNN_LIB_DIR"] = str(other / "lib" / "x64")
     check = win_checks(win)["cuDNN"]
-    assert check.status == OK and "cuDNN 8.9.7" in check.found
+    assert check.status == OK and "cuDNN 7.1.4" in check.found and str(other) in check.found
 
 
 def test_cudnn_version_parsing():
@@ -500,7 +499,7 @@ def test_nvcc_version_strings(path, tmp_path):
     text = path.read_text(encoding="utf-8")
     release = release_of(path)
     assert probes.parse_nvcc_release(text) == release
-    nvcc = touch(tmp_path / "cuda" / "bin" / "nvcc")
+    nvcc = executable(tmp_path / "cuda" / "bin" / "nvcc")  # activate.sh.in takes only an executable nvcc
     run = FakeRun()
     run[nvcc] = text
     host = Host(env={"CUDA_HOME": str(tmp_path / "cuda")}, system="Linux", run=run, sysroot=tmp_path / "root")
@@ -559,6 +558,21 @@ def test_gcc_limit_read_from_the_toolkit_when_not_in_the_table(tmp_path):
     assert gcc_check.status == FAIL and "gcc <= 11" in gcc_check.found and "host_config.h" in gcc_check.found
 
 
+@pytest.mark.parametrize("cuda, judged", [("9.2", False), ("9.0", True), ("8.0", True)])
+def test_linux_gcc_is_judged_only_where_the_recipe_uses_the_machines_gcc(cuda, judged, tmp_path):
+    """CUDA 9.2 builds install conda's gcc_linux-64 7 (rendered from variants.yaml `linux_host_gcc`);
+    8.0/9.0/9.1 builds use the machine's gcc, which must then be old enough."""
+    gcc = executable(tmp_path / "bin" / "gcc")
+    run = FakeRun()
+    run[gcc] = data("gcc-12.2.txt")
+    host = Host(env={"PATH": str(tmp_path / "bin")}, system="Linux", run=run, sysroot=tmp_path)
+    check = by_name(doctor.run_checks("linux-64", cuda, tmp_path, host=host))["host compiler (gcc)"]
+    if judged:
+        assert check.status == FAIL and "gcc 12.2.0" in check.found
+    else:
+        assert check.status == OK and check.found.startswith("gcc_linux-64 7") and "from conda" in check.found
+
+
 def test_linux_machine_with_the_right_toolchain_passes(tmp_path):
     root = tmp_path / "usr" / "local" / "cuda-9.0"
     executable(root / "bin" / "nvcc")
@@ -579,7 +593,7 @@ def test_linux_machine_with_the_right_toolchain_passes(tmp_path):
     checks = doctor.run_checks("linux-64", "9.0", tmp_path, host=host)
     assert [c for c in checks if c.status != OK] == []
     found = by_name(checks)
-    assert "default folder" in found["nvcc (CUDA toolkit)"].found
+    assert f"{root} (found through the default install folders)" in found["nvcc (CUDA toolkit)"].found
     assert "cuDNN 7.1.4" in found["cuDNN"].found and "libcudnn.so.7.1.4" in found["cuDNN"].found
     # The fix for a mismatch points at the toolkit already on disk.
     env["CUDA_HOME"] = str(tmp_path / "other")
@@ -646,21 +660,14 @@ def test_default_cuda_is_the_build_a_plain_install_gets(tmp_path):
     assert doctor.default_cuda("linux-64", recipe) == "9.2"
 
 
-def _real_nvcc_release():
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        return None
-    out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=False).stdout
-    return probes.parse_nvcc_release(out)
-
-
 def test_real_machine_nvcc_and_gcc_mismatch(monkeypatch, capsys, tmp_path):
     """On the build machine (CUDA 13.0, gcc 12) asking for CUDA 9.0 must FAIL with both versions."""
-    release = _real_nvcc_release()
-    if release is None or release == "9.0":
-        pytest.skip("needs an nvcc other than 9.0 on PATH")
     for var in ("CUDA_PATH", "CUDA_HOME", "CUDA_PATH_V9_0", "CUDAHOSTCXX", "CXX"):
         monkeypatch.delenv(var, raising=False)
+    # The toolkit the nvcc activation would take here (/usr/local/cuda on the build machine).
+    release = probes.find_cuda(Host.this_machine(), "9.0", windows_target=False).release
+    if release is None or release == "9.0":
+        pytest.skip("needs a CUDA toolkit other than 9.0 where the nvcc activation looks")
     code = main(
         ["doctor", "--target-platform", "linux-64", "--cuda", "9.0", "--build-dir", str(tmp_path), "--json"]
     )
@@ -709,3 +716,361 @@ def test_gcc_limits_agree_with_the_nvcc_packages():
         env = variant.rendered.recipe.build.script["env"]
         cuda = variant.variant["cuda_compiler_version"]
         assert int(env["TORCHWIN_GCC_MAX"]) == probes.GCC_MAX_FOR_CUDA[cuda], cuda
+
+
+# ---------------------------------------------------------------------------------------------
+# The toolkit is looked for exactly where and in the order the nvcc package's activation looks
+# (recipes/nvcc/activate.sh.in and activate.bat.in): doctor's verdict is about that toolkit.
+
+
+NVCC_TEMPLATES = REPO_ROOT / "recipes" / "nvcc"
+
+
+def fill_template(name, cuda="9.0", gcc_max="6"):
+    """An activation template with its @NAME@ values, as recipes/nvcc/install_activation.py fills it."""
+    values = {
+        "PACKAGE": "nvcc_test",
+        "CUDA_VERSION": cuda,
+        "CUDA_PATH_VAR": probes.cuda_path_variable(cuda),
+        "GCC_MAX": gcc_max,
+    }
+    text = (NVCC_TEMPLATES / name).read_text(encoding="utf-8")
+    return re.sub(r"@([A-Z][A-Z0-9_]*)@", lambda m: values[m.group(1)], text)
+
+
+@pytest.mark.parametrize("template, windows_target", [("activate.sh.in", False), ("activate.bat.in", True)])
+def test_search_order_is_the_one_the_activation_names(template, windows_target):
+    """Each template names its search order in its "no CUDA toolkit found (looked at ...)" message."""
+    text = fill_template(template)
+    looked = re.search(r"no CUDA toolkit found \(looked at ([^)]*)\)", text).group(1)
+    places = [p.strip().strip('"') for p in re.split(r", | and ", looked)]
+    assert places == probes.cuda_search_order("9.0", windows_target)
+
+
+def linux_toolkit(root):
+    """A CUDA toolkit folder under a fake sysroot: an executable bin/nvcc and include/cuda_runtime.h."""
+    executable(root / "bin" / "nvcc")
+    touch(root / "include" / "cuda_runtime.h")
+    return root
+
+
+class LinuxMachine:
+    """Toolkits of several versions in every place the Linux activation looks; tests remove places."""
+
+    def __init__(self, tmp_path):
+        self.sysroot = tmp_path / "root"
+        self.run = FakeRun()
+        self.env = {"PATH": ""}
+        self.places = {}
+
+    def toolkit(self, place, folder, version):
+        linux_toolkit(folder)
+        self.run[folder / "bin" / "nvcc"] = data(f"nvcc-{version}.txt")
+        self.places[place] = folder
+        return folder
+
+    def host(self):
+        return Host(env=self.env, system="Linux", run=self.run, sysroot=self.sysroot)
+
+    def find(self):
+        return probes.find_cuda(self.host(), "9.0", windows_target=False)
+
+
+def test_linux_cuda_9_0_in_its_folder_wins_over_a_newer_nvcc_on_path(tmp_path):
+    """The audit's case: /usr/local/cuda-9.0 installed, CUDA 13.0's nvcc on PATH. The build works."""
+    linux = LinuxMachine(tmp_path)
+    cuda90 = linux.toolkit("default", linux.sysroot / "usr" / "local" / "cuda-9.0", "9.0")
+    newer = linux.toolkit("path", tmp_path / "opt" / "cuda-13.0", "13.0")
+    linux.env["PATH"] = str(newer / "bin")
+    found = linux.find()
+    check = probes.check_nvcc(linux.host(), found, "9.0", windows_target=False)
+    assert check.status == OK, check
+    assert f"in {cuda90} (found through the default install folders)" in check.found
+    assert found.home == cuda90
+
+
+def test_linux_search_order(tmp_path):
+    """CUDA_PATH_V9_0, CUDA_HOME, /usr/local/cuda-9.0, /usr/local/cuda, then the nvcc on PATH."""
+    linux = LinuxMachine(tmp_path)
+    local = linux.sysroot / "usr" / "local"
+    v90 = linux.toolkit("CUDA_PATH_V9_0", tmp_path / "v90", "9.0")
+    home = linux.toolkit("CUDA_HOME", tmp_path / "home", "9.2")
+    versioned = linux.toolkit("versioned", local / "cuda-9.0", "9.0")
+    plain = linux.toolkit("plain", local / "cuda", "10.0")
+    on_path = linux.toolkit("path", tmp_path / "path-cuda", "13.0")
+    linux.env.update(CUDA_PATH_V9_0=str(v90), CUDA_HOME=str(home), PATH=str(on_path / "bin"))
+    # CUDA_PATH is no part of the Linux search: the activation never reads it there.
+    linux.env["CUDA_PATH"] = str(on_path)
+
+    expected = [
+        (v90, "CUDA_PATH_V9_0"),
+        (home, "CUDA_HOME"),
+        (versioned, "the default install folders"),
+        (plain, "the default install folders"),
+        (on_path, "the nvcc on PATH"),
+    ]
+    for folder, how in expected:
+        found = linux.find()
+        assert (found.home, found.how) == (folder, how)
+        # Take this place away; the next one must be the next in the activation's order.
+        if how in ("CUDA_PATH_V9_0", "CUDA_HOME"):
+            del linux.env[how]
+        else:
+            shutil.rmtree(folder)
+    found = linux.find()
+    assert found.nvcc is None
+    check = probes.check_nvcc(linux.host(), found, "9.0", windows_target=False)
+    assert check.status == FAIL and "found no nvcc" in check.found
+    assert "CUDA_PATH_V9_0 unset; CUDA_HOME unset; no " in check.found
+
+
+def test_linux_set_variable_without_nvcc_stops_the_search(tmp_path):
+    """An explicit CUDA_HOME is reported, not skipped: the activation fails there, so does doctor."""
+    linux = LinuxMachine(tmp_path)
+    linux.toolkit("default", linux.sysroot / "usr" / "local" / "cuda-9.0", "9.0")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    linux.env["CUDA_HOME"] = str(empty)
+    found = linux.find()
+    assert found.nvcc is None and found.variable == "CUDA_HOME"
+    check = probes.check_nvcc(linux.host(), found, "9.0", windows_target=False)
+    assert check.status == FAIL
+    assert f"CUDA_HOME points at {empty}, which has no bin/nvcc" in check.found
+    if os.name != "nt":  # Windows has no execute bit to take away
+        # A toolkit not executable is no toolkit for `[ -x .../bin/nvcc ]` either.
+        linux.env["CUDA_HOME"] = str(linux_toolkit(tmp_path / "noexec"))
+        (tmp_path / "noexec" / "bin" / "nvcc").chmod(0o644)
+        assert linux.find().nvcc is None
+
+
+def test_linux_wrapper_nvcc_on_path_is_not_a_toolkit(tmp_path):
+    """/usr/local/bin/nvcc (a script calling the real one) has no include/ beside its bin/."""
+    linux = LinuxMachine(tmp_path)
+    wrapper = executable(tmp_path / "usr-local" / "bin" / "nvcc")
+    linux.run[wrapper] = data("nvcc-9.0.txt")
+    linux.env["PATH"] = str(wrapper.parent)
+    found = linux.find()
+    assert found.nvcc is None
+    assert any(str(wrapper) in item and "cuda_runtime.h" in item for item in found.looked)
+
+
+def test_linux_fix_names_a_variable_that_hides_the_default_folder(tmp_path):
+    linux = LinuxMachine(tmp_path)
+    linux.toolkit("default", linux.sysroot / "usr" / "local" / "cuda-9.0", "9.0")
+    linux.env["CUDA_PATH_V9_0"] = str(linux.toolkit("var", tmp_path / "v92", "9.2"))
+    check = probes.check_nvcc(linux.host(), linux.find(), "9.0", windows_target=False)
+    assert check.status == FAIL and "found through CUDA_PATH_V9_0" in check.found
+    assert check.fix.startswith("unset CUDA_PATH_V9_0 or set it to the folder of a CUDA 9.0 toolkit")
+    assert "searched as the nvcc activation does: CUDA_PATH_V9_0, CUDA_HOME," in check.found
+
+
+def test_windows_search_order(win):
+    """CUDA_PATH_V9_0, CUDA_HOME, the installer's default folder ...\\CUDA\\v9.0, then CUDA_PATH."""
+    win.complete()  # CUDA 9.0 in its default folder, CUDA_PATH_V9_0 and CUDA_PATH pointing there
+    default = win.pf / "NVIDIA GPU Computing Toolkit" / "CUDA" / "v9.0"
+    home = win.cuda("9.2", env=False)
+    newest = win.cuda("10.0", "nvcc-10.0-windows.txt", env=False)
+    v90 = win.root / "elsewhere" / "v9.0"
+    shutil.copytree(default, v90)
+    win.run[v90 / "bin" / "nvcc.exe"] = data("nvcc-9.0-windows.txt")
+    win.env.update(CUDA_PATH_V9_0=str(v90), CUDA_HOME=str(home), CUDA_PATH=str(newest))
+    # A newer nvcc first on PATH is no part of the Windows search.
+    win.tool("nvcc", data("nvcc-10.0-windows.txt"))
+
+    def found():
+        return probes.find_cuda(win.host(), "9.0", windows_target=True)
+
+    assert (found().home, found().how) == (v90, "CUDA_PATH_V9_0")
+    del win.env["CUDA_PATH_V9_0"]
+    assert (found().home, found().how) == (home, "CUDA_HOME")
+    check = win_checks(win)["nvcc (CUDA toolkit)"]
+    assert check.status == FAIL and "found through CUDA_HOME" in check.found and "is CUDA 9.2" in check.found
+    assert check.fix.startswith("unset CUDA_HOME or set it to the folder of a CUDA 9.0 toolkit")
+    del win.env["CUDA_HOME"]
+    assert (found().home, found().how) == (default, "the CUDA installer's default folder")
+    check = win_checks(win)["nvcc (CUDA toolkit)"]
+    assert check.status == OK and f"in {default} (found through the CUDA installer's default folder)" in check.found
+    shutil.rmtree(default)
+    assert (found().home, found().how) == (newest, "CUDA_PATH")
+    del win.env["CUDA_PATH"]
+    assert found().nvcc is None
+    assert found().looked == (
+        "CUDA_PATH_V9_0 unset",
+        "CUDA_HOME unset",
+        f"no {default / 'bin' / 'nvcc.exe'}",
+        "CUDA_PATH unset",
+    )
+
+
+def test_windows_cuda_path_variable_without_nvcc_is_reported(win):
+    win.complete()
+    empty = win.root / "empty"
+    empty.mkdir()
+    win.env["CUDA_PATH_V9_0"] = str(empty)  # the default folder has CUDA 9.0, but this comes first
+    check = win_checks(win)["nvcc (CUDA toolkit)"]
+    assert check.status == FAIL and f"CUDA_PATH_V9_0 points at {empty}, which has no bin/nvcc.exe" in check.found
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX sh to source activate.sh")
+def test_doctor_and_the_real_activation_script_pick_the_same_toolkit(tmp_path):
+    """Source the filled activate.sh.in in sh and compare its choice with find_cuda's, on this machine.
+
+    /usr/local is this machine's own (the activation's default folders are fixed paths), so the
+    scenarios vary what can be varied: the variables and PATH.
+    """
+    script = touch(tmp_path / "activate.sh", fill_template("activate.sh.in"))
+    toolkits = {}
+    for version in ("9.0", "9.2"):
+        folder = tmp_path / ("cuda-" + version)
+        linux_toolkit(folder)
+        # A real program for the shell to run: prints that release's `nvcc --version`.
+        nvcc_text = data(f"nvcc-{version}.txt")
+        (folder / "bin" / "nvcc").write_text(f"#!/bin/sh\ncat <<'EOF'\n{nvcc_text}EOF\n")
+        toolkits[version] = folder
+    gcc = executable(tmp_path / "gcc-bin" / "gcc", "#!/bin/sh\ncase $1 in --version) echo 'gcc (GCC) 6.3.0';;"
+                     " *) echo 6.3.0;; esac\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    system_path = "/usr/bin:/bin"
+    scenarios = [
+        {"CUDA_PATH_V9_0": str(toolkits["9.0"]), "CUDA_HOME": str(toolkits["9.2"])},
+        {"CUDA_HOME": str(toolkits["9.2"])},
+        {"CUDA_HOME": str(toolkits["9.0"]), "CUDA_PATH": str(toolkits["9.2"])},
+        {"CUDA_HOME": str(empty)},
+        {"PATH": f"{toolkits['9.0']}/bin:{system_path}"},
+        {"PATH": f"{toolkits['9.2']}/bin:{system_path}"},
+        {},
+    ]
+    for extra in scenarios:
+        env = {"PATH": system_path, "CC": str(gcc), **extra}
+        proc = subprocess.run(
+            ["sh", "-c", '. "$1"; rc=$?; echo "rc=$rc home=${CUDA_HOME:-}"', "sh", str(script)],
+            capture_output=True, text=True, env=env, check=False,
+        )
+        last = proc.stdout.strip().splitlines()[-1]
+        if last.startswith("rc=0"):
+            chosen = last.split("home=", 1)[1]
+        else:
+            match = (re.search(r"toolkit at (.+?) \(from ", proc.stderr)
+                     or re.search(r"points at (.+?), which has no", proc.stderr))
+            chosen = match.group(1) if match else None  # None: "no CUDA toolkit found"
+        found = probes.find_cuda(Host(env=env, system="Linux"), "9.0", windows_target=False)
+        assert (str(found.home) if found.home else None) == chosen, (extra, proc.stderr)
+        check = probes.check_nvcc(Host(env=env, system="Linux"), found, "9.0", windows_target=False)
+        assert (check.status == OK) == last.startswith("rc=0"), (extra, check, proc.stderr)
+
+
+# ---------------------------------------------------------------------------------------------
+# cuDNN against the variant's cuDNN major, from the rendered pytorch recipe.
+
+
+def cudnn8_in_the_toolkit(win):
+    cuda = win.pf / "NVIDIA GPU Computing Toolkit" / "CUDA" / "v9.0"
+    touch(cuda / "include" / "cudnn.h", data("cudnn-8-cudnn.h"))
+    touch(cuda / "include" / "cudnn_version.h", data("cudnn-8.9.7-cudnn_version.h"))
+    return cuda
+
+
+def test_expected_cudnn_comes_from_the_rendered_recipe():
+    from torchwin import recipes
+
+    for target in ("linux-64", "win-64"):
+        builds = recipes.render([REPO_ROOT / "recipes" / "pytorch"], [target])
+        pairs = {(v.variant["cuda_compiler_version"], v.variant["cudnn"]) for v in builds if v.name == "pytorch"}
+        cudas = {cuda for cuda, _ in pairs if cuda != "None"}
+        assert cudas and doctor.recipe_cuda(target).cudnn == {c: m for c, m in pairs if c != "None"}
+        for cuda in cudas:
+            assert doctor.expected_cudnn(target, cuda) == "7"
+
+
+def test_cudnn_8_fails_for_a_cudnn_7_variant(win):
+    win.complete()
+    cuda = cudnn8_in_the_toolkit(win)
+    # No cudnn= given: run_checks takes the major from the rendered recipe, as `torchwin build` calls it.
+    check = win_checks(win)["cuDNN"]
+    assert check.status == FAIL
+    assert "cuDNN 8.9.7" in check.found and "made with cuDNN 7" in check.found
+    assert "cuDNN 7.x for CUDA 9.0" in check.fix and probes.CUDNN_ARCHIVE_URL in check.fix
+    assert str(cuda) in check.fix
+    assert not doctor.ok(list(win_checks(win).values()))
+
+
+@pytest.mark.parametrize("header, status", [
+    ("cudnn-7.1.4-cudnn.h", OK),
+    ("cudnn-8.9.7-cudnn_version.h", FAIL),
+])  # fmt: skip
+def test_cudnn_major_on_linux(header, status, tmp_path):
+    root = linux_toolkit(tmp_path / "usr" / "local" / "cuda-9.0")
+    touch(root / "include" / header.split("-", 2)[2], data(header))
+    touch(root / "lib64" / "libcudnn.so.7")
+    run = FakeRun()
+    run[root / "bin" / "nvcc"] = data("nvcc-9.0.txt")
+    host = Host(env={}, system="Linux", run=run, sysroot=tmp_path)
+    check = by_name(doctor.run_checks("linux-64", "9.0", tmp_path, host=host))["cuDNN"]
+    assert check.status == status, check
+    if status == OK:
+        assert "cuDNN 7.1.4, the CUDA 9.0 build's cuDNN 7" in check.found
+
+
+def test_cudnn_major_is_what_the_variant_says(win, tmp_path):
+    """The major is the variant's, not a table: a recipe asking cuDNN 8 takes cuDNN 8 and refuses 7."""
+    win.complete()
+    recipe = tmp_path / "pytorch"
+    touch(recipe / "recipe.yaml", (
+        "package:\n  name: pytorch\n  version: '1.0'\nbuild:\n"
+        "  string: c${{ cuda_compiler_version | replace('.', '') }}_cudnn${{ cudnn }}\n"))
+    touch(recipe / "variants.yaml", 'cuda_compiler_version: ["None", "9.0"]\ncudnn: ["None", "8"]\n'
+          "zip_keys:\n  - [cuda_compiler_version, cudnn]\n")
+    major = doctor.recipe_cuda("win-64", recipe).cudnn["9.0"]
+    assert major == "8"
+    seven = by_name(doctor.run_checks("win-64", "9.0", win.root, host=win.host(), cudnn=major))["cuDNN"]
+    assert seven.status == FAIL and "cuDNN 7.1.4" in seven.found and "cuDNN 8.x" in seven.fix
+    cudnn8_in_the_toolkit(win)
+    eight = by_name(doctor.run_checks("win-64", "9.0", win.root, host=win.host(), cudnn=major))["cuDNN"]
+    assert eight.status == OK and "cuDNN 8.9.7" in eight.found
+
+
+def test_cudnn_message_names_its_folders_or_says_there_were_none(win):
+    """win-64 with no toolkit and no CONDA_PREFIX: nothing to search, and the line says so."""
+    del win.env["CONDA_PREFIX"]
+    check = win_checks(win)["cuDNN"]
+    assert check.status == FAIL
+    assert not check.found.rstrip().endswith(" in")
+    assert "no folder to search: no CUDA toolkit was found" in check.found
+    assert "CUDNN_INCLUDE_DIR" in check.found and "CONDA_PREFIX" in check.found
+    # A header through CUDNN_INCLUDE_DIR, no library folder at all.
+    include = touch(win.root / "cudnn" / "include" / "cudnn.h", data("cudnn-7.1.4-cudnn.h")).parent
+    win.env["CUDNN_INCLUDE_DIR"] = str(include)
+    check = win_checks(win)["cuDNN"]
+    assert "no library (cudnn.lib) (no folder to search" in check.found and "CUDNN_LIB_DIR" in check.found
+    # With folders to search, they are named.
+    win.env["CONDA_PREFIX"] = str(win.conda)
+    del win.env["CUDNN_INCLUDE_DIR"]
+    check = win_checks(win)["cuDNN"]
+    assert f"CUDNN_MAJOR in {win.conda / 'Library' / 'include'}" in check.found
+
+
+# ---------------------------------------------------------------------------------------------
+# --cuda takes only the CUDA versions the recipe builds for the target platform.
+
+
+@pytest.mark.parametrize("target", ["linux-64", "win-64"])
+def test_cuda_not_in_the_recipe_is_a_user_error(target, capsys):
+    assert main(["doctor", "--target-platform", target, "--cuda", "7.5"]) == 2
+    err = capsys.readouterr().err
+    assert "'7.5'" in err and target in err
+    allowed = doctor.recipe_cuda(target).allowed()
+    assert allowed[-1] == "none" and "7.5" not in allowed and "9.0" in allowed
+    assert err.strip().endswith("use one of " + ", ".join(allowed))
+
+
+def test_cuda_allowed_per_platform(capsys, tmp_path):
+    # The recipe builds CUDA 8.0 for Linux only (nvcc 8.0 needs VS2015).
+    assert main(["doctor", "--target-platform", "win-64", "--cuda", "8.0"]) == 2
+    assert "no CUDA 8.0 build for win-64" in capsys.readouterr().err
+    assert "8.0" in doctor.recipe_cuda("linux-64").allowed()
+    code = main(["doctor", "--target-platform", "linux-64", "--cuda", "8.0", "--build-dir", str(tmp_path)])
+    assert code in (0, 1)
+    assert capsys.readouterr().out.startswith("torchwin doctor: linux-64, CUDA 8.0 + cuDNN 7,")
+    assert main(["doctor", "--target-platform", "linux-64", "--cuda", "NONE", "--build-dir", str(tmp_path),
+                 "--json"]) in (0, 1)

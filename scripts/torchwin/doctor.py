@@ -9,7 +9,10 @@ Exits 1 when any check FAILs (WARN does not fail). `torchwin build` of a compile
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
+import os
 import platform
 import re
 from pathlib import Path
@@ -26,6 +29,13 @@ Check this machine before a PyTorch build: the toolchain a build of the given ta
 CUDA version needs (VS2017 + the MSVC 14.11 toolset for CUDA 9.0/9.1, the Windows 10 SDK, CUDA,
 cuDNN, NvToolsExt, MKL on Windows; a gcc that nvcc accepts on Linux), free disk space, long paths,
 PATH length and a compiler cache.
+
+--cuda takes the CUDA versions recipes/pytorch builds for the target platform (or none); cuDNN must
+have the major version those builds use (variants.yaml `cudnn`). The CUDA toolkit is looked for
+where the nvcc package's activation looks, in its order; a variable that is set wins even without
+a toolkit there (as in the activation), a folder only when it holds nvcc:
+  Linux:   CUDA_PATH_VX_Y, CUDA_HOME, /usr/local/cuda-X.Y, /usr/local/cuda, the nvcc on PATH
+  Windows: CUDA_PATH_VX_Y, CUDA_HOME, %ProgramFiles%\\NVIDIA GPU Computing Toolkit\\CUDA\\vX.Y, CUDA_PATH
 
 Each line reads STATUS  NAME  what was found; WARN and FAIL lines are followed by the fix.
 Exit code: 0 when nothing FAILs (WARNs allowed), 1 when a check FAILs, 2 for bad arguments.
@@ -47,27 +57,71 @@ def host_platform():
     return "win-64" if platform.system() == "Windows" else "linux-64"
 
 
+@dataclasses.dataclass(frozen=True)
+class RecipeCuda:
+    """What recipes/pytorch builds for one platform, as rendered: the one source of these facts."""
+
+    recipe_dir: Path
+    cudnn: dict  # CUDA version -> cuDNN major of its builds ("9.0" -> "7"); None when the recipe has no cudnn
+    default: str  # the CUDA of the build a plain `conda install pytorch` gets, or "none"
+    # CUDA version ("none" for CPU) -> the conda gcc package its builds install ("gcc_linux-64 7.*"),
+    # absent when they use the machine's gcc (variants.yaml `linux_host_gcc`).
+    conda_gcc: dict = dataclasses.field(default_factory=dict)
+
+    def allowed(self):
+        """The values --cuda accepts for this platform: the recipe's CUDA versions, then none."""
+        return sorted(self.cudnn, key=probes.version_key) + ["none"]
+
+
+def _pytorch_recipe_dir():
+    from torchwin.checkout import repo_root
+
+    root = repo_root()
+    return None if root is None else root / "recipes" / "pytorch"
+
+
+def recipe_cuda(target_platform=None, recipe_dir=None):
+    """The pytorch recipe's CUDA builds for a platform (RecipeCuda); None outside a checkout."""
+    recipe_dir = Path(recipe_dir) if recipe_dir is not None else _pytorch_recipe_dir()
+    if recipe_dir is None:
+        return None
+    # The render reads the TORCHWIN_* switches (a nightly renders fewer rows): they are part of the key.
+    switches = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("TORCHWIN_")))
+    return _render_cuda(target_platform or host_platform(), str(recipe_dir.resolve()), switches)
+
+
+@functools.lru_cache(maxsize=16)
+def _render_cuda(target_platform, recipe_dir, _switches):
+    # Cached: `torchwin doctor` and `torchwin build` ask several times per run, and a render costs ~0.2 s.
+    from torchwin import recipes
+
+    builds = [v for v in recipes.render([Path(recipe_dir)], [target_platform]) if v.name == "pytorch"]
+    cudnn, conda_gcc = {}, {}
+    for build in builds:
+        cuda = str(build.variant.get("cuda_compiler_version", "None"))
+        gcc = [spec for spec in build.build_requirements if str(spec).startswith("gcc_")]
+        if gcc:
+            conda_gcc["none" if cuda == "None" else cuda] = str(gcc[0])
+        if cuda != "None":
+            major = build.variant.get("cudnn")
+            cudnn[cuda] = None if major in (None, "None") else str(major)
+    default = FALLBACK_CUDA
+    if builds:
+        # Newest release, highest build number: the build-number offsets in variants.yaml rank the CUDA builds.
+        best = max(builds, key=lambda v: (recipes._version_key(v.version), v.build_number))
+        cuda = str(best.variant.get("cuda_compiler_version", "None"))
+        default = "none" if cuda == "None" else cuda
+    return RecipeCuda(Path(recipe_dir), cudnn, default, conda_gcc)
+
+
 def default_cuda(target_platform=None, recipe_dir=None):
     """The CUDA of the pytorch build a plain `conda install pytorch` gets on that platform.
 
     Rendered from the recipe (newest release, highest build number: the build-number
     offsets in variants.yaml rank the CUDA builds); "9.0" outside a checkout.
     """
-    from torchwin import recipes
-    from torchwin.checkout import repo_root
-
-    if recipe_dir is None:
-        root = repo_root()
-        if root is None:
-            return FALLBACK_CUDA
-        recipe_dir = root / "recipes" / "pytorch"
-    builds = [v for v in recipes.render([Path(recipe_dir)], [target_platform or host_platform()])
-              if v.name == "pytorch"]
-    if not builds:
-        return FALLBACK_CUDA
-    best = max(builds, key=lambda v: (recipes._version_key(v.version), v.build_number))
-    cuda = str(best.variant.get("cuda_compiler_version", "None"))
-    return "none" if cuda == "None" else cuda
+    facts = recipe_cuda(target_platform, recipe_dir)
+    return FALLBACK_CUDA if facts is None else facts.default
 
 
 def check_target_platform(value):
@@ -86,18 +140,45 @@ def parse_cuda(value):
     return text
 
 
-def run_checks(target_platform, cuda, build_dir=None, host=None):
-    """All checks for building `target_platform` with CUDA `cuda` ('9.0', or None / 'none' for CPU)."""
+def check_cuda_allowed(value, target_platform, facts):
+    """--cuda must be a CUDA the pytorch recipe builds for that platform (or none): a UserError otherwise.
+
+    Outside a checkout there is no recipe to ask, and any X.Y passes.
+    """
+    cuda = parse_cuda(value)
+    if cuda is None or facts is None or cuda in facts.cudnn:
+        return cuda
+    raise UserError(
+        f"--cuda {value!r}: recipes/{facts.recipe_dir.name} has no CUDA {cuda} build for {target_platform}; "
+        f"use one of {', '.join(facts.allowed())}"
+    )
+
+
+def expected_cudnn(target_platform, cuda):
+    """The cuDNN major the recipe's CUDA `cuda` builds use ("7"), or None when it cannot say."""
+    facts = recipe_cuda(target_platform) if cuda else None
+    return None if facts is None else facts.cudnn.get(cuda)
+
+
+def run_checks(target_platform, cuda, build_dir=None, host=None, cudnn=None):
+    """All checks for building `target_platform` with CUDA `cuda` ('9.0', or None / 'none' for CPU).
+
+    `cudnn` is the variant's cuDNN major ("7"); None takes it from the rendered pytorch recipe.
+    """
     target_platform = check_target_platform(target_platform)
     cuda = parse_cuda(cuda)
     host = host or Host.this_machine()
     build_dir = Path(build_dir) if build_dir else Path.cwd()
+    if cuda and cudnn is None:
+        cudnn = expected_cudnn(target_platform, cuda)
     if target_platform == "win-64":
-        return _windows_checks(host, cuda, build_dir)
-    return _linux_checks(host, cuda, build_dir)
+        return _windows_checks(host, cuda, build_dir, cudnn)
+    facts = recipe_cuda(target_platform)
+    conda_gcc = None if facts is None else facts.conda_gcc.get(cuda or "none")
+    return _linux_checks(host, cuda, build_dir, cudnn, conda_gcc)
 
 
-def _windows_checks(host, cuda, build_dir):
+def _windows_checks(host, cuda, build_dir, cudnn=None):
     checks = [
         probes.check_windows_64(host),
         probes.check_python_64(host, windows_target=True),
@@ -116,7 +197,7 @@ def _windows_checks(host, cuda, build_dir):
         found = probes.find_cuda(host, cuda, windows_target=True)
         checks += [
             probes.check_nvcc(host, found, cuda, windows_target=True),
-            probes.check_cudnn(host, found, cuda, windows_target=True),
+            probes.check_cudnn(host, found, cuda, windows_target=True, major=cudnn),
             probes.check_nvtoolsext(host),
         ]
     checks += [
@@ -130,14 +211,18 @@ def _windows_checks(host, cuda, build_dir):
     return checks
 
 
-def _linux_checks(host, cuda, build_dir):
+def _linux_checks(host, cuda, build_dir, cudnn=None, conda_gcc=None):
+    """`conda_gcc`: the gcc package the variant's build installs (then the machine's gcc is not used)."""
     checks = [probes.check_python_64(host, windows_target=False), probes.check_disk(host, build_dir, cuda)]
     if cuda:
         found = probes.find_cuda(host, cuda, windows_target=False)
+        gcc = (probes.Check("host compiler (gcc)", OK, f"{conda_gcc} from conda: the build installs it, "
+                            "and the nvcc package's activation checks it against CUDA " + cuda)
+               if conda_gcc else probes.check_gcc(host, cuda, found))
         checks += [
-            probes.check_gcc(host, cuda, found),
+            gcc,
             probes.check_nvcc(host, found, cuda, windows_target=False),
-            probes.check_cudnn(host, found, cuda, windows_target=False),
+            probes.check_cudnn(host, found, cuda, windows_target=False, major=cudnn),
         ]
     checks += [
         probes.check_tool(host, "ninja", "pip install ninja (or apt-get install ninja-build)"),
@@ -156,9 +241,9 @@ def as_json(checks):
     return {"ok": ok(checks), "checks": [c.as_dict() for c in checks]}
 
 
-def format_report(checks, target_platform, cuda, build_dir):
+def format_report(checks, target_platform, cuda, build_dir, cudnn=None):
     width = max((len(c.name) for c in checks), default=0)
-    variant = f"CUDA {cuda}" if cuda else "no CUDA"
+    variant = (f"CUDA {cuda}" + (f" + cuDNN {cudnn}" if cudnn else "")) if cuda else "no CUDA"
     host = f"{platform.system()} {platform.machine()}"
     lines = [f"torchwin doctor: {target_platform}, {variant}, build folder {build_dir} (this host: {host})"]
     for c in checks:
@@ -189,8 +274,8 @@ def add_parser(subparsers):
         "--cuda",
         default=None,
         metavar="X.Y|none",
-        help="CUDA version to check for, or none for a CPU build (default: the pytorch "
-        f"recipe's default variant, else {FALLBACK_CUDA})",
+        help="CUDA version to check for (one the pytorch recipe builds for the target platform), or none "
+        f"for a CPU build (default: the pytorch recipe's default variant, else {FALLBACK_CUDA})",
     )
     parser.add_argument(
         "--build-dir",
@@ -204,11 +289,16 @@ def add_parser(subparsers):
 
 def run(args):
     target_platform = check_target_platform(args.target_platform or host_platform())
-    cuda = parse_cuda(args.cuda if args.cuda is not None else default_cuda(target_platform))
+    facts = recipe_cuda(target_platform)
+    if args.cuda is not None:
+        cuda = check_cuda_allowed(args.cuda, target_platform, facts)
+    else:
+        cuda = parse_cuda(FALLBACK_CUDA if facts is None else facts.default)
+    cudnn = facts.cudnn.get(cuda) if facts is not None and cuda else None
     build_dir = Path(args.build_dir).resolve() if args.build_dir else Path.cwd()
-    checks = run_checks(target_platform, cuda, build_dir)
+    checks = run_checks(target_platform, cuda, build_dir, cudnn=cudnn)
     if args.json:
         print(json.dumps(as_json(checks), indent=2))
     else:
-        print(format_report(checks, target_platform, cuda, build_dir))
+        print(format_report(checks, target_platform, cuda, build_dir, cudnn))
     return 0 if ok(checks) else 1

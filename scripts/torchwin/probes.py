@@ -511,11 +511,15 @@ def check_windows_sdk(host, installs):
 
 @dataclasses.dataclass(frozen=True)
 class CudaFound:
-    nvcc: Path | None
-    how: str  # which variable or place pointed at it
-    root: Path | None
+    """The CUDA toolkit the nvcc package's activation would pick, and how it got there."""
+
+    nvcc: Path | None  # None: no toolkit, or `variable` names a folder without nvcc
+    how: str  # the place in the search that gave it: a variable name, "the default install folder"...
+    root: Path | None  # the real toolkit folder (include/cuda_runtime.h beside bin/), for cuDNN and gcc
     output: str | None  # `nvcc --version`, None when it did not run
-    looked: tuple = ()
+    looked: tuple = ()  # the places tried before, in order, each saying why it did not count
+    home: Path | None = None  # the toolkit folder as the activation sets CUDA_HOME to it
+    variable: str = ""  # the environment variable that chose it; set means the search stopped there
 
     @property
     def release(self):
@@ -546,36 +550,75 @@ def _standard_cuda_dir(host, cuda, windows_target):
     return host.sysroot / "usr" / "local" / ("cuda-" + cuda)
 
 
+def _is_program(path, windows_target):
+    # activate.sh.in tests `-x`; activate.bat.in tests `exist`.
+    return path.is_file() and (windows_target or os.access(path, os.X_OK))
+
+
+def cuda_search_order(cuda, windows_target):
+    """The nvcc activation's search, in words, as its "no CUDA toolkit found" message lists it."""
+    if windows_target:
+        default = rf"%ProgramFiles%\NVIDIA GPU Computing Toolkit\CUDA\v{cuda}"
+        return [cuda_path_variable(cuda), "CUDA_HOME", default, "CUDA_PATH"]
+    return [cuda_path_variable(cuda), "CUDA_HOME", f"/usr/local/cuda-{cuda}", "/usr/local/cuda", "PATH"]
+
+
 def find_cuda(host, cuda, windows_target):
-    """The nvcc a build would use: CUDA_PATH_Vx_y, CUDA_PATH, CUDA_HOME, PATH, then the default folders."""
+    """The toolkit the nvcc package's activation would use, looked for exactly as it looks.
+
+    recipes/nvcc/activate.sh.in (Linux): CUDA_PATH_Vx_y, CUDA_HOME, /usr/local/cuda-X.Y,
+    /usr/local/cuda, then the nvcc on PATH when its bin/.. is a toolkit (has include/cuda_runtime.h).
+    recipes/nvcc/activate.bat.in (Windows): CUDA_PATH_Vx_y, CUDA_HOME, the installer's default
+    folder ...\\CUDA\\vX.Y, then CUDA_PATH (which the installer points at the newest toolkit).
+    A variable that is set is an explicit choice: the activation uses it or fails, it never looks
+    further, so neither does this. Doctor must agree with the activation: a toolkit that only doctor
+    finds (or only the activation) makes its verdict wrong.
+    """
     exe = "nvcc.exe" if windows_target else "nvcc"
     looked = []
-    candidates = []
-    for var in (cuda_path_variable(cuda), "CUDA_PATH", "CUDA_HOME"):
+
+    def chosen(home, how, variable=""):
+        nvcc = home / "bin" / exe
+        if not _is_program(nvcc, windows_target):
+            return CudaFound(None, how, None, None, tuple(looked), home, variable)
+        # The real toolkit folder (follows /usr/local/cuda -> cuda-X.Y links), for cuDNN and
+        # host_config.h; none when bin/.. has no CUDA headers.
+        root = nvcc.resolve().parent.parent
+        if not (root / "include" / "cuda_runtime.h").is_file():
+            root = None
+        return CudaFound(nvcc, how, root, host.run([nvcc, "--version"]), tuple(looked), home, variable)
+
+    for var in (cuda_path_variable(cuda), "CUDA_HOME"):
         value = host.getenv(var)
         if value:
-            candidates.append((Path(value) / "bin" / exe, f"{var}={value}"))
-        else:
-            looked.append(f"{var} unset")
-    on_path = host.which("nvcc")
-    if on_path is not None:
-        candidates.append((on_path, "PATH"))
-    else:
-        looked.append("no nvcc on PATH")
+            return chosen(Path(value), var, var)
+        looked.append(f"{var} unset")
     standard = _standard_cuda_dir(host, cuda, windows_target)
-    if standard is not None:
-        candidates.append((standard / "bin" / exe, "default folder"))
-    if not windows_target:
-        candidates.append((host.sysroot / "usr" / "local" / "cuda" / "bin" / exe, "default folder"))
-    for nvcc, how in candidates:
-        if nvcc.is_file():
-            # The toolkit root: bin/.. of the real nvcc (follows /usr/local/cuda -> cuda-X.Y links);
-            # none when nvcc is a wrapper script elsewhere (e.g. /usr/local/bin/nvcc).
-            root = nvcc.resolve().parent.parent
-            if not (root / "include" / "cuda_runtime.h").is_file():
-                root = None
-            return CudaFound(nvcc, how, root, host.run([nvcc, "--version"]), tuple(looked))
-        looked.append(f"no {nvcc}")
+    if windows_target:
+        if standard is None:
+            looked.append("ProgramFiles unset (no installer's default folder)")
+        elif _is_program(standard / "bin" / exe, windows_target):
+            return chosen(standard, "the CUDA installer's default folder")
+        else:
+            looked.append(f"no {standard / 'bin' / exe}")
+        value = host.getenv("CUDA_PATH")
+        if value:
+            return chosen(Path(value), "CUDA_PATH", "CUDA_PATH")
+        looked.append("CUDA_PATH unset")
+        return CudaFound(None, "", None, None, tuple(looked))
+    for folder in (standard, host.sysroot / "usr" / "local" / "cuda"):
+        if _is_program(folder / "bin" / exe, windows_target):
+            return chosen(folder, "the default install folders")
+        looked.append(f"no {folder / 'bin' / exe}")
+    on_path = host.which("nvcc")
+    if on_path is None:
+        looked.append("no nvcc on PATH")
+    elif on_path.parent.name == "bin" and (on_path.parent.parent / "include" / "cuda_runtime.h").is_file():
+        return chosen(on_path.parent.parent, "the nvcc on PATH")
+    else:
+        # A wrapper script such as /usr/local/bin/nvcc: the activation skips it, since CUDA_HOME
+        # must be a toolkit folder.
+        looked.append(f"the nvcc on PATH, {on_path}, is not in a toolkit's bin/ (no ../include/cuda_runtime.h)")
     return CudaFound(None, "", None, None, tuple(looked))
 
 
@@ -593,29 +636,53 @@ def _cuda_install_fix(host, cuda, windows_target):
     )
 
 
+def _cuda_fix(host, found, cuda, windows_target):
+    fix = _cuda_install_fix(host, cuda, windows_target)
+    # A variable ahead of the default folder in the search hides any toolkit installed there; the
+    # Linux fix sets CUDA_HOME itself, so only the one variable before it needs a word.
+    ahead = {cuda_path_variable(cuda)} if not windows_target else {cuda_path_variable(cuda), "CUDA_HOME"}
+    if found.variable in ahead:
+        fix = f"unset {found.variable} or set it to the folder of a CUDA {cuda} toolkit; or " + fix
+    return fix
+
+
 def check_nvcc(host, found, cuda, windows_target):
     name = "nvcc (CUDA toolkit)"
-    fix = _cuda_install_fix(host, cuda, windows_target)
+    fix = _cuda_fix(host, found, cuda, windows_target)
+    order = ", ".join(cuda_search_order(cuda, windows_target))
     if found.nvcc is None:
+        if found.variable:
+            exe = "nvcc.exe" if windows_target else "nvcc"
+            return Check(
+                name,
+                FAIL,
+                f"requested CUDA {cuda}; {found.variable} points at {found.home}, which has no bin/{exe}, "
+                "and the nvcc activation looks no further",
+                fix,
+            )
         looked = "; ".join(found.looked)
-        return Check(name, FAIL, f"requested CUDA {cuda}, found no nvcc: {looked}", fix)
-    where = f"{found.nvcc} (from {found.how})"
+        return Check(name, FAIL, f"requested CUDA {cuda}, found no nvcc (looked in order: {looked})", fix)
+    where = f"{found.home} (found through {found.how})"
+    # On a FAIL the order tells why this toolkit came before another one.
+    searched = f"; searched as the nvcc activation does: {order}"
     if found.output is None:
-        return Check(name, FAIL, f"requested CUDA {cuda}; {where} did not run", fix)
+        return Check(name, FAIL, f"requested CUDA {cuda}; {found.nvcc} did not run; toolkit {where}{searched}", fix)
     release = found.release
     if release is None:
         return Check(
             name,
             FAIL,
-            f"requested CUDA {cuda}; `{where} --version` printed no release: {found.output.strip()[:200]!r}",
+            f"requested CUDA {cuda}; `{found.nvcc} --version` printed no release: "
+            f"{found.output.strip()[:200]!r}; toolkit {where}{searched}",
             fix,
         )
     if release == cuda:
-        return Check(name, OK, f"CUDA {release} (nvcc V{found.full_version or release}) at {where}")
+        return Check(name, OK, f"CUDA {release} (nvcc V{found.full_version or release}) in {where}")
     return Check(
         name,
         FAIL,
-        f"requested CUDA {cuda}, but nvcc at {where} is CUDA {release} (V{found.full_version or release})",
+        f"requested CUDA {cuda}, but the toolkit in {where} is CUDA {release} "
+        f"(V{found.full_version or release}){searched}",
         fix,
     )
 
@@ -658,7 +725,17 @@ def _cudnn_dirs(host, found, windows_target):
     return include, lib
 
 
-def check_cudnn(host, found, cuda, windows_target):
+def _searched(dirs, variables):
+    """'in A, B' for the folders searched, or why there were none: a message never ends in an empty list."""
+    if dirs:
+        return "in " + ", ".join(map(str, dirs))
+    unset = ", ".join(variables + ("CUDNN_ROOT_DIR", "CUDNN_PATH", "CONDA_PREFIX"))
+    return f"(no folder to search: no CUDA toolkit was found and {unset} are unset)"
+
+
+def check_cudnn(host, found, cuda, windows_target, major=None):
+    """cuDNN header and library, and their version against `major`, the variant's cuDNN major
+    (variants.yaml `cudnn`; None: not compared, the version is only reported)."""
     name = "cuDNN"
     include_dirs, lib_dirs = _cudnn_dirs(host, found, windows_target)
     header, version = None, None
@@ -683,19 +760,38 @@ def check_cudnn(host, found, cuda, windows_target):
                 break
         if library:
             break
-    target = found.root or _standard_cuda_dir(host, cuda, windows_target) or "the CUDA folder"
+    # cuDNN goes into the toolkit it is for; not into another CUDA's that doctor found instead.
+    root = found.root if found.release == cuda else None
+    target = root or _standard_cuda_dir(host, cuda, windows_target) or "the CUDA folder"
+    wanted = f"cuDNN {major}.x" if major else "cuDNN"
     fix = (
-        f"download cuDNN for CUDA {cuda} from {CUDNN_ARCHIVE_URL} and copy its include/ and lib/ "
+        f"download {wanted} for CUDA {cuda} from {CUDNN_ARCHIVE_URL} and copy its include/ and lib/ "
         f"into {target} (or set CUDNN_INCLUDE_DIR and CUDNN_LIB_DIR)"
     )
-    if header and library:
-        return Check(name, OK, f"cuDNN {version}: {header}, {library}")
-    if header:
-        wanted, looked = " or ".join(patterns), ", ".join(map(str, lib_dirs))
+    if header and major and version.split(".")[0] != str(major):
+        # The build links what it finds, and the package then depends on cudnn {major}: users
+        # get a torch that fails to load (or loads another cuDNN than it was built with).
         return Check(
-            name, FAIL, f"cuDNN {version} header {header} but no library ({wanted}) in {looked}", fix
+            name,
+            FAIL,
+            f"cuDNN {version} ({header}), but the CUDA {cuda} build is made with cuDNN {major} "
+            "(recipes/pytorch/variants.yaml `cudnn`)",
+            f"download cuDNN {major}.x for CUDA {cuda} (the 'cuDNN v{major}.x.x for CUDA {cuda}' downloads) "
+            f"from {CUDNN_ARCHIVE_URL} and copy its include/ and lib/ into {target} in place of "
+            f"cuDNN {version}, or set CUDNN_INCLUDE_DIR and CUDNN_LIB_DIR to a cuDNN {major} folder",
         )
-    missing = "no cudnn_version.h or cudnn.h with CUDNN_MAJOR in " + ", ".join(map(str, include_dirs))
+    if header and library:
+        wanted_note = f", the CUDA {cuda} build's cuDNN {major}" if major else ", not compared with a variant"
+        return Check(name, OK, f"cuDNN {version}{wanted_note}: {header}, {library}")
+    if header:
+        looked = _searched(lib_dirs, ("CUDNN_LIB_DIR", "CUDNN_LIBRARY"))
+        return Check(
+            name,
+            FAIL,
+            f"cuDNN {version} header {header} but no library ({' or '.join(patterns)}) {looked}",
+            fix,
+        )
+    missing = "no cudnn_version.h or cudnn.h with CUDNN_MAJOR " + _searched(include_dirs, ("CUDNN_INCLUDE_DIR",))
     if library:
         missing = f"library {library} but {missing}"
     return Check(name, FAIL, missing, fix)
