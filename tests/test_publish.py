@@ -20,6 +20,7 @@ from packages import make_package
 from torchwin import publish
 from torchwin.cli import main, make_parser
 from torchwin.errors import Failure
+from torchwin.package_check import file_digest
 
 SECRET = "tw-secret-" + uuid.uuid4().hex
 CONFIG = """\
@@ -177,7 +178,7 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def fake():
     server = FakeAnaconda()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server
     server.shutdown()
@@ -264,27 +265,141 @@ def test_4xx_is_final_and_the_token_never_shows(fake, pkg, config_file, capsys, 
     assert fake.find("hello", "1.0", "linux-64/" + pkg.name) is None
 
 
-def test_dry_run_prints_the_commands_and_touches_nothing(fake, pkg, config_file, capsys):
-    assert (
-        main(
-            [
-                "publish",
-                "--dry-run",
-                "--label",
-                "nightly",
-                "--api-url",
-                fake.url,
-                "--config",
-                str(config_file),
-                str(pkg),
-            ]
-        )
-        == 0
-    )
+def test_rate_limit_429_is_retried_and_other_4xx_are_not(fake, pkg, config_file):
+    fake.fail("POST", r"^/stage/", 429, times=1)  # Too Many Requests, then fine
+    sleeps = []
+    assert run_publish("--api-url", fake.url, "--config", config_file, pkg, sleeps=sleeps) == 0
+    assert sleeps == [2.0]
+    assert len(fake.requests_to("POST", "/stage/")) == 2
+    assert fake.find("hello", "1.0", "linux-64/" + pkg.name) is not None
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 409])
+def test_other_4xx_fail_at_once_with_one_line(fake, pkg, config_file, capsys, status):
+    fake.fail("POST", r"^/stage/", status, times=1)
+    code = main(["publish", "--api-url", fake.url, "--config", str(config_file), str(pkg)])
+    assert code == 1
+    assert len(fake.requests_to("POST", "/stage/")) == 1  # not retried
+    err = capsys.readouterr().err
+    assert err.startswith("torchwin: error: anaconda.org: upload linux-64/") and "Traceback" not in err
+    assert fake.find("hello", "1.0", "linux-64/" + pkg.name) is None
+
+
+def file_sha256(path):
+    return file_digest(path)[0]
+
+
+def night(tmp_path, date, pytorch_content):
+    """What one nightly's publish job downloads: a pytorch build and the rebuilt toolchain packages."""
+    folder = tmp_path / f"dist-{date:%Y%m%d}"
+    stamp = datetime(date.year, date.month, date.day, 3, tzinfo=timezone.utc)
+    toolchain = [
+        make_package(folder / "toolchain", name="vs2017_win-64", version="19.11", build="h0_0", subdir="win-64",
+                     timestamp=stamp),
+        make_package(folder / "toolchain", name="pytorch-mutex", version="1.0", build="cuda", subdir="noarch",
+                     timestamp=stamp),
+    ]
+    pytorch = make_package(folder / "packages", name="pytorch", version=f"1.2.0.dev{date:%Y%m%d}",
+                           build="py36_cuda90_cudnn7_200", subdir="win-64", content=pytorch_content,
+                           timestamp=stamp)
+    return toolchain, pytorch
+
+
+def publish_night(fake, config_file, toolchain, packages):
+    """The nightly's upload step: toolchain packages first (--skip-rebuilt), then the pytorch builds."""
+    common = ["--label", "nightly", "--api-url", fake.url, "--config", config_file]
+    assert run_publish(*common, "--skip-rebuilt", *toolchain) == 0
+    return run_publish(*common, *packages)
+
+
+def test_second_night_skips_rebuilt_toolchain_packages_and_still_guards_pytorch(fake, config_file, tmp_path,
+                                                                                 capsys):
+    toolchain1, pytorch1 = night(tmp_path, datetime(2019, 6, 1), "night one")
+    assert publish_night(fake, config_file, toolchain1, [pytorch1]) == 0
+    vs_name = "win-64/" + toolchain1[0].name
+    first = fake.find("vs2017_win-64", "19.11", vs_name)["sha256"]
+    capsys.readouterr()
+
+    # Night two rebuilds the toolchain from the same recipes: same file names, other bytes (timestamps).
+    toolchain2, pytorch2 = night(tmp_path, datetime(2019, 6, 2), "night two")
+    assert [p.name for p in toolchain2] == [p.name for p in toolchain1]
+    assert toolchain2[0].read_bytes() != toolchain1[0].read_bytes()
+    stages = len(fake.requests_to("POST", "/stage/"))
+    assert publish_night(fake, config_file, toolchain2, [pytorch2]) == 0
     out = capsys.readouterr().out
-    assert f"anaconda upload --user torchwin --label nightly --skip-existing {pkg}" in out
-    assert SECRET not in out
-    assert fake.log == []
+    assert f"skipped torchwin/vs2017_win-64/19.11/{vs_name}: a rebuild of what is already on" in out
+    assert "--skip-rebuilt keeps the copy there" in out
+    assert fake.find("vs2017_win-64", "19.11", vs_name)["sha256"] == first  # the first night's copy stays
+    assert len(fake.requests_to("POST", "/stage/")) == stages + 1  # only the new pytorch went up
+    assert fake.find("pytorch", "1.2.0.dev20190602", "win-64/" + pytorch2.name)["labels"] == ["nightly"]
+
+    # Without --skip-rebuilt the rebuilt toolchain is refused, as before.
+    with pytest.raises(Failure, match="already on anaconda.org with other content"):
+        run_publish("--label", "nightly", "--api-url", fake.url, "--config", config_file, toolchain2[0])
+
+    # A pytorch nightly of the same name with other content is refused, and refused before anything
+    # of its run is uploaded.
+    _, pytorch2_again = night(tmp_path / "again", datetime(2019, 6, 2), "night two, rebuilt differently")
+    _, pytorch3 = night(tmp_path, datetime(2019, 6, 3), "night three")
+    assert pytorch2_again.name == pytorch2.name
+    with pytest.raises(Failure, match=r"already on anaconda.org with other content.*nothing uploaded"):
+        publish_night(fake, config_file, toolchain2, [pytorch3, pytorch2_again])
+    assert fake.find("pytorch", "1.2.0.dev20190603", "win-64/" + pytorch3.name) is None
+
+
+def test_the_same_file_given_twice_goes_up_once(fake, pkg, config_file, tmp_path, capsys):
+    copy = tmp_path / "copy" / "linux-64" / pkg.name
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(pkg.read_bytes())
+    assert run_publish("--api-url", fake.url, "--config", config_file, pkg, copy) == 0
+    assert len(fake.requests_to("POST", "/commit/")) == 1
+    assert "the same file is given twice" in capsys.readouterr().out
+
+
+def test_dry_run_says_what_publish_would_do_per_file_without_a_token(fake, config_file, tmp_path, capsys,
+                                                                      monkeypatch):
+    new = make_package(tmp_path / "a", name="fresh", subdir="win-64")
+    same = make_package(tmp_path / "a", name="same", subdir="win-64")
+    other = make_package(tmp_path / "a", name="other", subdir="win-64", content="mine")
+    fake.add_file("same", "1.0", "win-64/" + same.name, ["main"], {}, sha256=file_sha256(same))
+    fake.add_file("other", "1.0", "win-64/" + other.name, ["nightly"], {}, sha256="f" * 64)
+    monkeypatch.delenv("ANACONDA_API_TOKEN")
+    argv = ["publish", "--dry-run", "--label", "nightly", "--api-url", fake.url, "--config", str(config_file)]
+
+    assert main([*argv, str(new), str(same)]) == 0
+    out = capsys.readouterr().out
+    assert "anonymously (ANACONDA_API_TOKEN is not set" in out
+    assert f"would upload torchwin/fresh/1.0/win-64/{new.name} (label nightly) from {new}" in out
+    assert f"would skip torchwin/same/1.0/win-64/{same.name}: already on anaconda.org (labels: main)" in out
+    assert "dry run: 1 to upload, 1 to skip; nothing changed" in out
+    assert "anaconda upload" not in out
+
+    # A file the real run would refuse: said per file, and the dry run fails as the real run would.
+    assert main([*argv, str(new), str(other)]) == 1
+    captured = capsys.readouterr()
+    assert f"would refuse torchwin/other/1.0/win-64/{other.name} from {other}: already on anaconda.org " \
+           "with other content (sha256 there ffffffffffff..." in captured.out
+    assert "would refuse 1 of 2 file(s), nothing uploaded" in captured.err
+
+    # With --skip-rebuilt the same file is a skip.
+    assert main([*argv, "--skip-rebuilt", str(other)]) == 0
+    assert f"would skip torchwin/other/1.0/win-64/{other.name}: a rebuild of" in capsys.readouterr().out
+
+    # Only look-ups happened, all without credentials; nothing was created or sent.
+    assert {(m, auth) for m, _, auth in fake.log} == {("GET", "")}
+    assert fake.find("fresh", "1.0", "win-64/" + new.name) is None
+
+
+def test_dry_run_with_a_token_uses_it_and_never_shows_it(fake, pkg, config_file, capsys):
+    fake.fail("GET", r"^/dist/", 503, times=1, echo=True)  # a careless server echoes the credentials
+    sleeps = []
+    assert run_publish("--dry-run", "--api-url", fake.url, "--config", config_file, pkg, sleeps=sleeps) == 0
+    assert sleeps == [2.0]
+    captured = capsys.readouterr()
+    assert "retrying in 2 s" in captured.out and "refused for token ***" in captured.out
+    assert SECRET not in captured.out + captured.err
+    assert all(auth == f"token {SECRET}" for _, _, auth in fake.log)
+    assert [m for m, _, _ in fake.log] == ["GET", "GET"]
 
 
 def test_token_comes_only_from_anaconda_api_token(fake, pkg, config_file, monkeypatch, capsys):

@@ -6,10 +6,14 @@ workflow schema, yamllint, shellcheck on every `run:` step), the hardening
 rules, that every `torchwin` command line in a step is one our CLI accepts,
 and -- running the plan job's own commands -- that the build matrix is exactly
 what `torchwin render` says the recipe builds, and that the variant file each
-build job writes makes `conda build` pick exactly that build.
+build job writes makes `conda build` pick exactly that build. Steps that call
+conda or torchwin are run in bash with those commands stubbed, to check the
+argv they produce: the channels, the zstd level (build.py's), and which files
+the publish job uploads with --skip-rebuilt.
 """
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -260,14 +264,168 @@ CONDA_BUILD_V1_FLAGS = {"-m", "--variant-config-files", "-e", "--exclusive-confi
                         "--debug", "--extra-meta", "--zstd-compression-level", "--user", "--token"}
 
 
-def test_conda_build_uses_only_options_conda_build_26_accepts_for_v1_recipes(workflows):
-    commands = [s["run"] for _, _, s in steps_of(workflows["nightly.yml"])
-                if s.get("run", "").startswith("conda build")]
-    assert len(commands) == 2
-    for command in commands:
-        flags = {word for word in shlex.split(command) if word.startswith("-")}
+def _steps_running(workflow, command):
+    """(job name, job, step) of every bash step with a line that starts with command."""
+    return [(job_name, job, step) for job_name, job, step in bash_steps(workflow)
+            if any(line.startswith(command) for line in _logical_lines(step["run"]))]
+
+
+def _bash():
+    """The bash GitHub runs `shell: bash` steps with (on Windows Git's, not WSL's System32 one)."""
+    if os.name == "nt":
+        git_bash = Path(os.environ.get("ProgramFiles", r"C:\Program Files")) / "Git" / "bin" / "bash.exe"
+        if not git_bash.is_file():
+            pytest.skip("needs Git for Windows' bash")
+        return str(git_bash)
+    found = shutil.which("bash")
+    if found is None:
+        pytest.skip("bash is not installed")
+    return found
+
+
+def _run_with_stubs(step, env, stubs, cwd):
+    """Run a bash step with the named commands replaced by functions that record their argv.
+
+    Returns one argv list per stubbed call, in order. Values of the step's `env:` come from
+    env (a test's stand-ins for the `${{ }}` expressions GitHub would fill in).
+    """
+    bash = _bash()
+    record = Path(cwd) / "calls.txt"
+    record.unlink(missing_ok=True)
+    lines = ["set -eo pipefail"]
+    for name in stubs:
+        lines.append(f"{name}() {{ printf '%s\\0' {name} \"$@\"; printf '\\n'; }} >> \"$CALLS\"")
+    script = "\n".join(lines) + "\n" + step["run"]
+    missing = set(step.get("env", {})) - set(env)
+    assert not missing, f"no stand-in for {missing}"
+    result = subprocess.run([bash, "-c", script], cwd=cwd, capture_output=True, text=True, check=False,
+                            env={**os.environ, "CALLS": record.as_posix(), **env})
+    assert result.returncode == 0, result.stderr
+    text = record.read_text(encoding="utf-8") if record.exists() else ""
+    return [line.split("\0")[:-1] for line in text.splitlines() if line]
+
+
+def _conda_build_calls(workflow, tmp_path, dependency_channels="defaults"):
+    calls = {}
+    for job_name, job, step in _steps_running(workflow, "conda build"):
+        env = {"RECIPE_DIR": "recipes/pytorch", "DEPENDENCY_CHANNELS": dependency_channels,
+               "ZSTD_LEVEL": "7", "GITHUB_WORKSPACE": "/ws", "RUNNER_TEMP": "/tmp/rt"}
+        calls[job_name] = _run_with_stubs(step, env, ["conda"], tmp_path)
+    return calls
+
+
+def test_conda_build_uses_only_options_conda_build_26_accepts_for_v1_recipes(workflows, tmp_path):
+    calls = _conda_build_calls(workflows["nightly.yml"], tmp_path)
+    assert set(calls) == {"build-windows", "build-linux"}
+    for job_name, argvs in calls.items():
+        assert len(argvs) == 1 and argvs[0][:3] == ["conda", "build", "recipes/pytorch"], job_name
+        flags = {word for word in argvs[0] if word.startswith("-")}
         assert flags <= CONDA_BUILD_V1_FLAGS, flags - CONDA_BUILD_V1_FLAGS
         assert "-m" in flags and "--output-folder" in flags
+
+
+def _option(argv, flag):
+    return [argv[i + 1] for i, word in enumerate(argv) if word == flag]
+
+
+def test_conda_build_packs_with_the_nightly_zstd_level_of_torchwin_build(workflows, tmp_path):
+    """build.py's NIGHTLY_PACKAGE_FORMAT (chosen from the benchmarks) is the one source of the level."""
+    from torchwin import build
+
+    kind, _, level = build.NIGHTLY_PACKAGE_FORMAT.partition(":")
+    assert kind == "conda" and level.isdigit()
+    nightly = workflows["nightly.yml"]
+    calls = _conda_build_calls(nightly, tmp_path)
+    assert len(calls) == 2
+    for job_name, job, build_step in _steps_running(nightly, "conda build"):
+        (argv,) = calls[job_name]
+        assert _option(argv, "--package-format") == ["conda"], job_name
+        assert _option(argv, "--zstd-compression-level") == ["7"], job_name  # the ZSTD_LEVEL stand-in
+        build_index = job["steps"].index(build_step)
+        assert build_step["env"]["ZSTD_LEVEL"] == "${{ steps.package-format.outputs.zstd-level }}"
+        # The step that fills it in runs before, with the nightly switch of the job set...
+        level_index, level_step = next((i, s) for i, s in enumerate(job["steps"])
+                                       if s.get("id") == "package-format")
+        assert level_index < build_index
+        assert job["env"]["TORCHWIN_NIGHTLY"] == "${{ needs.plan.outputs.date }}"
+        # ...and, run as written, writes build.py's nightly level to $GITHUB_OUTPUT.
+        (line,) = _logical_lines(level_step["run"])
+        words = shlex.split(line)
+        assert words[0] == "torchwin", words
+        output = tmp_path / f"github-output-{job_name}"
+        result = subprocess.run([sys.executable, "-m", "torchwin", *words[1:]], capture_output=True, text=True,
+                                check=False, env={**os.environ, "TORCHWIN_NIGHTLY": "20190601",
+                                                  "GITHUB_OUTPUT": str(output)})
+        assert result.returncode == 0, result.stderr
+        assert output.read_text().splitlines() == ["package-format=conda", f"zstd-level={level}"], job_name
+
+
+# conda-forge's cudatoolkit starts at 9.2; 8.0 and 9.0 (and the cuDNN 7 / MKL 2019 builds that go
+# with them) were only ever published to Anaconda's `defaults`.
+CONDA_FORGE_FIRST_CUDATOOLKIT = (9, 2)
+
+
+def _dependency_channels(step):
+    value = step["env"]["DEPENDENCY_CHANNELS"]
+    assert value == "${{ vars.TORCHWIN_CONDA_CHANNELS || 'defaults' }}", value
+    return [_expression_default(value, {})]
+
+
+def test_builds_and_tests_get_their_dependencies_from_channels_that_have_them(workflows, plan, tmp_path):
+    nightly = workflows["nightly.yml"]
+    entries = json.loads(plan["outputs"]["all"])["include"]
+    old_cuda = sorted({e["cuda"] for e in entries if e["cuda"] != "none"
+                       and tuple(map(int, e["cuda"].split("."))) < CONDA_FORGE_FIRST_CUDATOOLKIT})
+    assert old_cuda, "the matrix builds CUDA 8.0/9.0 variants: cudatoolkit for them is only in defaults"
+    steps = (_steps_running(nightly, "conda build") + _steps_running(nightly, "conda create"))
+    assert {job for job, _, _ in steps} == {"build-windows", "build-linux", "test", "gpu-test"}
+    for job_name, _, step in steps:
+        assert "defaults" in _dependency_channels(step), job_name
+    # What the steps run: first this run's own channel, then the dependency channels, nothing else.
+    for dependency_channels, expected in (("defaults", ["defaults"]),
+                                          ("defaults, conda-forge", ["defaults", "conda-forge"])):
+        for job_name, argvs in _conda_build_calls(nightly, tmp_path, dependency_channels).items():
+            assert "--override-channels" in argvs[0]
+            assert _option(argvs[0], "-c") == ["/ws/toolchain-channel", *expected], job_name
+        for job_name, _, step in _steps_running(nightly, "conda create"):
+            env = {"PYTHON_VERSION": "3.6", "PACKAGE_SPECS": "pytorch ==1.2.0.dev20190601 py36_cpu_0;cpuonly",
+                   "DEPENDENCY_CHANNELS": dependency_channels, "GITHUB_WORKSPACE": "/ws", "RUNNER_TEMP": "/rt"}
+            (argv,) = _run_with_stubs(step, env, ["conda"], tmp_path)
+            assert "--override-channels" in argv
+            assert _option(argv, "-c") == ["/ws/test-channel", *expected], job_name
+            assert argv[-3:] == ["python=3.6", "pytorch ==1.2.0.dev20190601 py36_cpu_0", "cpuonly"]
+    # The conda set-up steps install tools only, from conda-forge, with strict priority: the first
+    # channel that has a name (ours, for vc and pytorch-mutex) is the only one it comes from.
+    setups = [s for _, _, s in steps_of(nightly) if s.get("uses", "").startswith("conda-incubator/")]
+    assert len(setups) == 4
+    for step in setups:
+        assert step["with"]["channels"] == "conda-forge"
+        assert step["with"]["channel-priority"] == "strict"
+
+
+def test_publish_keeps_rebuilt_toolchain_packages_and_guards_pytorch_builds(workflows, tmp_path):
+    publish = workflows["nightly.yml"]["jobs"]["publish"]
+    for name in ("toolchain/win-64/vs2017_win-64-19.11-h0_0.conda", "toolchain/noarch/cpuonly-1.0-0.conda",
+                 "packages/win-64/pytorch-1.2.0.dev20190601-py36_cpu_0.conda",
+                 "packages/linux-64/pytorch-1.2.0.dev20190601-py36_cpu_0.tar.bz2"):
+        (tmp_path / "dist" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "dist" / name).write_bytes(b"")
+    for step_name, dry in (("Upload to anaconda.org", []), ("Show what would be published and pruned (dry run)",
+                                                             ["--dry-run"])):
+        step = next(s for s in publish["steps"] if s["name"] == step_name)
+        calls = _run_with_stubs(step, {k: "x" for k in step.get("env", {})} | {"LABEL": "nightly"},
+                                ["torchwin"], tmp_path)
+        uploads = [argv for argv in calls if "--prune" not in argv]
+        toolchain, packages = uploads
+        # Toolchain first (what the PyTorch builds depend on), and only it with --skip-rebuilt.
+        head = ["torchwin", "publish", *dry, "--label", "nightly"]
+        assert toolchain[:len(head) + 1] == [*head, "--skip-rebuilt"], step_name
+        assert sorted(toolchain[len(head) + 1:]) == ["dist/toolchain/noarch/cpuonly-1.0-0.conda",
+                                                     "dist/toolchain/win-64/vs2017_win-64-19.11-h0_0.conda"]
+        assert packages[:len(head)] == head and "--skip-rebuilt" not in packages, step_name
+        assert sorted(packages[len(head):]) == [
+            "dist/packages/linux-64/pytorch-1.2.0.dev20190601-py36_cpu_0.tar.bz2",
+            "dist/packages/win-64/pytorch-1.2.0.dev20190601-py36_cpu_0.conda"]
 
 
 # ---------------------------------------------------------------- the commands the steps run

@@ -26,7 +26,7 @@ from torchwin.render import add_target_platform_argument
 # Chosen from benchmarks/run.py (README "Performance"), packing a 695 MB torch on
 # 2 cores: zstd 10 takes ~15 s and is 13% larger than zstd 19, which takes ~160 s
 # (2 threads). Nightlies are rebuilt daily and pruned within days: speed wins.
-# Releases are downloaded for years: size wins, and 19 is conda-build's default.
+# Releases are downloaded for years: size wins.
 NIGHTLY_PACKAGE_FORMAT = "conda:10"
 RELEASE_PACKAGE_FORMAT = "conda:19"
 

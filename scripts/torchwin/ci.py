@@ -6,6 +6,7 @@ machine:
 
   ci matrix          render output -> the build matrix of the nightly
   ci variant-file    one matrix entry -> a variants.yaml for `conda build -m`
+  ci package-format  the package format and zstd level `torchwin build` would use here
   ci install-vs2017  VS2017 Build Tools with the MSVC 14.11 toolset
   ci install-cuda    a CUDA toolkit and cuDNN
   ci hash            download the installers and print their sha256 (to pin them)
@@ -106,6 +107,17 @@ def add_parser(subparsers):
     p.add_argument("--target-platform", default=None, metavar="PLATFORM", help="default: this host's")
     p.set_defaults(func=run_variant_file)
 
+    p = sub.add_parser(
+        "package-format", help="print the package format and zstd level torchwin build would use",
+        description="The format `torchwin build` packs with (nightly when TORCHWIN_NIGHTLY is set, else "
+                    "release), split for conda build's --package-format and --zstd-compression-level.",
+        epilog="example (GitHub Actions):\n  TORCHWIN_NIGHTLY=20190601 torchwin ci package-format "
+               "--github-output\n  conda build ... --package-format conda --zstd-compression-level "
+               "\"$ZSTD_LEVEL\"\n", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--github-output", action="store_true",
+                   help="also append package-format=... and zstd-level=... to $GITHUB_OUTPUT")
+    p.set_defaults(func=run_package_format)
+
     p = sub.add_parser("install-vs2017", help="install the VS2017 Build Tools with the MSVC 14.11 toolset",
                        description="Download the VS2017 Build Tools bootstrapper, check its sha256, and "
                        "install the C++ tools with the 14.11 toolset CUDA 9.0/9.1 need.")
@@ -194,6 +206,18 @@ def run_variant_file(args):
     temp.write_text(text, encoding="utf-8")
     os.replace(temp, args.output)
     print(text, end="")
+    return 0
+
+
+def run_package_format(args):
+    from torchwin.build import default_package_format
+
+    kind, _, level = default_package_format().partition(":")
+    pairs = [("package-format", kind), ("zstd-level", level)]
+    for name, value in pairs:
+        print(f"{name}={value}")
+    if args.github_output:
+        gha.write_outputs(pairs)
     return 0
 
 

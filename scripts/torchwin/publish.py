@@ -1,10 +1,17 @@
 """`torchwin publish`: upload package files to anaconda.org and prune old builds there.
 
 Uploads go through anaconda-client's Python API (binstar_client), the same
-calls `anaconda upload --skip-existing` makes: look for the file, create the
-package and release when missing, then stage, upload and commit the file with
-its label. The owner and API URL come from channel/channel.yaml; the token only
-from the environment variable ANACONDA_API_TOKEN, and it is never printed: every
+calls `anaconda upload` makes: look for the file, create the package and
+release when missing, then stage, upload and commit the file with its label.
+Every file is looked up before anything is uploaded, and each gets one
+decision: upload it; skip it (the same file is already there); or refuse it
+(a file of that name is there with other content -- unless --skip-rebuilt says
+that for these files a rebuild of an unchanged recipe is expected, and the
+copy there is kept). One refusal stops the run before any upload. --dry-run
+makes the same look-ups and prints the decisions, changing nothing.
+
+The owner and API URL come from channel/channel.yaml; the token only from the
+environment variable ANACONDA_API_TOKEN, and it is never printed: every
 message passes through a filter that blanks it, even one an error response
 echoes back. Network errors, 5xx answers and 429 (rate limit) are retried with
 exponential back-off; any other 4xx is final. `--prune` applies channel.yaml's
@@ -16,6 +23,7 @@ import os
 import shlex
 import subprocess
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,10 +39,17 @@ MAX_DELAY = 60.0
 
 DESCRIPTION = """\
 Upload package files to the anaconda.org channel of channel/channel.yaml
-(owner `anaconda.owner`), with a label (default main). Files already there are
-skipped; one there with other content is an error. The token is read from
-ANACONDA_API_TOKEN only. Transient failures (network, 5xx, 429) are retried
-with exponential back-off.
+(owner `anaconda.owner`), with a label (default main). Every file is looked up
+first: one already there is skipped; one whose name is there with other
+content is refused, and then nothing is uploaded -- unless --skip-rebuilt, for
+packages every run rebuilds from an unchanged recipe (same name, version and
+build; only timestamps differ), where the copy on anaconda.org is kept.
+
+The token is read from ANACONDA_API_TOKEN only and never printed. Transient
+failures (network, 5xx, 429) are retried with exponential back-off; other 4xx
+are final. --dry-run makes the same look-ups (with the token if it is set,
+anonymously otherwise) and prints, per file, upload / skip / refuse and the
+label; it exits 1 if the real run would refuse a file.
 
 --prune applies the retention rules of channel.yaml to what is on anaconda.org
 (a file labelled main is never removed). Always look first with --dry-run.
@@ -42,10 +57,23 @@ with exponential back-off.
 
 EPILOG = """\
 examples:
-  torchwin publish --dry-run --label nightly output/win-64/*.tar.bz2
-  ANACONDA_API_TOKEN=... torchwin publish --label nightly output/win-64/*.tar.bz2
+  torchwin publish --dry-run --label nightly output/win-64/*.conda
+  ANACONDA_API_TOKEN=... torchwin publish --label nightly output/win-64/*.conda
+  ANACONDA_API_TOKEN=... torchwin publish --label nightly --skip-rebuilt toolchain-channel/*/*.conda
   torchwin publish --prune --label nightly --dry-run
 """
+
+UPLOAD, SKIP, REFUSE = "upload", "skip", "refuse"
+
+
+@dataclass
+class Decision:
+    """What publishing one checked package file does: UPLOAD, SKIP or REFUSE, and why."""
+
+    pkg: object  # package_check.PackageFile
+    action: str
+    where: str  # owner/name/version/subdir/filename on anaconda.org
+    reason: str = ""
 
 
 class Redactor:
@@ -92,15 +120,24 @@ class Publisher:
         self.out(self.redact(text))
 
     def call(self, what, fn, *args, **kwargs):
-        """fn(*args, **kwargs), retried on transient errors; any other error is final."""
+        """fn(*args, **kwargs), retried on transient errors; any other error (404 too) is final."""
+        return self._call(what, fn, args, kwargs, missing_ok=False)
+
+    def lookup(self, what, fn, *args):
+        """fn(*args) like call(), but a 404 answer returns None: the thing is not there."""
+        return self._call(what, fn, args, {}, missing_ok=True)
+
+    def _call(self, what, fn, args, kwargs, missing_ok):
         from binstar_client import errors
 
         delay = BASE_DELAY
         for attempt in range(1, self.attempts + 1):
             try:
                 return fn(*args, **kwargs)
-            except errors.NotFound:
-                raise
+            except errors.NotFound as exc:
+                if missing_ok:
+                    return None
+                raise Failure(f"anaconda.org: {what}: {self.redact(_one_line(exc))}") from None
             except Exception as exc:  # noqa: BLE001 - sorted into transient/final below
                 message = self.redact(_one_line(exc))
                 if not is_transient(exc):
@@ -118,29 +155,77 @@ class Publisher:
 
     def exists(self, name, version, basename):
         """The file's record on anaconda.org, or None."""
-        from binstar_client import errors
+        return self.lookup("look for " + basename, self.api.distribution, self.owner, name, version, basename)
 
-        try:
-            return self.call(
-                "look for " + basename, self.api.distribution, self.owner, name, version, basename
+    def decide(self, pkg, skip_rebuilt=False, earlier=None):
+        """The Decision for one package file, from a look-up on anaconda.org (changes nothing).
+
+        earlier maps `where` to the sha256 of files decided before in the same run, so the
+        same file given twice is uploaded once and two different files of one name are refused.
+        """
+        basename = f"{pkg.subdir}/{pkg.filename}"
+        where = f"{self.owner}/{pkg.name}/{pkg.version}/{basename}"
+        if earlier is not None and where in earlier:
+            if earlier[where] == pkg.sha256:
+                return Decision(pkg, SKIP, where, "the same file is given twice")
+            return Decision(pkg, REFUSE, where, "given twice in this run, with different content")
+        if earlier is not None:
+            earlier[where] = pkg.sha256
+        found = self.exists(pkg.name, pkg.version, basename)
+        if found is None:
+            return Decision(pkg, UPLOAD, where)
+        record = found if isinstance(found, dict) else {}
+        labels = ", ".join(record.get("labels") or [MAIN])
+        theirs = record.get("sha256")
+        if not theirs or theirs == pkg.sha256:
+            return Decision(pkg, SKIP, where, f"already on anaconda.org (labels: {labels})")
+        differ = f"sha256 there {theirs[:12]}..., local {pkg.sha256[:12]}..."
+        if skip_rebuilt:
+            return Decision(pkg, SKIP, where, f"a rebuild of what is already on anaconda.org (labels: {labels}; "
+                            f"{differ}); --skip-rebuilt keeps the copy there")
+        return Decision(pkg, REFUSE, where, f"already on anaconda.org with other content ({differ}); "
+                        "remove it there first, or give the new build another build number")
+
+    def publish(self, packages, label, skip_rebuilt=False, dry_run=False):
+        """Decide every file, then (unless dry_run or a file is refused) upload those to upload."""
+        earlier = {}
+        decisions = [self.decide(pkg, skip_rebuilt, earlier) for pkg in packages]
+        skip, refuse = ("would skip", "would refuse") if dry_run else ("skipped", "refused")
+        refused = [d for d in decisions if d.action == REFUSE]
+        for d in decisions:
+            if d.action == UPLOAD:
+                if dry_run:  # a real run says "uploaded" as each one is done
+                    self.say(f"would upload {d.where} (label {label}) from {d.pkg.path}")
+            elif d.action == SKIP:
+                self.say(f"{skip} {d.where}: {d.reason}")
+            else:
+                self.say(f"{refuse} {d.where} from {d.pkg.path}: {d.reason}")
+        counts = {a: sum(d.action == a for d in decisions) for a in (UPLOAD, SKIP, REFUSE)}
+        if refused:
+            what = "would refuse" if dry_run else "refused"
+            first = refused[0]
+            raise Failure(
+                f"{first.pkg.path}: {first.where} is {first.reason}"
+                + (f" (and {len(refused) - 1} more, listed above)" if len(refused) > 1 else "")
+                + f"; {what} {len(refused)} of {len(decisions)} file(s), nothing uploaded"
             )
-        except errors.NotFound:
-            return None
+        if dry_run:
+            self.say(f"dry run: {counts[UPLOAD]} to upload, {counts[SKIP]} to skip; nothing changed")
+            return decisions
+        for d in decisions:
+            if d.action == UPLOAD:
+                self.upload(d.pkg, label, d.where)
+        self.say(f"{counts[UPLOAD]} uploaded, {counts[SKIP]} already there")
+        return decisions
 
-    def upload(self, pkg, label):
-        """Upload one checked package file with label; returns 'uploaded' or 'skipped'."""
-        from binstar_client import errors
+    def upload(self, pkg, label, where):
+        """Upload one checked package file with label (decide() said UPLOAD)."""
         from binstar_client.inspect_package.conda import inspect_conda_package
         from binstar_client.utils.config import PackageType
 
         basename = f"{pkg.subdir}/{pkg.filename}"
-        where = f"{self.owner}/{pkg.name}/{pkg.version}/{basename}"
-        if self._already_there(pkg, basename, where):
-            return "skipped"
         package_attrs, release_attrs, file_attrs = inspect_conda_package(str(pkg.path))
-        try:
-            self.call("look up package " + pkg.name, self.api.package, self.owner, pkg.name)
-        except errors.NotFound:
+        if self.lookup("look up package " + pkg.name, self.api.package, self.owner, pkg.name) is None:
             self.call(
                 "create package " + pkg.name,
                 self.api.add_package,
@@ -154,9 +239,10 @@ class Publisher:
                 license_family=package_attrs.get("license_family"),
                 package_type=PackageType.CONDA,
             )
-        try:
-            self.call("look up release " + pkg.version, self.api.release, self.owner, pkg.name, pkg.version)
-        except errors.NotFound:
+        release = self.lookup(
+            "look up release " + pkg.version, self.api.release, self.owner, pkg.name, pkg.version
+        )
+        if release is None:
             self.call(
                 f"create release {pkg.name} {pkg.version}",
                 self.api.add_release,
@@ -188,20 +274,6 @@ class Publisher:
 
         self.call("upload " + basename, send)
         self.say(f"uploaded {where} (label {label})")
-        return "uploaded"
-
-    def _already_there(self, pkg, basename, where):
-        found = self.exists(pkg.name, pkg.version, basename)
-        if found is None:
-            return False
-        theirs = found.get("sha256") if isinstance(found, dict) else None
-        if theirs and theirs != pkg.sha256:
-            raise Failure(
-                f"{pkg.path}: {where} is already on anaconda.org with other content "
-                f"(sha256 {theirs[:12]}..., local {pkg.sha256[:12]}...); remove it there first"
-            )
-        self.say(f"skipped {where}: already on anaconda.org")
-        return True
 
     def remote_builds(self, labels):
         """retention.Build for every file on anaconda.org carrying one of labels (and not main)."""
@@ -280,14 +352,6 @@ def make_api(token, api_url):
     return Binstar(token=token, domain=api_url)
 
 
-def upload_commands(files, owner, label):
-    """The `anaconda upload` command lines equivalent to publishing files (the token comes from the env)."""
-    return [
-        _command(["anaconda", "upload", "--user", owner, "--label", label, "--skip-existing", str(f)])
-        for f in files
-    ]
-
-
 def _command(words):
     return subprocess.list2cmdline(words) if os.name == "nt" else shlex.join(words)
 
@@ -311,7 +375,16 @@ def add_parser(subparsers):
     parser.add_argument("files", nargs="*", metavar="FILE", type=Path, help=".conda or .tar.bz2 files")
     parser.add_argument("--label", metavar="L", help="label from channel.yaml (default: main)")
     parser.add_argument(
-        "--dry-run", action="store_true", help="print the equivalent anaconda commands, change nothing"
+        "--dry-run",
+        action="store_true",
+        help="look each file up and print upload / skip / refuse with the label; change nothing "
+        "(no token needed: without ANACONDA_API_TOKEN the look-ups are anonymous)",
+    )
+    parser.add_argument(
+        "--skip-rebuilt",
+        action="store_true",
+        help="a file whose name is already on anaconda.org with other content is skipped, not refused: "
+        "for packages rebuilt every run from an unchanged recipe (the nightly's toolchain packages)",
     )
     parser.add_argument(
         "--prune",
@@ -328,26 +401,21 @@ def run(args, sleep=time.sleep):
         raise UserError("nothing to do: give package FILEs to upload and/or --prune")
     config = load_channel_config(args.config)
     label = config.check_label(args.label)
-    packages = [check_package(f) for f in args.files]  # all checked before anything is uploaded
+    packages = [check_package(f) for f in args.files]  # all checked before anything is looked up
     token = os.environ.get(TOKEN_ENV) or None
-    redact = Redactor(token)
-    out = _printer(redact)
-
-    if args.dry_run and packages:
-        out(
-            f"# dry run: what `torchwin publish` does, as anaconda-client commands ({TOKEN_ENV} from the env)"
-        )
-        for line in upload_commands([p.path for p in packages], config.owner, label):
-            out(line)
     if not args.dry_run and token is None:
         raise UserError(f"{TOKEN_ENV} is not set: export an anaconda.org API token to publish")
+    redact = Redactor(token)
+    out = _printer(redact)
+    if args.dry_run:
+        how = "with the token" if token else f"anonymously ({TOKEN_ENV} is not set: private files are not seen)"
+        out(f"# dry run: looking up on anaconda.org ({config.owner}) {how}; nothing is changed")
 
     publisher = Publisher(
         make_api(token, args.api_url or config.api_url), config.owner, redact, sleep, out=out
     )
-    if packages and not args.dry_run:
-        results = [publisher.upload(pkg, label) for pkg in packages]
-        out(f"{results.count('uploaded')} uploaded, {results.count('skipped')} already there")
+    if packages:
+        publisher.publish(packages, label, skip_rebuilt=args.skip_rebuilt, dry_run=args.dry_run)
     if args.prune:
         labels = [label] if args.label else list(config.retention)
         publisher.prune(config, labels, dry_run=args.dry_run)
