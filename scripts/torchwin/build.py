@@ -146,6 +146,9 @@ def needs_toolchain(variant: recipes.Variant) -> bool:
 
 def why_not_buildable(variant: recipes.Variant, extra_channels) -> str:
     """Empty when this host can build the variant, else the reason."""
+    missing = script_host_problem(variant)
+    if missing:
+        return missing
     if not needs_toolchain(variant):
         return ""
     host = recipes.host_platform()
@@ -169,11 +172,52 @@ def toolchain_problems(variant: recipes.Variant) -> list:
     return ["%s: %s" % (c.name, c.found) for c in checks if c.status == "FAIL"]
 
 
+def script_host_problem(variant: recipes.Variant) -> str:
+    """What the variant's Python build script says this host lacks; "" when it says nothing.
+
+    A recipe that packages files from an install on the build machine (recipes/cuda-runtime copies
+    NVIDIA's libraries out of an installed CUDA toolkit) defines `host_problem(environ)` in its build
+    script. It is asked here with the environment the build would give the script, so a host without
+    that install reports the variant as skipped, in the script's own words, instead of failing it.
+    """
+    recipe = getattr(variant.rendered, "recipe", None)
+    script = recipe.build.to_dict().get("script") if recipe is not None else None
+    if not isinstance(script, dict) or script.get("interpreter") != "python" or not script.get("file"):
+        return ""
+    path = Path(variant.recipe_dir) / script["file"]
+    environ = dict(script.get("env") or {}, target_platform=variant.target_platform,
+                   RECIPE_DIR=str(variant.recipe_dir))
+    try:
+        check = getattr(_load_script(path), "host_problem", None)
+        return str(check(environ) or "") if check else ""
+    except Exception as exc:  # a broken recipe script is a failure, not a reason to skip
+        raise Failure("%s: cannot check this host: %s" % (recipes.display_path(path), exc)) from exc
+
+
+_scripts: dict = {}
+
+
+def _load_script(path: Path):
+    """The build script as a module (its `if __name__ == "__main__"` part does not run)."""
+    import importlib.util
+
+    if path not in _scripts:
+        spec = importlib.util.spec_from_file_location("torchwin_recipe_script_%d" % len(_scripts), path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _scripts[path] = module
+    return _scripts[path]
+
+
 def build_command_hint(variant: recipes.Variant) -> str:
     if variant.subdir == "noarch":
         return "built with the rest of recipes/%s on its build machine (see the lines above)" % variant.recipe
     chosen = {k: v for k, v in variant.chosen_values().items() if k not in COMPILER_KEYS}
     values = " ".join("--variant %s=%s" % (k, v) for k, v in chosen.items())
+    if not needs_toolchain(variant):
+        # Skipped by its build script's host check: no compiler or channel needed, only that install.
+        return "where that is installed: torchwin build recipes/%s --target-platform %s %s" % (
+            variant.recipe, variant.subdir, values)
     if variant.subdir.startswith("win"):
         return ("on Windows with VS2017 + CUDA: torchwin build recipes/%s --channel defaults %s "
                 "(or conda build recipes/%s -m FILE, FILE from `torchwin ci variant-file`)"
