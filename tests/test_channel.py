@@ -52,7 +52,7 @@ def tree_digest(folder):
 
 def repodata(chan, subdir="linux-64", label="main"):
     root = channel_store.label_root(chan, label)
-    return channel_store.records_of(json.loads((root / subdir / "repodata.json").read_text()))
+    return channel_store.records_of(json.loads((root / subdir / "repodata.json").read_text(encoding="utf-8")))
 
 
 def cli(*args):
@@ -198,7 +198,7 @@ def test_failed_index_leaves_channel_unchanged(tmp_path, chan, config_file, monk
 # ---------------------------------------------------------------- concurrency and readers
 
 
-def test_concurrent_add_processes_lose_nothing(tmp_path, chan, config_file):
+def test_concurrent_add_processes_lose_nothing(tmp_path, chan, config_file, readline):
     packages = [make_package(tmp_path / "out", f"pkg{i}", build=f"h{i}_0") for i in range(5)]
     packages.append(make_package(tmp_path / "out", "winpkg", subdir="win-64"))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
@@ -213,23 +213,39 @@ def test_concurrent_add_processes_lose_nothing(tmp_path, chan, config_file):
         "--config",
         str(config_file),
     ]
-    # Hold the lock until every process says it is waiting for it; then they all race for it.
-    with FileLock(chan / ".torchwin" / "lock"):
-        procs = [
-            subprocess.Popen(
-                [*cmd, str(p)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-            for p in packages
-        ]
+    procs = []
+    try:
+        # Hold the lock until every process says it is waiting for it; then they all race for it.
+        with FileLock(chan / ".torchwin" / "lock"):
+            for p in packages:
+                procs.append(subprocess.Popen(
+                    [*cmd, str(p)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                ))
+            for proc, p in zip(procs, packages):
+                assert "waiting for the channel lock" in readline(proc, f"`channel add {p.name}`")
+            assert all(proc.poll() is None for proc in procs)
         for proc in procs:
-            assert "waiting for the channel lock" in proc.stdout.readline()
-        assert all(proc.poll() is None for proc in procs)
-    for proc in procs:
-        _out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
+            _out, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     names = set(repodata(chan)) | set(repodata(chan, "win-64"))
     assert names == {p.name for p in packages}
     assert cli("verify", "--channel-dir", chan) == 0
+
+
+def live_copy(path):
+    """path's bytes, as a reader gets them: on Windows a file cannot be opened while os.replace swaps it
+    (PermissionError), so a reader there tries again."""
+    while True:
+        try:
+            return path.read_bytes()
+        except PermissionError:
+            if os.name != "nt":
+                raise
 
 
 def test_readers_never_see_a_partial_repodata(tmp_path, chan, config_file):
@@ -240,20 +256,23 @@ def test_readers_never_see_a_partial_repodata(tmp_path, chan, config_file):
 
     def reader():
         path = chan / "linux-64" / "repodata.json"
-        while not stop.is_set():
-            raw = path.read_bytes()
-            try:
-                data = json.loads(raw)
-            except ValueError as exc:
-                problems.append(f"unparsable repodata.json: {exc}")
-                continue
-            names = channel_store.records_of(data)
-            missing = [n for n in names if not (chan / "linux-64" / n).exists()]
-            # A removal publishes the new repodata before it deletes files, so a reader holding
-            # the old copy may find a file gone; that is only a fault while the old copy is live.
-            if missing and path.read_bytes() == raw:
-                problems.append(f"live repodata.json names missing files {missing}")
-            seen.append(len(names))
+        try:
+            while not stop.is_set():
+                raw = live_copy(path)
+                try:
+                    data = json.loads(raw)
+                except ValueError as exc:
+                    problems.append(f"unparsable repodata.json: {exc}")
+                    continue
+                names = channel_store.records_of(data)
+                missing = [n for n in names if not (chan / "linux-64" / n).exists()]
+                # A removal publishes the new repodata before it deletes files, so a reader holding
+                # the old copy may find a file gone; that is only a fault while the old copy is live.
+                if missing and live_copy(path) == raw:
+                    problems.append(f"live repodata.json names missing files {missing}")
+                seen.append(len(names))
+        except Exception as exc:  # a reader that dies must fail the test, not stall it
+            problems.append(f"the reader failed: {exc!r}")
 
     thread = threading.Thread(target=reader)
     thread.start()
@@ -263,8 +282,8 @@ def test_readers_never_see_a_partial_repodata(tmp_path, chan, config_file):
                 chan, [make_package(tmp_path / "out", f"r{i}", build=f"h{i}_0")], config=config
             )
         # Let the reader see the full channel (seed + 6) before the removal; a loaded machine may lag.
-        deadline = time.monotonic() + 10
-        while (not seen or max(seen) < 7) and time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while (not seen or max(seen) < 7) and thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.01)
         victims = channel.find_packages(chan, ["r0", "r1"], "main")
         channel_store.remove_packages(chan, "main", victims)
@@ -496,8 +515,8 @@ def test_adding_new_names_one_by_one_gives_the_same_repodata_as_a_full_index(tmp
     for subdir in ("linux-64", "noarch", "win-64"):
         asyncio.run(index_fs(reference, target_platform=channel_store.Subdir(subdir), write_zst=True,
                              write_shards=False, force=True))
-        ours = json.loads((chan / subdir / "repodata.json").read_text())
-        theirs = json.loads((reference / subdir / "repodata.json").read_text())
+        ours = json.loads((chan / subdir / "repodata.json").read_text(encoding="utf-8"))
+        theirs = json.loads((reference / subdir / "repodata.json").read_text(encoding="utf-8"))
         def comparable(repodata):  # when it was indexed differs, of course; everything else must not
             return {fn: {k: v for k, v in r.items() if k != "indexed_timestamp"}
                     for fn, r in channel_store.records_of(repodata).items()}

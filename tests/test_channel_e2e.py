@@ -82,7 +82,7 @@ def built(tmp_path):
     return build(tmp_path, "greeting", GREETING) + build(tmp_path, "hello", HELLO)
 
 
-def test_build_add_serve_install_over_http(tmp_path, built):
+def test_build_add_serve_install_over_http(tmp_path, built, readline):
     chan = tmp_path / "chan"
     config_file = tmp_path / "channel.yaml"
     config_file.write_text(CONFIG)
@@ -108,7 +108,7 @@ def test_build_add_serve_install_over_http(tmp_path, built):
         env=env,
     )
     try:
-        line = server.stdout.readline()
+        line = readline(server, "`torchwin channel serve`")
         assert "serving" in line, line
         url = line.split(" at ", 1)[1].split()[0]
         assert url.startswith("http://127.0.0.1:")
@@ -121,7 +121,7 @@ def test_build_add_serve_install_over_http(tmp_path, built):
         assert err.value.code == 404
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        server.communicate(timeout=30)
     assert (tmp_path / "prefix/share/hello.txt").read_text() == "hello 2.0"
     assert (tmp_path / "prefix/share/greeting.txt").read_text() == "hello from the channel"
     assert (tmp_path / "prefix/conda-meta").is_dir()

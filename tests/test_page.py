@@ -119,19 +119,23 @@ def test_empty_channel_page(tmp_path):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 # The page has no script of its own; this wrapper reads what the browser laid out: innerText skips
-# anything hidden by CSS, so it is the text a person sees.
-WRAPPER = """<!DOCTYPE html><html><body>
-<iframe id="f" src="index.html" style="width:1280px;height:4000px"></iframe><pre id="seen"></pre>
-<script>
-document.getElementById("f").onload = function () {
+# anything hidden by CSS, so it is the text a person sees. It listens for the window's load event, which
+# waits for the iframe's page, and it listens before the iframe exists: an iframe onload set by a later
+# script is missed when the page loads while the parser pauses between the two (as on a slow machine).
+# --virtual-time-budget counts only idle time, and none while a fetch is pending, so a slow machine or
+# server does not end it before that event.
+WRAPPER = """<!DOCTYPE html><html><head><script>
+window.addEventListener("load", function () {
   var doc = document.getElementById("f").contentDocument;
   var rows = doc.querySelectorAll("table tr").length;
   var code = doc.querySelector("td code");
   var box = code.getBoundingClientRect();
   document.getElementById("seen").textContent = "ROWS=" + rows + "\\nCODEWIDTH=" + Math.round(box.width)
     + "\\nWIDTH=" + doc.documentElement.scrollWidth + "\\n" + doc.body.innerText;
-};
-</script></body></html>
+});
+</script></head><body>
+<iframe id="f" src="index.html" style="width:1280px;height:4000px"></iframe><pre id="seen"></pre>
+</body></html>
 """
 
 
@@ -171,6 +175,7 @@ def test_page_renders_in_headless_chromium(page_channel, tmp_path):
         server.shutdown()
         server.server_close()
     seen = re.search(r'<pre id="seen">(.*?)</pre>', dom, re.DOTALL).group(1)
+    assert seen, "the wrapper's load handler did not run before Chromium dumped the DOM"
     seen = seen.replace("&amp;", "&").replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">")
     assert "torchwin: PyTorch conda packages" in seen
     assert 'conda install -c torchwin "pytorch=1.0.1=py36_cuda90_cudnn7_*" cuda90' in seen

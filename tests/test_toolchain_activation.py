@@ -10,10 +10,15 @@ import asyncio
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from torchwin.cli import main
+
+# The linux-64 scripts run in a POSIX shell with POSIX paths, ':'-separated PATHs and `#!/bin/sh` fakes.
+# Windows may have a bash (Git's), but not that world; the .bat scripts are checked in test_toolchain_wine.py.
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="runs the linux-64 scripts in a POSIX shell")
 
 rattler = pytest.importorskip("rattler")
 

@@ -3,7 +3,7 @@
 `torchwin build` builds every package of the three recipes once, for win-64 and linux-64, into a temporary
 channel, together with stand-ins for the two packages from other channels ours depend on (cudatoolkit and
 vs2015_runtime): tiny real packages built from temporary recipes, so the solver picks real records. Then
-py-rattler solves and installs them; win-64 packages install into a prefix on this Linux host with
+py-rattler solves and installs every one of them; win-64 packages install into a prefix on any host with
 `platform=win-64` (the files are only text), where the activation scripts are checked for what they hold.
 The linux activation scripts are run in a shell in test_toolchain_activation.py.
 """
@@ -87,8 +87,12 @@ def channel(tmp_path_factory):
 
 
 def records(channel, subdir):
-    data = json.loads((channel / subdir / "repodata.json").read_text())
+    data = read_json(channel / subdir / "repodata.json")
     return {**data.get("packages", {}), **data.get("packages.conda", {})}
+
+
+def read_json(path):
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def package_info(channel, tmp_path, filename):
@@ -165,20 +169,82 @@ def test_selection_packages_install(channel, tmp_path):
     assert meta == ["cuda90-1.0-0.json", "cudatoolkit-9.0-standin_0.json", "pytorch-mutex-1.0-cuda.json"]
 
 
+# Every package the three recipes build, installed (with the stand-ins they pull in). A prefix holds one
+# version of each name, so: one prefix per platform and CUDA version with that version's selector and nvcc
+# (and on win-64 the MSVC packages), and one for cpuonly, which excludes every cudaXY.
+INSTALL_GROUPS = {"cpuonly": ("linux-64", ["cpuonly"])}
+for _platform in ("linux-64", "win-64"):
+    for _version in CUDA_VERSIONS:
+        INSTALL_GROUPS[f"{_platform}-cuda{_version}"] = (
+            _platform, [f"cuda{_version.replace('.', '')}", f"nvcc_{_platform} {_version}.*"]
+            + (["vs2017_win-64", "vc"] if _platform == "win-64" else []))
+
+
+@pytest.fixture(scope="module")
+def installed(channel, tmp_path_factory):
+    """{group: (platform, prefix, {name: record})}, each group installed by py-rattler in its own prefix."""
+    root = tmp_path_factory.mktemp("every")
+    return {group: (platform, root / group, install(channel, specs, root / group, platform))
+            for group, (platform, specs) in INSTALL_GROUPS.items()}
+
+
+def test_every_package_built_is_installed(channel, installed):
+    built = {(r["name"], r["version"], r["build"])
+             for subdir in ("noarch", "linux-64", "win-64") for r in records(channel, subdir).values()}
+    got = {(name, str(r.version), str(r.build))
+           for _, _, solved in installed.values() for name, r in solved.items()}
+    assert got == built
+
+
+@pytest.mark.parametrize("group", sorted(INSTALL_GROUPS))
+def test_each_installed_prefix_holds_its_packages(channel, installed, group):
+    platform, prefix, solved = installed[group]
+    built = {**records(channel, "noarch"), **records(channel, platform)}
+    metas = [read_json(p) for p in (prefix / "conda-meta").glob("*.json")]
+    assert sorted((m["name"], m["version"], m["build"]) for m in metas) == sorted(
+        (name, str(r.version), str(r.build)) for name, r in solved.items())
+    files = set()
+    for meta in metas:
+        # The very file the channel holds was installed, and every file it lists is in the prefix.
+        record = built[meta["fn"]]
+        assert [meta[k] for k in ("name", "version", "build", "sha256")] == [
+            record[k] for k in ("name", "version", "build", "sha256")]
+        listed = [f.replace("\\", "/") for f in meta["files"]]  # whichever separator the host writes
+        assert all((prefix / f).is_file() for f in listed), meta["fn"]
+        files.update(listed)
+    # The selector got the mutex build it asks for; only the cpu build carries the feature.
+    [mutex] = [m for m in metas if m["name"] == "pytorch-mutex"]
+    assert mutex["build"] == ("cpu" if group == "cpuonly" else "cuda")
+    assert bool(mutex.get("track_features")) == (group == "cpuonly")
+    if group == "cpuonly":
+        assert files == set()
+        return
+    version = group.rsplit("-cuda", 1)[1]
+    nvcc, ext = f"nvcc_{platform}", ("bat" if platform == "win-64" else "sh")
+    scripts = {f"etc/conda/{kind}.d/~{nvcc}_{kind}.{ext}" for kind in ("activate", "deactivate")}
+    if platform == "win-64":
+        scripts |= {f"etc/conda/{kind}.d/vs2017_win-64_{kind}.bat" for kind in ("activate", "deactivate")}
+    assert files == scripts
+    # Each prefix got the scripts of its own CUDA version.
+    activate = (prefix / f"etc/conda/activate.d/~{nvcc}_activate.{ext}").read_text(encoding="ascii")
+    assert f"Activation of {nvcc} {version}," in activate
+    assert f"CUDA_PATH_V{version.replace('.', '_')}" in activate
+
+
 def test_every_package_has_a_summary_license_and_homepage(channel, tmp_path):
     ours = [(subdir, name) for subdir in ("noarch", "linux-64", "win-64")
             for name, r in records(channel, subdir).items() if not r["build"].startswith("standin")]
     assert len(ours) == 17
     for subdir, filename in ours:
-        about = json.loads((package_info(channel, tmp_path, filename) / "about.json").read_text())
+        about = read_json(package_info(channel, tmp_path, filename) / "about.json")
         assert about.get("summary") and about.get("license") == "BSD-3-Clause" and about.get("home"), filename
 
 
 def test_vs2017_makes_what_it_builds_require_the_vc_14_1_runtime(channel, tmp_path):
     info = package_info(channel, tmp_path, "vs2017_win-64-19.11-0.conda")
-    exports = json.loads((info / "run_exports.json").read_text())
+    exports = read_json(info / "run_exports.json")
     assert exports == {"strong": ["vc >=14.1,<15", "vs2015_runtime >=14.16.27012"]}
-    vc = json.loads((package_info(channel, tmp_path, "vc-14.1-0.conda") / "index.json").read_text())
+    vc = read_json(package_info(channel, tmp_path, "vc-14.1-0.conda") / "index.json")
     assert vc["depends"] == ["vs2015_runtime >=14.16.27012"]
     assert "track_features" not in vc and "features" not in vc
 
@@ -187,7 +253,7 @@ def test_nvcc_makes_what_it_builds_require_its_cudatoolkit(channel, tmp_path):
     for platform in ("linux-64", "win-64"):
         for version in CUDA_VERSIONS:
             info = package_info(channel, tmp_path, f"nvcc_{platform}-{version}-0.conda")
-            exports = json.loads((info / "run_exports.json").read_text())
+            exports = read_json(info / "run_exports.json")
             assert exports == {"strong": [f"cudatoolkit {version}.*"]}
 
 
@@ -210,7 +276,7 @@ def linux_prefix(channel, tmp_path_factory):
 def test_activation_scripts_sit_where_conda_runs_them(win_prefix, linux_prefix):
     def scripts(prefix):
         files = (prefix / "etc" / "conda").rglob("*")
-        return sorted(str(p.relative_to(prefix)) for p in files if p.is_file())
+        return sorted(p.relative_to(prefix).as_posix() for p in files if p.is_file())
 
     assert scripts(win_prefix) == [
         "etc/conda/activate.d/vs2017_win-64_activate.bat",
