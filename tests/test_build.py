@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,60 @@ def test_package_format_follows_the_benchmark_decision():
     assert build.NIGHTLY_PACKAGE_FORMAT == "conda:10"
     build.check_package_format(build.NIGHTLY_PACKAGE_FORMAT)
     build.check_package_format(build.RELEASE_PACKAGE_FORMAT)
+
+
+def labelled_recipe(folder, torchwin):
+    """A script-only recipe whose `extra: torchwin: {label: L}` keeps its package in label L."""
+    folder.mkdir(parents=True)
+    (folder / "recipe.yaml").write_text(
+        "schema_version: 1\npackage: {name: pinned, version: '1.0'}\n"
+        "build: {noarch: generic, script: ['echo packaged']}\n"
+        "extra:\n  torchwin: %s\n" % torchwin)
+    return folder
+
+
+CHANNEL_CONFIG = "name: torchwin\nanaconda: {owner: torchwin}\nlabels: [main, nightly, special]\n"
+
+
+def test_a_recipe_that_names_a_label_is_built_into_that_label(tmp_path, capsys, monkeypatch):
+    config = tmp_path / "channel.yaml"
+    config.write_text(CHANNEL_CONFIG)
+    monkeypatch.setenv("TORCHWIN_CHANNEL_CONFIG", str(config))
+    channel = tmp_path / "channel"
+    code = main(["build", str(ROOT / "recipes" / "nvcc"), str(labelled_recipe(tmp_path / "pinned", "{label: special}")),
+                 "--target-platform", "linux-64", "--variant", "cuda_compiler_version=9.2",
+                 "--channel-dir", str(channel)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "pinned 1.0" in out and "building into label special..." in out
+
+    def names(root):
+        found = []
+        for path in sorted(root.glob("*/repodata.json")):
+            data = json.loads(path.read_text())
+            found += [p["name"] for p in {**data["packages"], **data.get("packages.conda", {})}.values()]
+        return found
+
+    assert names(channel) == ["nvcc_linux-64"]
+    assert names(channel / "label" / "special") == ["pinned"]
+    uri = channel.resolve().as_uri()
+    # One line per label: the label's as users type it for anaconda.org, main first.
+    assert "Try it:\n  conda install -c %s nvcc_linux-64\n  conda install -c %s -c %s/label/special pinned\n" % (
+        uri, uri, uri) in out
+
+
+@pytest.mark.parametrize("extra,message", [
+    ("{label: nope}", "pinned/recipe.yaml: extra.torchwin.label 'nope' is not a label of {config} "
+                    "(it lists: main, nightly, special)"),
+    ("nope", "pinned/recipe.yaml: extra.torchwin must be a mapping with the one key label, got 'nope'"),
+])
+def test_a_label_channel_yaml_lacks_stops_the_build_before_anything_is_built(tmp_path, monkeypatch, extra, message):
+    config = tmp_path / "channel.yaml"
+    config.write_text(CHANNEL_CONFIG)
+    recipe = labelled_recipe(tmp_path / "pinned", extra)
+    channel = tmp_path / "channel"
+    out = subprocess.run([sys.executable, "-m", "torchwin", "build", str(recipe), "--channel-dir", str(channel)],
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "TORCHWIN_CHANNEL_CONFIG": str(config)})
+    assert out.returncode == 2, out.stdout
+    assert out.stderr.count("\n") == 1 and message.format(config=config) in out.stderr, out.stderr
+    assert not channel.exists()

@@ -3,8 +3,9 @@
 No CUDA 9.1/9.2 toolkit exists here, so the edge is faked: folders laid out as NVIDIA's installers lay
 them out (version.txt, the libraries with their SONAME links, cuDNN's cudnn.h), holding dummy files.
 Everything else is real: the engine builds the linux-64 and win-64 packages (win-64 cross-target, from a
-copy of a Windows layout, as a Linux build machine would), `torchwin build` indexes them, py-rattler
-solves and installs them into prefixes, and the refusals are those a maintainer would see.
+copy of a Windows layout, as a Linux build machine would), `torchwin build` indexes them into the
+channel's label cuda-runtime (never main), py-rattler solves and installs them into prefixes, and the
+refusals are those a maintainer would see.
 
 The expected file names below are written out by hand from NVIDIA's layouts, independently of
 runtime_files.txt, so a wrong line there fails here.
@@ -26,6 +27,8 @@ from torchwin.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "cuda-runtime"
 SCRIPT = RECIPE / "install_runtime.py"
+# The label recipe.yaml keeps these packages in: channel DIR's label L is DIR/label/L/.
+LABEL = "cuda-runtime"
 # Every variable the recipe reads; cleared so this host's own settings cannot leak in.
 VARIABLES = ("CUDA_PATH_V9_1", "CUDA_PATH_V9_2", "TORCHWIN_CUDNN_PATH_V9_1", "TORCHWIN_CUDNN_PATH_V9_2",
              "NVTOOLSEXT_PATH", "ProgramFiles")
@@ -142,11 +145,16 @@ def channel(fakes, tmp_path_factory):
     return chan
 
 
-def records(channel):
-    """Every repodata record of the channel (file names repeat across subdirs, so a list)."""
+def in_label(channel):
+    return channel / "label" / LABEL
+
+
+def records(channel, label=LABEL):
+    """Every repodata record of one label of the channel (file names repeat across subdirs, so a list)."""
+    root = channel if label == "main" else channel / "label" / label
     out = []
     for subdir in ("noarch", "linux-64", "win-64"):
-        path = channel / subdir / "repodata.json"
+        path = root / subdir / "repodata.json"
         if path.is_file():
             data = json.loads(path.read_text())
             out += [*data.get("packages", {}).values(), *data.get("packages.conda", {}).values()]
@@ -154,7 +162,8 @@ def records(channel):
 
 
 def install(channel, specs, prefix, platform):
-    found = asyncio.run(rattler.solve(sources=[rattler.Channel(channel.as_uri())], specs=specs,
+    """Install from the channel's label cuda-runtime, where `torchwin build` put the packages."""
+    found = asyncio.run(rattler.solve(sources=[rattler.Channel(in_label(channel).as_uri())], specs=specs,
                                       platforms=[platform, "noarch"], virtual_packages=[]))
     asyncio.run(rattler.install(found, prefix, platform=rattler.Subdir(platform),
                                 cache_dir=prefix.parent / "pkgs", show_progress=False))
@@ -179,7 +188,8 @@ def test_render_lists_exactly_the_releases_defaults_lacks():
     assert got == EXPECTED
 
 
-def test_every_package_is_built_and_cudnn_pins_its_toolkit(channel):
+def test_every_package_is_built_into_the_label_and_cudnn_pins_its_toolkit(channel):
+    assert records(channel, "main") == [], "a cudatoolkit in main hides defaults' under strict priority"
     got = records(channel)
     assert sorted((r["name"], r["version"], r["build"], r["subdir"]) for r in got) == sorted(EXPECTED)
     for r in got:
@@ -230,6 +240,10 @@ def test_real_shared_libraries_are_packaged_byte_for_byte(tmp_path, capsys, monk
     monkeypatch.setenv("CUDA_PATH_V9_1", str(toolkit))
     code, out = build(tmp_path / "channel", "linux-64", capsys)
     assert code == 0 and "2 built, 0 failed" in out, out
+    assert "cudnn 7.1.3 cuda9.1_0 (linux-64) building into label cuda-runtime..." in out
+    # The install line names the label (no main here: this channel holds nothing else).
+    assert "conda install -c %s cudatoolkit cudnn" % in_label(tmp_path / "channel").resolve().as_uri() in out
+    assert not (tmp_path / "channel" / "linux-64").exists()
     prefix = tmp_path / "env"
     install(tmp_path / "channel", ["cudnn"], prefix, "linux-64")
     copies = [p for p in (prefix / "lib").iterdir() if not p.is_symlink()]

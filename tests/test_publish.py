@@ -465,3 +465,59 @@ def test_prune_mirrors_local_retention_on_anaconda_org(fake, config_file, capsys
     assert len(fake.requests_to("DELETE", "/dist/")) == 2
     left = {r["basename"] for r in fake.packages["pytorch"]["files"]}
     assert left == {r["basename"] for r in [*keep, also_main, lonely]}
+
+
+# ------------------------------------------------ packages whose recipe names their label
+
+LABELLED_CONFIG = CONFIG.replace("labels: [main, nightly]", "labels: [main, nightly, cuda-runtime]")
+
+
+def labelled_package(out, label, package_format="conda"):
+    """A package the engine builds from a recipe with `extra: torchwin: label: L`, as recipes/cuda-runtime."""
+    from rattler_build import PlatformConfig, RenderConfig, Stage0Recipe, ToolConfiguration, VariantConfig
+
+    recipe = Stage0Recipe.from_yaml(
+        "schema_version: 1\n"
+        "package: {name: cudnn, version: '7.1.3'}\n"
+        "build: {number: 0, string: cuda9.1_0, script: ['echo packaged']}\n"
+        f"extra: {{torchwin: {{label: {label}}}}}\n"
+    )
+    [variant] = recipe.render(VariantConfig(), RenderConfig(platform=PlatformConfig(target_platform="linux-64")))
+    result = variant.run_build(tool_config=ToolConfiguration(test_strategy="skip"), output_dir=out, channels=[],
+                               no_build_id=True, package_format=package_format)
+    [path] = result.packages
+    return path
+
+
+@pytest.fixture
+def labelled_config(tmp_path):
+    path = tmp_path / "labelled.yaml"
+    path.write_text(LABELLED_CONFIG)
+    return path
+
+
+@pytest.mark.parametrize("package_format", ["conda", "tar-bz2"])
+def test_a_package_is_published_only_under_the_label_its_recipe_names(
+        fake, pkg, labelled_config, tmp_path, capsys, package_format):
+    cudnn = labelled_package(tmp_path / "out", "cuda-runtime", package_format)
+    for label in ("nightly", None):  # None: main, the default
+        argv = ["publish", "--api-url", fake.url, "--config", str(labelled_config), str(pkg), str(cudnn)]
+        assert main(argv + (["--label", label] if label else [])) == 2
+        assert main(argv + ["--dry-run"] + (["--label", label] if label else [])) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 2  # one line each
+        assert (f"{cudnn}: its recipe keeps it in label cuda-runtime (extra.torchwin.label), not {label or 'main'}; "
+                "publish it with --label cuda-runtime; nothing uploaded") in err
+    assert fake.log == []  # refused before any look-up, the other file included
+
+    assert run_publish("--label", "cuda-runtime", "--api-url", fake.url, "--config", labelled_config, cudnn) == 0
+    assert fake.find("cudnn", "7.1.3", "linux-64/" + cudnn.name)["labels"] == ["cuda-runtime"]
+
+
+def test_a_label_the_channel_does_not_have_is_refused_naming_about_json(fake, config_file, tmp_path, capsys):
+    cudnn = labelled_package(tmp_path / "out", "cuda-runtime")  # config_file's labels: main, nightly
+    assert main(["publish", "--label", "nightly", "--api-url", fake.url, "--config", str(config_file),
+                 str(cudnn)]) == 2
+    assert (f"{cudnn}: info/about.json: extra.torchwin.label 'cuda-runtime' is not a label of {config_file} "
+            "(it lists: main, nightly)") in capsys.readouterr().err
+    assert fake.log == []

@@ -1,11 +1,15 @@
 """The install-time scheme, checked with the real solver (py-rattler) against repodata made from render.
 
 Every pytorch variant, selection package and CUDA runtime package is rendered
-with the engine, turned into repodata, and the install lines users type are
-solved for every Python and both platforms, next to a model of what Anaconda's
-defaults channel offers. What each line must pick is worked out here from the
-rendered matrix itself (newest release, then the preferred CUDA), so a change
-to variants.yaml changes the expectation with it.
+with the engine and turned into repodata, split as the channel publishes it:
+torchwin's label main, its label cuda-runtime (recipes/cuda-runtime names it),
+and a model of what Anaconda's defaults channel offers. The install lines users
+type (README "Install") are solved for every Python and both platforms with
+the channels those lines name, in their order, under strict channel priority
+(rattler's default; conda's `channel_priority: strict`) and flexible (conda's
+default). What each line must pick is worked out here from the rendered matrix
+itself (newest release, then the preferred CUDA), so a change to variants.yaml
+changes the expectation with it.
 """
 
 import asyncio
@@ -13,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from torchwin import recipes, repodata
+from torchwin.build import channel_labels
 
 rattler = pytest.importorskip("rattler")
 from rattler.exceptions import SolverError  # noqa: E402
@@ -21,6 +26,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PLATFORMS = ("win-64", "linux-64")
 # The default CUDA first, then newer 9.x before older: the order the build-number offsets encode.
 CUDA_PREFERENCE = ("9.0", "9.2", "9.1", "8.0")
+LABEL = "cuda-runtime"
+# The channels of the two install lines, first to last (conda puts -c channels before defaults):
+#   conda install -c torchwin pytorch ...
+#   conda install -c torchwin -c torchwin/label/cuda-runtime pytorch cuda91
+MAIN_LINE = ("torchwin", "defaults")
+LABEL_LINE = ("torchwin", "torchwin/label/" + LABEL, "defaults")
+PRIORITIES = ("strict", "flexible")
 
 
 # Anaconda's defaults channel as it was for these releases: cudatoolkit 8.0 and 9.0 on both platforms
@@ -63,9 +75,18 @@ def rendered():
 
 
 @pytest.fixture(scope="module")
-def channel(rendered, tmp_path_factory):
-    entries = [repodata.variant_record(v) for v in rendered] + external_records()
-    return repodata.write_channel(tmp_path_factory.mktemp("solve-channel"), entries)
+def channels(rendered, tmp_path_factory):
+    """torchwin (label main), torchwin/label/cuda-runtime and defaults, each a channel of its own.
+
+    Which label a package goes in is what `torchwin build` decides from its recipe.
+    """
+    labels = channel_labels(rendered)
+    tmp = tmp_path_factory.mktemp("channels")
+    by_name = {"defaults": repodata.write_channel(tmp / "defaults", external_records())}
+    for label, name in (("main", "torchwin"), (LABEL, "torchwin/label/" + LABEL)):
+        by_name[name] = repodata.write_channel(
+            tmp / name, [repodata.variant_record(v) for v in rendered if labels[id(v)] == label])
+    return by_name
 
 
 class Picked:
@@ -74,16 +95,26 @@ class Picked:
     def __init__(self, record):
         self.version = str(record.version)
         self.build = str(record.build)
-        self.channel = str(record.channel)
+        self.channel = str(record.channel).rstrip("/")
 
 
-def solve(channel, platform, specs, channels=None):
-    """Solve against one channel, or against several in priority order with conda's default (flexible) priority."""
-    sources = [rattler.Channel(c.as_uri()) for c in (channels or [channel])]
+def solve(channels, line, platform, specs, priority):
+    """Solve specs against the channels of an install line, in its order, with that channel priority."""
     records = asyncio.run(rattler.solve(
-        sources=sources, specs=specs, platforms=[platform, "noarch"], virtual_packages=[],
-        channel_priority=rattler.ChannelPriority.Flexible))
+        sources=[rattler.Channel(channels[name].as_uri()) for name in line], specs=specs,
+        platforms=[platform, "noarch"], virtual_packages=[],
+        channel_priority={"strict": rattler.ChannelPriority.Strict,
+                          "flexible": rattler.ChannelPriority.Flexible}[priority]))
     return {r.name.normalized: Picked(r) for r in records}
+
+
+def from_label(picked):
+    return picked.channel.endswith("/label/" + LABEL)
+
+
+def line_for(platform, cuda):
+    """The install line README gives for this CUDA release: the label's where defaults has no toolkit."""
+    return MAIN_LINE if cuda in {row[0] for row in DEFAULTS_CUDA[platform]} else LABEL_LINE
 
 
 def pytorch_builds(rendered, platform, python):
@@ -112,68 +143,153 @@ def default_build(variants):
 CASES = [(p, py) for p in PLATFORMS for py in ("3.5", "3.6", "3.7")]
 
 
+@pytest.mark.parametrize("priority", PRIORITIES)
 @pytest.mark.parametrize("platform,python", CASES)
-def test_plain_install_gets_newest_release_with_default_cuda(rendered, channel, platform, python):
+def test_plain_install_gets_newest_release_with_default_cuda(rendered, channels, platform, python, priority):
+    """`conda install -c torchwin pytorch`: the newest release's CUDA 9.0 build, its toolkit from defaults."""
     want = default_build(pytorch_builds(rendered, platform, python))
-    got = solve(channel, platform, ["pytorch", "python %s.*" % python])["pytorch"]
-    assert (got.version, got.build) == (want.version, want.build_string)
-    assert "_cpu_" not in got.build
+    got = solve(channels, MAIN_LINE, platform, ["pytorch", "python %s.*" % python], priority)
+    assert (got["pytorch"].version, got["pytorch"].build) == (want.version, want.build_string)
+    assert "_cpu_" not in got["pytorch"].build
+    assert minor(got["cudatoolkit"].version) == want.variant["cuda_compiler_version"] == "9.0"
+    assert got["cudatoolkit"].channel.endswith("/defaults")
 
 
+@pytest.mark.parametrize("priority", PRIORITIES)
 @pytest.mark.parametrize("platform,python", CASES)
 @pytest.mark.parametrize("cuda", ["8.0", "9.0", "9.1", "9.2"])
-def test_cuda_selector_package_picks_that_cuda(rendered, channel, platform, python, cuda):
+def test_cuda_selector_package_picks_that_cuda(rendered, channels, platform, python, cuda, priority):
+    """`pytorch cudaXY` with the line README gives for it: the label's for 9.1 and Windows 9.2."""
     want = newest(pytorch_builds(rendered, platform, python), cuda)
-    selector = "cuda" + cuda.replace(".", "")
-    specs = ["pytorch", selector, "python %s.*" % python]
+    line = line_for(platform, cuda)
+    specs = ["pytorch", "cuda" + cuda.replace(".", ""), "python %s.*" % python]
     if want is None:
         with pytest.raises(SolverError):
-            solve(channel, platform, specs)
+            solve(channels, line, platform, specs, priority)
         return
-    got = solve(channel, platform, specs)
+    got = solve(channels, line, platform, specs, priority)
     assert (got["pytorch"].version, got["pytorch"].build) == (want.version, want.build_string)
-    assert minor(got["cudatoolkit"].version) == cuda
+    assert minor(got["cudatoolkit"].version) == cuda and got["cudnn"].build.startswith("cuda%s_" % cuda)
+    for name in ("cudatoolkit", "cudnn"):
+        assert from_label(got[name]) == (line == LABEL_LINE), (name, got[name].channel)
 
 
+def test_the_label_line_is_used_for_exactly_what_defaults_lacks():
+    """README: the label for cuda91 on both platforms and cuda92 on Windows; nothing else needs it."""
+    assert {(p, c) for p in PLATFORMS for c in ("8.0", "9.0", "9.1", "9.2") if line_for(p, c) == LABEL_LINE} == {
+        ("linux-64", "9.1"), ("win-64", "9.1"), ("win-64", "9.2")}
+
+
+@pytest.mark.parametrize("priority", PRIORITIES)
 @pytest.mark.parametrize("platform,python", CASES)
 @pytest.mark.parametrize("specs", [["pytorch", "cpuonly"], ["pytorch-cpu"]])
-def test_cpu_selection(rendered, channel, platform, python, specs):
+def test_cpu_selection(rendered, channels, platform, python, specs, priority):
     want = newest(pytorch_builds(rendered, platform, python), "None")
-    got = solve(channel, platform, specs + ["python %s.*" % python])
+    got = solve(channels, MAIN_LINE, platform, specs + ["python %s.*" % python], priority)
     assert (got["pytorch"].version, got["pytorch"].build) == (want.version, want.build_string)
     assert "cudatoolkit" not in got
     assert got["pytorch-mutex"].build == "cpu"
 
 
+@pytest.mark.parametrize("priority", PRIORITIES)
 @pytest.mark.parametrize("platform", PLATFORMS)
-def test_cpuonly_with_cuda90_is_unsatisfiable_and_names_the_mutex(channel, platform):
+def test_cpuonly_with_cuda90_is_unsatisfiable_and_names_the_mutex(channels, platform, priority):
     with pytest.raises(SolverError) as info:
-        solve(channel, platform, ["pytorch", "cpuonly", "cuda90"])
+        solve(channels, MAIN_LINE, platform, ["pytorch", "cpuonly", "cuda90"], priority)
     assert "pytorch-mutex" in str(info.value)
 
 
+@pytest.mark.parametrize("priority", PRIORITIES)
 @pytest.mark.parametrize("platform,python", CASES)
-def test_build_string_spec_and_toolkit_pin(rendered, channel, platform, python):
+def test_build_string_spec_and_toolkit_pin(rendered, channels, platform, python, priority):
     want = newest(pytorch_builds(rendered, platform, python), "9.2")
     for specs in (["pytorch * *cuda92*"], ["pytorch", "cudatoolkit=9.2"]):
+        specs = specs + ["python %s.*" % python]
         if want is None:
             with pytest.raises(SolverError):
-                solve(channel, platform, specs + ["python %s.*" % python])
+                solve(channels, line_for(platform, "9.2"), platform, specs, priority)
             continue
-        got = solve(channel, platform, specs + ["python %s.*" % python])["pytorch"]
+        got = solve(channels, line_for(platform, "9.2"), platform, specs, priority)["pytorch"]
         assert got.build == want.build_string
 
 
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_under_strict_priority_the_label_hides_defaults_toolkits(channels, platform):
+    """Why the label line is only for 9.1 and Windows 9.2 (README says so): under strict priority the
+    first channel that has any cudatoolkit is the only one cudatoolkit comes from, so with the label
+    named, defaults' 8.0/9.0/9.2 are out of reach and a plain `pytorch` falls back to 0.4.1. It is also
+    why no cudatoolkit may ever be in main (test_main_holds_no_cuda_runtime_package)."""
+    with pytest.raises(SolverError):
+        solve(channels, LABEL_LINE, platform, ["pytorch", "cuda90", "python 3.6.*"], "strict")
+    got = solve(channels, LABEL_LINE, platform, ["pytorch", "python 3.6.*"], "strict")
+    assert got["pytorch"].version == "0.4.1" and from_label(got["cudatoolkit"])
+    if platform == "linux-64":  # defaults' 9.2: named with the label, strict priority cannot reach it
+        with pytest.raises(SolverError):
+            solve(channels, LABEL_LINE, platform, ["pytorch", "cuda92", "python 3.6.*"], "strict")
+    # Flexible priority still reaches defaults' toolkits through the label line.
+    got = solve(channels, LABEL_LINE, platform, ["pytorch", "python 3.6.*"], "flexible")
+    assert minor(got["cudatoolkit"].version) == "9.0" and got["cudatoolkit"].channel.endswith("/defaults")
+
+
+def test_main_holds_no_cuda_runtime_package():
+    """No recipe may put a cudatoolkit or cudnn into label main: under strict priority one record there
+    hides all of defaults' (test_under_strict_priority_the_label_hides_defaults_toolkits shows the effect)."""
+    every = recipes.render(recipes.all_recipe_dirs(), list(PLATFORMS))
+    labels = channel_labels(every)
+    in_main = sorted({"%s %s %s (recipes/%s)" % (v.name, v.version, v.subdir, v.recipe) for v in every
+                      if v.name in ("cudatoolkit", "cudnn") and labels[id(v)] == "main"})
+    assert not in_main, "cudatoolkit/cudnn in label main: " + "; ".join(in_main)
+    assert {v.name for v in every if labels[id(v)] == LABEL} == {"cudatoolkit", "cudnn"}
+
+
+def readme_install_lines():
+    """The `conda install` lines of README's user section: (channels, specs), comments dropped."""
+    import shlex
+
+    section = (ROOT / "README.md").read_text().split("## Install (users)", 1)[1].split("\n#", 1)[0]
+    block = section.split("```", 2)[1]
+    lines = []
+    for text in block.splitlines():
+        words = shlex.split(text.split("#", 1)[0])
+        if not words:
+            continue
+        assert words[:2] == ["conda", "install"], text
+        channels = tuple(words[i + 1] for i, w in enumerate(words) if w == "-c") + ("defaults",)
+        specs = [w for i, w in enumerate(words[2:], 2) if w != "-c" and words[i - 1] != "-c"]
+        lines.append((channels, specs))
+    return lines
+
+
+@pytest.mark.parametrize("priority", PRIORITIES)
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_readme_install_lines_solve_as_written(channels, platform, priority):
+    """Every line README gives users, with its channels in its order, on both platforms."""
+    lines = readme_install_lines()
+    assert (LABEL_LINE, ["pytorch", "cuda91"]) in lines and (MAIN_LINE, ["pytorch", "cuda90"]) in lines
+    for line, specs in lines:
+        # Parsed leniently, as conda reads them (conda's `name=version=build` is not strict syntax).
+        parsed = [rattler.MatchSpec(s, strict=False) for s in specs + ["python 3.6.*"]]
+        got = solve(channels, line, platform, parsed, priority)["pytorch"]
+        cpu = "cpuonly" in specs or "pytorch-cpu" in specs
+        assert ("_cpu_" if cpu else "_cuda91_" if "cuda91" in specs else "_cuda90_") in got.build, (specs, got.build)
+
+
 def test_release_without_cuda90_defaults_to_newest_9x(rendered, tmp_path):
-    """A channel holding only 0.4.1 without its 9.0 builds: a plain install must pick 9.2, not CPU or 8.0."""
+    """A channel holding only 0.4.1 without its 9.0 builds: a plain install must pick 9.2, not CPU or 8.0.
+
+    This checks the build-number ranking, not the channels: every toolkit is in reach (label line,
+    flexible priority)."""
     kept = [v for v in rendered if not (v.name == "pytorch" and (
         v.version != "0.4.1" or v.variant.get("cuda_compiler_version") == "9.0"))]
-    entries = [repodata.variant_record(v) for v in kept] + external_records()
-    chan = repodata.write_channel(tmp_path, entries)
+    labels = channel_labels(kept)
+    chans = {"defaults": repodata.write_channel(tmp_path / "defaults", external_records())}
+    for label, name in (("main", "torchwin"), (LABEL, "torchwin/label/" + LABEL)):
+        chans[name] = repodata.write_channel(
+            tmp_path / name, [repodata.variant_record(v) for v in kept if labels[id(v)] == label])
     for platform in PLATFORMS:
         builds = [v for v in kept if v.name == "pytorch" and v.subdir == platform and v.variant["python"] == "3.6"]
         want = default_build(builds)
-        got = solve(chan, platform, ["pytorch", "python 3.6.*"])["pytorch"]
+        got = solve(chans, LABEL_LINE, platform, ["pytorch", "python 3.6.*"], "flexible")["pytorch"]
         assert got.build == want.build_string
         assert "cuda92" in got.build
 
@@ -196,14 +312,6 @@ def test_build_strings_are_readable(rendered):
         assert v.build_string.endswith("_%d" % v.build_number)
 
 
-@pytest.fixture(scope="module")
-def torchwin_and_defaults(rendered, tmp_path_factory):
-    """Our rendered packages and the defaults model as two channels, in the order `-c torchwin` gives."""
-    tmp = tmp_path_factory.mktemp("two-channels")
-    return (repodata.write_channel(tmp / "torchwin", [repodata.variant_record(v) for v in rendered]),
-            repodata.write_channel(tmp / "defaults", external_records()))
-
-
 def cuda_needs(rendered):
     """(subdir, cudatoolkit spec, cudnn spec) -> the pytorch builds that need them."""
     needs: dict = {}
@@ -216,14 +324,17 @@ def cuda_needs(rendered):
     return needs
 
 
-def test_every_cuda_build_finds_its_toolkit_and_cudnn_in_defaults_plus_torchwin(rendered, torchwin_and_defaults):
-    """A CUDA release pytorch is built for but neither channel has a cudatoolkit/cudnn of fails here."""
+@pytest.mark.parametrize("priority", PRIORITIES)
+def test_every_cuda_build_finds_its_toolkit_and_cudnn_through_its_install_line(rendered, channels, priority):
+    """A CUDA release pytorch is built for but neither defaults nor torchwin has a cudatoolkit/cudnn of,
+    through the line README gives for it, fails here."""
     needs = cuda_needs(rendered)
     assert {subdir for subdir, _, _ in needs} == set(PLATFORMS)
     unsatisfied = []
     for (subdir, toolkit, cudnn), builds in sorted(needs.items()):
+        cuda = toolkit.split()[1].rstrip(".*")
         try:
-            got = solve(None, subdir, [toolkit, cudnn], channels=torchwin_and_defaults)
+            got = solve(channels, line_for(subdir, cuda), subdir, [toolkit, cudnn], priority)
         except SolverError:
             unsatisfied.append("%s: %s + %s (needed by pytorch %s)" % (subdir, toolkit, cudnn, ", ".join(builds)))
             continue
@@ -241,18 +352,3 @@ def test_torchwin_only_fills_the_gaps_of_defaults(rendered):
     assert ours == {(subdir, name, cuda) for subdir, cuda in
                     [("linux-64", "9.1"), ("win-64", "9.1"), ("win-64", "9.2")] for name in ("cudatoolkit", "cudnn")}
     assert not ours & theirs
-
-
-@pytest.mark.parametrize("platform", PLATFORMS)
-@pytest.mark.parametrize("cuda", ["9.0", "9.1", "9.2"])
-def test_selectors_with_torchwin_before_defaults_take_each_toolkit_from_where_it_is(
-        rendered, torchwin_and_defaults, platform, cuda):
-    """`conda install -c torchwin pytorch cudaXY` with conda's default channel priority (flexible)."""
-    want = newest(pytorch_builds(rendered, platform, "3.6"), cuda)
-    got = solve(None, platform, ["pytorch", "cuda" + cuda.replace(".", ""), "python 3.6.*"],
-                channels=torchwin_and_defaults)
-    assert (got["pytorch"].version, got["pytorch"].build) == (want.version, want.build_string)
-    assert minor(got["cudatoolkit"].version) == cuda and got["cudnn"].build.startswith("cuda%s_" % cuda)
-    from_torchwin = (platform, cuda) in {("linux-64", "9.1"), ("win-64", "9.1"), ("win-64", "9.2")}
-    for name in ("cudatoolkit", "cudnn"):
-        assert got[name].channel.rstrip("/").endswith("torchwin" if from_torchwin else "defaults"), name

@@ -6,6 +6,10 @@ folder; only packages that built and passed their tests go into the channel
 A recipe that compiles code (it uses a compiler from variants.yaml) is only
 built where the toolchain is: on other hosts it is rendered and reported as
 skipped, with the reason and the command to run on a build machine.
+
+Packages go into label main of the channel, unless their recipe keeps them in
+another label with `extra: {torchwin: {label: L}}` (recipes/cuda-runtime:
+label cuda-runtime); L must be a label of channel/channel.yaml.
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ examples:
 
 After a build, install from the local channel, e.g.:
   conda install -c file:///path/to/channel/local cuda90
+
+A recipe whose `extra: torchwin: label: L` names a label of channel/channel.yaml
+has its packages added to that label (channel/local/label/L/<subdir>/), e.g.
+recipes/cuda-runtime's cudatoolkit and cudnn to label cuda-runtime:
+  conda install -c file:///path/to/channel/local -c file:///path/to/channel/local/label/cuda-runtime cudnn
 """
 
 
@@ -59,6 +68,7 @@ class Outcome:
     files: tuple = ()
     reason: str = ""
     hint: str = ""
+    label: str = "main"  # the channel label its packages went into (or would have)
 
     @property
     def size(self) -> int:
@@ -99,6 +109,7 @@ def run(args) -> int:
     rendered = recipes.render(ordered, platforms)
     elsewhere = other_platform_notes(ordered, platforms, rendered)
     variants = recipes.select(rendered, overrides, ordered, platforms) if overrides else rendered
+    labels = channel_labels(variants)  # a label channel.yaml lacks stops the run before any build
     if not variants:
         raise UserError("nothing to build for %s: %s" % (
             ", ".join(platforms), "; ".join(elsewhere) or "no variant matches the --variant values "
@@ -106,7 +117,7 @@ def run(args) -> int:
     for note in elsewhere:
         print("note: %s" % note)
     outcomes = build_variants(variants, channel_dir, extra_channels=args.channel,
-                              test=not args.no_test, package_format=package_format)
+                              test=not args.no_test, package_format=package_format, labels=labels)
     print_summary(outcomes, channel_dir)
     for note in elsewhere:
         print("\nnot built: %s" % note)
@@ -127,6 +138,29 @@ def other_platform_notes(recipe_dirs, platforms, rendered) -> list:
         notes.append("%s has no variant for %s; it builds for %s%s"
                      % (recipe_dir.name, ", ".join(platforms), where, hint))
     return notes
+
+
+def channel_labels(variants, config=None) -> dict:
+    """id(variant) -> the channel label its packages go into: main, or the one its recipe names.
+
+    A recipe names one with `extra: {torchwin: {label: L}}`; channel.yaml is read (and L checked
+    against its labels) only when some recipe does.
+    """
+    from torchwin.channel_config import EXTRA_KEY, MAIN, load_channel_config
+
+    extras = {id(v): _extra(v) for v in variants}
+    if not any(EXTRA_KEY in extra for extra in extras.values()):
+        return {id(v): MAIN for v in variants}
+    config = config or load_channel_config()
+    return {id(v): config.pinned_label(extras[id(v)], recipes.display_path(v.recipe_dir / recipes.RECIPE_FILE))
+            or MAIN for v in variants}
+
+
+def _extra(variant: recipes.Variant) -> dict:
+    """The recipe's `extra:` mapping as rendered for this variant ({} when it has none)."""
+    recipe = getattr(variant.rendered, "recipe", None)
+    extra = recipe.to_dict().get("extra") if recipe is not None else None
+    return extra if isinstance(extra, dict) else {}
 
 
 def check_package_format(value: str) -> None:
@@ -227,9 +261,13 @@ def build_command_hint(variant: recipes.Variant) -> str:
 
 
 def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
-                   package_format=RELEASE_PACKAGE_FORMAT, out=None) -> list:
-    """Build each variant in order; each success goes into the channel before the next one builds."""
+                   package_format=RELEASE_PACKAGE_FORMAT, out=None, labels=None) -> list:
+    """Build each variant in order; each success goes into the channel before the next one builds.
+
+    labels maps id(variant) to the channel label its packages go into (default: main).
+    """
     out = out or sys.stdout
+    labels = labels or {}
     outcomes = []
     total = len(variants)
     reasons = {id(v): why_not_buildable(v, extra_channels) for v in variants}
@@ -245,19 +283,22 @@ def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
         reason = reasons[id(variant)]
         if not reason and compiled_ok.get(variant.recipe) is False:
             reason = "it goes with %s's compiled packages, none of which this host can build" % variant.recipe
+        channel_label = labels.get(id(variant), "main")
         if reason:
             outcome = Outcome(variant, "skipped", reason=reason, hint=build_command_hint(variant))
             print("%s skipped" % label, file=out, flush=True)
         else:
-            print("%s building..." % label, file=out, flush=True)
-            outcome = build_one(variant, channel_dir, extra_channels, test, package_format)
+            into = "" if channel_label == "main" else " into label %s" % channel_label
+            print("%s building%s..." % (label, into), file=out, flush=True)
+            outcome = build_one(variant, channel_dir, extra_channels, test, package_format, channel_label)
             detail = "" if outcome.result == "built" else ": " + outcome.reason
             print("%s %s in %.1fs%s" % (label, outcome.result, outcome.seconds, detail), file=out, flush=True)
+        outcome.label = channel_label
         outcomes.append(outcome)
     return outcomes
 
 
-def build_one(variant, channel_dir: Path, extra_channels, test, package_format) -> Outcome:
+def build_one(variant, channel_dir: Path, extra_channels, test, package_format, label="main") -> Outcome:
     from rattler_build import ToolConfiguration
 
     from torchwin import channel
@@ -275,7 +316,8 @@ def build_one(variant, channel_dir: Path, extra_channels, test, package_format) 
             return Outcome(variant, "failed", time.monotonic() - started, reason=_short(exc))
         try:
             # A rebuild replaces the local channel's copy: the same name, but new timestamps inside.
-            files = channel.add_packages(channel_dir, [Path(p) for p in result.packages], force=True)
+            files = channel.add_packages(channel_dir, [Path(p) for p in result.packages], label=label,
+                                         force=True)
         except (UserError, Failure) as exc:
             return Outcome(variant, "failed", time.monotonic() - started, reason=str(exc))
         return Outcome(variant, "built", time.monotonic() - started, files=tuple(files))
@@ -325,6 +367,28 @@ def print_summary(outcomes, channel_dir: Path, out=None):
     counts = {k: sum(1 for o in outcomes if o.result == k) for k in ("built", "failed", "skipped")}
     print("%(built)d built, %(failed)d failed, %(skipped)d skipped" % counts, file=out)
     print_skipped(outcomes, out)
-    built = sorted({o.variant.name for o in outcomes if o.result == "built"})
-    if built:
-        print("\nTry it:\n  conda install -c %s %s" % (channel_dir.resolve().as_uri(), " ".join(built)), file=out)
+    lines = install_lines(outcomes, channel_dir)
+    if lines:
+        print("\nTry it:", file=out)
+        for line in lines:
+            print("  " + line, file=out)
+
+
+def install_lines(outcomes, channel_dir: Path) -> list:
+    """One `conda install` line per label that got packages: main's as `-c CHANNEL`; another label's
+    as users type it for anaconda.org (`-c torchwin -c torchwin/label/L`), with the local channel."""
+    built: dict = {}
+    for o in outcomes:
+        if o.result == "built":
+            built.setdefault(o.label, set()).add(o.variant.name)
+    uri = channel_dir.resolve().as_uri()
+    lines = []
+    for label in sorted(built, key=lambda name: (name != "main", name)):
+        if label == "main":
+            channels = "-c " + uri
+        else:
+            # Main first when it exists here: a local channel holding only this label has no main to add.
+            has_main = (channel_dir / "noarch" / "repodata.json").is_file()
+            channels = ("-c %s " % uri if has_main else "") + "-c %s/label/%s" % (uri, label)
+        lines.append("conda install %s %s" % (channels, " ".join(sorted(built[label]))))
+    return lines

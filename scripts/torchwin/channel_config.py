@@ -1,7 +1,8 @@
 """channel/channel.yaml: the channel's name, anaconda.org owner, labels and retention, validated on load.
 
 Also finds the repository root, from which the default channel folder
-(channel/local) and the default config file are derived.
+(channel/local) and the default config file are derived, and checks the label
+a recipe keeps its packages in (`pinned_label`).
 """
 
 import os
@@ -20,6 +21,9 @@ _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOP_KEYS = ("name", "anaconda", "labels", "retention")
 _ANACONDA_KEYS = ("owner", "api_url")
 _RETENTION_KEYS = ("keep_days", "keep_newest")
+# A recipe keeps its packages in one label with `extra: {torchwin: {label: L}}` (recipes/cuda-runtime);
+# the engine copies `extra` into every package's info/about.json, so the package carries it too.
+EXTRA_KEY = "torchwin"
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,23 @@ class ChannelConfig:
                 f"unknown label {label!r} (channel.yaml {self.path or 'labels'} allows: "
                 f"{', '.join(self.labels)})"
             )
+        return label
+
+    def pinned_label(self, extra, where):
+        """The label `extra` (a recipe's, or a package's about.json's) keeps packages in, else None.
+
+        `extra: {torchwin: {label: L}}` means: these packages belong in label L and in no other.
+        L must be one of `labels`; anything malformed is one UserError line naming `where`.
+        """
+        section = extra.get(EXTRA_KEY) if isinstance(extra, dict) else None
+        if section is None:
+            return None
+        if not isinstance(section, dict) or set(section) != {"label"}:
+            raise UserError(f"{where}: extra.{EXTRA_KEY} must be a mapping with the one key label, got {section!r}")
+        label = section["label"]
+        if label not in self.labels:
+            raise UserError(f"{where}: extra.{EXTRA_KEY}.label {label!r} is not a label of "
+                            f"{self.path or 'channel.yaml'} (it lists: {', '.join(self.labels)})")
         return label
 
 

@@ -16,9 +16,14 @@ message passes through a filter that blanks it, even one an error response
 echoes back. Network errors, 5xx answers and 429 (rate limit) are retried with
 exponential back-off; any other 4xx is final. `--prune` applies channel.yaml's
 retention to the files on anaconda.org, as `torchwin channel prune` does locally.
+
+A package whose recipe keeps it in one label (`extra: torchwin: label: L`, which
+the engine copies into its info/about.json; recipes/cuda-runtime's label
+cuda-runtime) is refused under any other --label, before any look-up.
 """
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -53,6 +58,10 @@ label; it exits 1 if the real run would refuse a file.
 
 --prune applies the retention rules of channel.yaml to what is on anaconda.org
 (a file labelled main is never removed). Always look first with --dry-run.
+
+Packages whose recipe names a label (extra: torchwin: label: L in recipe.yaml,
+e.g. recipes/cuda-runtime's cudatoolkit and cudnn: label cuda-runtime) are
+published only with --label L; under another label the run stops first.
 """
 
 EPILOG = """\
@@ -61,6 +70,7 @@ examples:
   ANACONDA_API_TOKEN=... torchwin publish --label nightly output/win-64/*.conda
   ANACONDA_API_TOKEN=... torchwin publish --label nightly --skip-rebuilt toolchain-channel/*/*.conda
   torchwin publish --prune --label nightly --dry-run
+  ANACONDA_API_TOKEN=... torchwin publish --label cuda-runtime channel/local/label/cuda-runtime/*/*.conda
 """
 
 UPLOAD, SKIP, REFUSE = "upload", "skip", "refuse"
@@ -402,6 +412,7 @@ def run(args, sleep=time.sleep):
     config = load_channel_config(args.config)
     label = config.check_label(args.label)
     packages = [check_package(f) for f in args.files]  # all checked before anything is looked up
+    check_pinned_labels(packages, label, config)
     token = os.environ.get(TOKEN_ENV) or None
     if not args.dry_run and token is None:
         raise UserError(f"{TOKEN_ENV} is not set: export an anaconda.org API token to publish")
@@ -420,6 +431,37 @@ def run(args, sleep=time.sleep):
         labels = [label] if args.label else list(config.retention)
         publisher.prune(config, labels, dry_run=args.dry_run)
     return 0
+
+
+def check_pinned_labels(packages, label, config):
+    """Refuse, in one line, files whose recipe keeps them in a label other than `label`."""
+    wrong = []
+    for pkg in packages:
+        pinned = config.pinned_label(about_extra(pkg.path), f"{pkg.path}: info/about.json")
+        if pinned is not None and pinned != label:
+            wrong.append((pkg, pinned))
+    if wrong:
+        pkg, pinned = wrong[0]
+        more = f" (and {len(wrong) - 1} more file(s))" if len(wrong) > 1 else ""
+        raise UserError(f"{pkg.path}: its recipe keeps it in label {pinned} (extra.torchwin.label), not {label}"
+                        f"{more}; publish it with --label {pinned}; nothing uploaded")
+
+
+def about_extra(path):
+    """The `extra` mapping of a package's info/about.json ({} when there is none)."""
+    from contextlib import closing
+
+    from conda_package_streaming.package_streaming import stream_conda_info  # comes with anaconda-client
+
+    with closing(stream_conda_info(str(path))) as members:
+        for tar, member in members:
+            if member.name == "info/about.json":
+                try:
+                    extra = json.load(tar.extractfile(member)).get("extra")
+                except (ValueError, AttributeError) as exc:
+                    raise UserError(f"{path}: info/about.json is not a JSON mapping ({exc})") from None
+                return extra if isinstance(extra, dict) else {}
+    return {}
 
 
 def _printer(redact):
