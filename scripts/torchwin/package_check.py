@@ -149,6 +149,33 @@ def _read_tar_bz2_to_end(path):
         raise UserError(f"{path}: not a readable .tar.bz2 archive (no files in it)")
 
 
+def read_info_file(path, member_name):
+    """The bytes of one info/ member (e.g. "info/about.json") of a .conda or .tar.bz2; None when absent."""
+    path = Path(path)
+    try:
+        if path.name.endswith(".conda"):
+            if ZSTD is None:
+                raise UserError(f"{path}: reading a .conda needs zstd (Python 3.14, or pip install backports.zstd)")
+            with zipfile.ZipFile(path) as archive:
+                for name in archive.namelist():
+                    if name.startswith("info-") and name.endswith(".tar.zst"):
+                        with archive.open(name) as raw, ZSTD.ZstdFile(raw) as stream:
+                            return _member_bytes(stream, member_name)
+            return None
+        with open(path, "rb") as raw:
+            return _member_bytes(raw, member_name, mode="r|bz2")
+    except (zipfile.BadZipFile, OSError, EOFError, tarfile.TarError, *ZSTD_ERRORS) as exc:
+        raise UserError(f"{path}: cannot read {member_name} ({_first_line(exc)})") from None
+
+
+def _member_bytes(stream, member_name, mode="r|"):
+    with tarfile.open(fileobj=stream, mode=mode) as archive:
+        for member in archive:
+            if member.name == member_name and member.isfile():
+                return archive.extractfile(member).read()
+    return None
+
+
 def _read_tar_stream(stream):
     with tarfile.open(fileobj=stream, mode="r|") as archive:
         _read_tar_members(archive)

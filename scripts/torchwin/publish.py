@@ -449,19 +449,16 @@ def check_pinned_labels(packages, label, config):
 
 def about_extra(path):
     """The `extra` mapping of a package's info/about.json ({} when there is none)."""
-    from contextlib import closing
+    from torchwin.package_check import read_info_file
 
-    from conda_package_streaming.package_streaming import stream_conda_info  # comes with anaconda-client
-
-    with closing(stream_conda_info(str(path))) as members:
-        for tar, member in members:
-            if member.name == "info/about.json":
-                try:
-                    extra = json.load(tar.extractfile(member)).get("extra")
-                except (ValueError, AttributeError) as exc:
-                    raise UserError(f"{path}: info/about.json is not a JSON mapping ({exc})") from None
-                return extra if isinstance(extra, dict) else {}
-    return {}
+    raw = read_info_file(path, "info/about.json")
+    if raw is None:
+        return {}
+    try:
+        extra = json.loads(raw).get("extra")
+    except (ValueError, AttributeError) as exc:
+        raise UserError(f"{path}: info/about.json is not a JSON mapping ({exc})") from None
+    return extra if isinstance(extra, dict) else {}
 
 
 def _printer(redact):
