@@ -172,7 +172,8 @@ def test_main_prints_the_environment_then_runs_the_command(tmp_path):
 def test_main_reports_a_bad_combination_in_one_line(tmp_path):
     (tmp_path / "setup.py").write_text("version = '1.0.0a0'\n")
     environ = {"TORCHWIN_PYTORCH_VERSION": "1.0.1", "TORCHWIN_BUILD_NUMBER": "201", "TORCHWIN_CUDA_VERSION": "9.0",
-               "PREFIX": str(tmp_path), "CUDA_HOME": str(tmp_path / "nope"), "PATH": "", "SYSTEMROOT": "C:\\Windows"}
+               "PREFIX": str(tmp_path), "CUDA_HOME": str(tmp_path / "nope"), "PATH": "", "SYSTEMROOT": "C:\\Windows",
+               "VCToolsVersion": "14.11.25503"}  # on a Windows host the MSVC check comes first
     out = subprocess.run([sys.executable, str(DRIVER)], cwd=tmp_path, env=environ, capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and "CUDA 9.0" in out.stderr

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,11 @@ DATA = Path(__file__).parent / "data" / "doctor"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VS_BUILDTOOLS_WIN = r"C:\Program Files (x86)\Microsoft Visual Studio\2017\BuildTools"
 VS_COMMUNITY_WIN = r"C:\Program Files (x86)\Microsoft Visual Studio\2017\Community"
+
+
+# These fake a Linux build machine whose PATH holds this machine's temp folders, split on ":" as on
+# Linux; on Windows those are drive paths, so the fake cannot be built there.
+linux_host_fake = pytest.mark.skipif(sys.platform == "win32", reason="fakes a Linux host with this machine's paths")
 
 
 def data(name):
@@ -512,6 +518,7 @@ def test_nvcc_version_strings(path, tmp_path):
         assert "requested CUDA 9.0" in check.found and f"is CUDA {release}" in check.found
 
 
+@linux_host_fake
 @pytest.mark.parametrize("fixture, cuda, status", [
     ("gcc-4.8.txt", "8.0", OK),
     ("gcc-5.4.txt", "8.0", OK),
@@ -539,6 +546,7 @@ def test_gcc_accepted_by_cuda(fixture, cuda, status, tmp_path):
         assert f"CUDAHOSTCXX=g++-{limit}" in check.fix
 
 
+@linux_host_fake
 def test_gcc_limit_read_from_the_toolkit_when_not_in_the_table(tmp_path):
     root = tmp_path / "usr" / "local" / "cuda-11.5"
     executable(root / "bin" / "nvcc")
@@ -558,6 +566,7 @@ def test_gcc_limit_read_from_the_toolkit_when_not_in_the_table(tmp_path):
     assert gcc_check.status == FAIL and "gcc <= 11" in gcc_check.found and "host_config.h" in gcc_check.found
 
 
+@linux_host_fake
 @pytest.mark.parametrize("cuda, judged", [("9.2", False), ("9.0", True), ("8.0", True)])
 def test_linux_gcc_is_judged_only_where_the_recipe_uses_the_machines_gcc(cuda, judged, tmp_path):
     """CUDA 9.2 builds install conda's gcc_linux-64 7 (rendered from variants.yaml `linux_host_gcc`);
@@ -573,6 +582,7 @@ def test_linux_gcc_is_judged_only_where_the_recipe_uses_the_machines_gcc(cuda, j
         assert check.status == OK and check.found.startswith("gcc_linux-64 7") and "from conda" in check.found
 
 
+@linux_host_fake
 def test_linux_machine_with_the_right_toolchain_passes(tmp_path):
     root = tmp_path / "usr" / "local" / "cuda-9.0"
     executable(root / "bin" / "nvcc")
@@ -911,6 +921,7 @@ def test_windows_cuda_path_variable_without_nvcc_is_reported(win):
     assert check.status == FAIL and f"CUDA_PATH_V9_0 points at {empty}, which has no bin/nvcc.exe" in check.found
 
 
+@linux_host_fake
 @pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX sh to source activate.sh")
 def test_doctor_and_the_real_activation_script_pick_the_same_toolkit(tmp_path):
     """Source the filled activate.sh.in in sh and compare its choice with find_cuda's, on this machine.
