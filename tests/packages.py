@@ -31,3 +31,20 @@ def make_package(out, name="hello", version="1.0", build="h0_0", subdir="linux-6
     path = Path(result.path)
     os.chmod(path, 0o600)
     return path
+
+
+def labelled_package(out, label, package_format="conda"):
+    """A package the engine builds from a recipe with `extra: torchwin: label: L`, as recipes/cuda-runtime."""
+    from rattler_build import PlatformConfig, RenderConfig, Stage0Recipe, ToolConfiguration, VariantConfig
+
+    recipe = Stage0Recipe.from_yaml(
+        "schema_version: 1\n"
+        "package: {name: cudnn, version: '7.1.3'}\n"
+        "build: {number: 0, string: cuda9.1_0, script: ['echo packaged']}\n"
+        f"extra: {{torchwin: {{label: {label}}}}}\n"
+    )
+    [variant] = recipe.render(VariantConfig(), RenderConfig(platform=PlatformConfig(target_platform="linux-64")))
+    result = variant.run_build(tool_config=ToolConfiguration(test_strategy="skip"), output_dir=out, channels=[],
+                               no_build_id=True, package_format=package_format)
+    [path] = result.packages
+    return path

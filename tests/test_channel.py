@@ -10,6 +10,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import packages
 import pytest
 from packages import make_package
 from rattler_build import ArchiveType
@@ -88,6 +89,20 @@ def test_add_api_returns_paths_and_labels_go_to_label_folder(tmp_path, chan, con
     assert paths == [chan / "label/nightly/linux-64" / a.name, chan / "label/nightly/win-64" / b.name]
     assert set(repodata(chan, "win-64", "nightly")) == {b.name}
     assert not (chan / "linux-64").exists()  # main untouched
+
+
+def test_a_package_whose_recipe_names_a_label_goes_only_there(tmp_path, chan, capsys):
+    config_file = tmp_path / "labelled.yaml"
+    config_file.write_text(CONFIG.replace("labels: [main, nightly]", "labels: [main, nightly, cuda-runtime]"))
+    cudnn = packages.labelled_package(tmp_path / "out", "cuda-runtime")
+    other = make_package(tmp_path / "out", "hello")
+    assert cli("add", other, cudnn, "--channel-dir", chan, "--config", config_file) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"torchwin: error: {cudnn}: its recipe keeps it in label cuda-runtime "
+                           "(extra.torchwin.label), not main; add it with --label cuda-runtime; nothing added")
+    assert not chan.exists()
+    assert cli("add", cudnn, "--label", "cuda-runtime", "--channel-dir", chan, "--config", config_file) == 0
+    assert list(repodata(chan, label="cuda-runtime")) == [cudnn.name]
 
 
 def test_adding_the_same_file_twice_is_a_no_op(tmp_path, chan, config_file):

@@ -99,6 +99,28 @@ def test_page_has_matrix_commands_sizes_and_ages(page_channel, capsys):
     assert "vs2017_win-64" in text and "Other packages" in text
 
 
+def test_a_build_whose_toolkit_is_in_another_label_gets_that_label(tmp_path):
+    """CUDA 9.1 builds take cudatoolkit from the cuda-runtime label; 9.0 builds from defaults, without it."""
+    out, chan = tmp_path / "out", tmp_path / "chan"
+    config_file = tmp_path / "channel.yaml"
+    config_file.write_text("name: torchwin\nanaconda: {owner: torchwin}\nlabels: [main, nightly, cuda-runtime]\n")
+    config = load_channel_config(config_file)
+    channel.add_packages(chan, [
+        make_package(out, "pytorch", "0.4.1", "py36_cuda91_cudnn7_111", depends=["cudatoolkit 9.1.*", "cudnn 7.*"]),
+        make_package(out, "pytorch", "0.4.1", "py36_cuda90_cudnn7_201", depends=["cudatoolkit 9.0.*", "cudnn 7.*"]),
+        make_package(out, "cuda91", "1.0", "0", subdir="noarch", depends=["cudatoolkit 9.1.*"]),
+    ], config=config)
+    channel.add_packages(chan, [
+        make_package(out, "cudatoolkit", "9.1.85", "0"),
+        make_package(out, "cudnn", "7.1.3", "cuda9.1_0", depends=["cudatoolkit 9.1.*"]),
+    ], label="cuda-runtime", config=config)
+    assert main(["channel", "page", "--channel-dir", str(chan), "--config", str(config_file)]) == 0
+    text = (chan / "index.html").read_text(encoding="utf-8")
+    assert ("conda install -c torchwin -c torchwin/label/cuda-runtime "
+            "&quot;pytorch=0.4.1=py36_cuda91_cudnn7_*&quot; cuda91") in text
+    assert "conda install -c torchwin &quot;pytorch=0.4.1=py36_cuda90_cudnn7_*&quot;</code>" in text
+
+
 def test_page_uses_no_external_assets(page_channel):
     chan, config_file = page_channel
     output, _ = write_page(

@@ -15,6 +15,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import packages
 import pytest
 from packages import make_package
 from torchwin import publish
@@ -472,23 +473,6 @@ def test_prune_mirrors_local_retention_on_anaconda_org(fake, config_file, capsys
 LABELLED_CONFIG = CONFIG.replace("labels: [main, nightly]", "labels: [main, nightly, cuda-runtime]")
 
 
-def labelled_package(out, label, package_format="conda"):
-    """A package the engine builds from a recipe with `extra: torchwin: label: L`, as recipes/cuda-runtime."""
-    from rattler_build import PlatformConfig, RenderConfig, Stage0Recipe, ToolConfiguration, VariantConfig
-
-    recipe = Stage0Recipe.from_yaml(
-        "schema_version: 1\n"
-        "package: {name: cudnn, version: '7.1.3'}\n"
-        "build: {number: 0, string: cuda9.1_0, script: ['echo packaged']}\n"
-        f"extra: {{torchwin: {{label: {label}}}}}\n"
-    )
-    [variant] = recipe.render(VariantConfig(), RenderConfig(platform=PlatformConfig(target_platform="linux-64")))
-    result = variant.run_build(tool_config=ToolConfiguration(test_strategy="skip"), output_dir=out, channels=[],
-                               no_build_id=True, package_format=package_format)
-    [path] = result.packages
-    return path
-
-
 @pytest.fixture
 def labelled_config(tmp_path):
     path = tmp_path / "labelled.yaml"
@@ -499,7 +483,7 @@ def labelled_config(tmp_path):
 @pytest.mark.parametrize("package_format", ["conda", "tar-bz2"])
 def test_a_package_is_published_only_under_the_label_its_recipe_names(
         fake, pkg, labelled_config, tmp_path, capsys, package_format):
-    cudnn = labelled_package(tmp_path / "out", "cuda-runtime", package_format)
+    cudnn = packages.labelled_package(tmp_path / "out", "cuda-runtime", package_format)
     for label in ("nightly", None):  # None: main, the default
         argv = ["publish", "--api-url", fake.url, "--config", str(labelled_config), str(pkg), str(cudnn)]
         assert main(argv + (["--label", label] if label else [])) == 2
@@ -515,7 +499,7 @@ def test_a_package_is_published_only_under_the_label_its_recipe_names(
 
 
 def test_a_label_the_channel_does_not_have_is_refused_naming_about_json(fake, config_file, tmp_path, capsys):
-    cudnn = labelled_package(tmp_path / "out", "cuda-runtime")  # config_file's labels: main, nightly
+    cudnn = packages.labelled_package(tmp_path / "out", "cuda-runtime")  # config_file's labels: main, nightly
     assert main(["publish", "--label", "nightly", "--api-url", fake.url, "--config", str(config_file),
                  str(cudnn)]) == 2
     assert (f"{cudnn}: info/about.json: extra.torchwin.label 'cuda-runtime' is not a label of {config_file} "

@@ -308,6 +308,9 @@ def _dir(args):
 def run_add(args):
     config = load_channel_config(args.config)
     label = config.check_label(args.label)
+    from torchwin.package_check import check_pinned_labels
+
+    check_pinned_labels([Path(f) for f in args.files if Path(f).is_file()], label, config, skip_unreadable=True)
     paths = add_packages(_dir(args), args.files, label=label, force=args.force, config=config)
     for path in paths:
         print(f"in channel (label {label}): {path.parent.name}/{path.name}")

@@ -43,6 +43,7 @@ class Entry:
     timestamp: datetime | None
     python: str | None
     compute: str | None  # "9.0" style CUDA version, "cpu", or None when not a PyTorch build
+    depends: tuple = ()
 
 
 def python_of(build, depends):
@@ -106,6 +107,7 @@ def collect(channel_dir):
                 timestamp=from_millis(rec.get("timestamp")),
                 python=python_of(build, depends) if torch else None,
                 compute=(compute_of(build, depends) or "unknown") if torch else None,
+                depends=tuple(depends),
             )
         )
     return entries
@@ -190,7 +192,7 @@ def render(entries, config, channel_url=None, now=None):
             if e.label == label:
                 versions.setdefault(e.version, []).append(e)
         for version in sorted(versions, key=Version, reverse=True):
-            out.append(_matrix(label, version, versions[version], base, names_by_label, now))
+            out.append(_matrix(label, version, versions[version], base, names_by_label, now, entries))
     if others:
         out.append(_others(others, now))
     out.append("</body></html>")
@@ -236,7 +238,7 @@ def _compute_title(compute):
     return f"CUDA {compute}"
 
 
-def _matrix(label, version, cells, base, names_by_label, now):
+def _matrix(label, version, cells, base, names_by_label, now, entries=()):
     computes = sorted({e.compute for e in cells}, key=_compute_sort)
     rows = sorted({(e.subdir, e.python or "") for e in cells}, key=lambda r: (r[0], _py_key(r[1])))
     newest = {}
@@ -265,14 +267,14 @@ def _matrix(label, version, cells, base, names_by_label, now):
                     days = (now - e.timestamp).days
                     css = "stale" if days >= STALE_DAYS else "fresh"
                     meta.append(f'<span class="{css}">{_age(days)}</span>')
-            command = _e(install_command(e, base, names_by_label))
+            command = _e(install_command(e, base, names_by_label, entries))
             out.append(f'<td><code>{command}</code><div class="meta">{" &middot; ".join(meta)}</div></td>')
         out.append("</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
 
 
-def install_command(e, base, names_by_label):
+def install_command(e, base, names_by_label, entries=()):
     """The conda command that installs exactly this build (newest build number of its variant)."""
     suffix = f"_{e.build_number}"
     # Build number as a wildcard: the solver then takes the newest build of this variant.
@@ -291,11 +293,64 @@ def install_command(e, base, names_by_label):
         elif e.label != MAIN and selector in names_by_label.get(MAIN, ()):
             extra.append(selector)
             channels.append(_label_url(base, MAIN))
+    channels += [_label_url(base, lab) for lab in dependency_labels(e, entries) if _label_url(base, lab) not in channels]
     words = ["conda", "install"]
     for channel in channels:
         words += ["-c", channel]
     words.append(f'"{spec}"')
     return " ".join(words + extra)
+
+
+def dependency_labels(e, entries):
+    """Other labels holding what one of e's dependencies needs and neither e's label nor main has.
+
+    The CUDA 9.1 builds need `cudatoolkit 9.1.*`, which only the cuda-runtime label carries.
+    A 9.0 build's toolkit comes from defaults, so it must not get that label (under strict
+    priority the label would hide defaults' cudatoolkit), although its `cudnn 7.*` matches the
+    label's cudnn by version: that cudnn needs cudatoolkit 9.1, which the 9.0 build excludes.
+    """
+    specs = _specs(e.depends)
+    near = {x.name for x in entries if x.label in (e.label, MAIN)}
+    found = []
+    for name, version in specs.items():
+        if name in near:
+            continue
+        for x in entries:
+            if (x.label in (e.label, MAIN) or x.label in found or x.name != name
+                    or x.subdir not in (e.subdir, "noarch")):
+                continue
+            if _matches(version, x.version) and _compatible(x, specs, entries):
+                found.append(x.label)
+    return found
+
+
+def _specs(depends):
+    """{name: version spec or None} of match-spec strings; ones the solver would refuse are left out."""
+    from rattler import MatchSpec
+
+    out = {}
+    for dep in depends:
+        try:
+            spec = MatchSpec(dep)
+        except Exception:
+            continue
+        out[spec.name.normalized] = None if spec.version is None else str(spec.version)
+    return out
+
+
+def _matches(version_spec, version):
+    from rattler import VersionSpec
+
+    return version_spec is None or VersionSpec(version_spec).matches(Version(version))
+
+
+def _compatible(x, wanted, entries):
+    """x's own dependencies leave room for `wanted`: for each name both constrain, some record fits both."""
+    for name, version in _specs(x.depends).items():
+        if name in wanted and not any(y.name == name and _matches(version, y.version)
+                                      and _matches(wanted[name], y.version) for y in entries):
+            return False
+    return True
 
 
 def _label_url(base, label):

@@ -8,6 +8,7 @@ are measured here so the channel can record and later verify them.
 """
 
 import hashlib
+import json
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -166,6 +167,41 @@ def read_info_file(path, member_name):
             return _member_bytes(raw, member_name, mode="r|bz2")
     except (zipfile.BadZipFile, OSError, EOFError, tarfile.TarError, *ZSTD_ERRORS) as exc:
         raise UserError(f"{path}: cannot read {member_name} ({_first_line(exc)})") from None
+
+
+def about_extra(path):
+    """The `extra` mapping of a package's info/about.json ({} when there is none)."""
+    raw = read_info_file(path, "info/about.json")
+    if raw is None:
+        return {}
+    try:
+        extra = json.loads(raw).get("extra")
+    except (ValueError, AttributeError) as exc:
+        raise UserError(f"{path}: info/about.json is not a JSON mapping ({exc})") from None
+    return extra if isinstance(extra, dict) else {}
+
+
+def check_pinned_labels(paths, label, config, do="add it", outcome="nothing added", skip_unreadable=False):
+    """Refuse, in one line, package files whose recipe keeps them in a label other than `label`.
+
+    `skip_unreadable`: leave a damaged archive to check_package, whose message says what is wrong.
+    """
+    wrong = []
+    for path in paths:
+        try:
+            extra = about_extra(path)
+        except UserError:
+            if skip_unreadable:
+                continue
+            raise
+        pinned = config.pinned_label(extra, f"{path}: info/about.json")
+        if pinned is not None and pinned != label:
+            wrong.append((path, pinned))
+    if wrong:
+        path, pinned = wrong[0]
+        more = f" (and {len(wrong) - 1} more file(s))" if len(wrong) > 1 else ""
+        raise UserError(f"{path}: its recipe keeps it in label {pinned} (extra.torchwin.label), not {label}"
+                        f"{more}; {do} with --label {pinned}; {outcome}")
 
 
 def _member_bytes(stream, member_name, mode="r|"):

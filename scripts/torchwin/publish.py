@@ -23,7 +23,6 @@ cuda-runtime) is refused under any other --label, before any look-up.
 """
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
@@ -35,7 +34,7 @@ from pathlib import Path
 from torchwin import retention
 from torchwin.channel_config import MAIN, load_channel_config
 from torchwin.errors import Failure, UserError
-from torchwin.package_check import check_package
+from torchwin.package_check import check_package, check_pinned_labels
 
 TOKEN_ENV = "ANACONDA_API_TOKEN"
 ATTEMPTS = 6  # 1 try + 5 retries: 2+4+8+16+32 s of back-off rides out a minute-long outage
@@ -412,7 +411,7 @@ def run(args, sleep=time.sleep):
     config = load_channel_config(args.config)
     label = config.check_label(args.label)
     packages = [check_package(f) for f in args.files]  # all checked before anything is looked up
-    check_pinned_labels(packages, label, config)
+    check_pinned_labels([pkg.path for pkg in packages], label, config, "publish it", "nothing uploaded")
     token = os.environ.get(TOKEN_ENV) or None
     if not args.dry_run and token is None:
         raise UserError(f"{TOKEN_ENV} is not set: export an anaconda.org API token to publish")
@@ -431,34 +430,6 @@ def run(args, sleep=time.sleep):
         labels = [label] if args.label else list(config.retention)
         publisher.prune(config, labels, dry_run=args.dry_run)
     return 0
-
-
-def check_pinned_labels(packages, label, config):
-    """Refuse, in one line, files whose recipe keeps them in a label other than `label`."""
-    wrong = []
-    for pkg in packages:
-        pinned = config.pinned_label(about_extra(pkg.path), f"{pkg.path}: info/about.json")
-        if pinned is not None and pinned != label:
-            wrong.append((pkg, pinned))
-    if wrong:
-        pkg, pinned = wrong[0]
-        more = f" (and {len(wrong) - 1} more file(s))" if len(wrong) > 1 else ""
-        raise UserError(f"{pkg.path}: its recipe keeps it in label {pinned} (extra.torchwin.label), not {label}"
-                        f"{more}; publish it with --label {pinned}; nothing uploaded")
-
-
-def about_extra(path):
-    """The `extra` mapping of a package's info/about.json ({} when there is none)."""
-    from torchwin.package_check import read_info_file
-
-    raw = read_info_file(path, "info/about.json")
-    if raw is None:
-        return {}
-    try:
-        extra = json.loads(raw).get("extra")
-    except (ValueError, AttributeError) as exc:
-        raise UserError(f"{path}: info/about.json is not a JSON mapping ({exc})") from None
-    return extra if isinstance(extra, dict) else {}
 
 
 def _printer(redact):
