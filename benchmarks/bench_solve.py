@@ -60,7 +60,7 @@ def base_records():
 
     dirs = [d for d in recipes.all_recipe_dirs() if d.name in ("pytorch", "pytorch-select")]
     rendered = recipes.render(dirs, list(SUBDIRS))
-    return [repodata.variant_record(v) for v in rendered] + external_records()
+    return repodata.variant_records(rendered) + external_records()
 
 
 def _solve(source, specs, platform, gateway):

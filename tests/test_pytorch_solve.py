@@ -45,9 +45,13 @@ DEFAULTS_CUDA = {
 }
 
 
-def external_records():
+# The final VS2017 (15.9) redistributable, the floor vs2017_win-64's run_exports set.
+VS2015_RUNTIME = "14.16.27012"
+
+
+def external_records(vs2015_runtime=VS2015_RUNTIME):
     """What the defaults channel provides: one plausible version of each dependency, its real CUDA packages."""
-    out = []
+    out = [repodata.record("vs2015_runtime", vs2015_runtime, "hf0eaf9b_0", subdir="win-64")]
     for subdir in PLATFORMS:
         for py in ("3.5.6", "3.6.8", "3.7.3"):
             out.append(repodata.record("python", py, "h0_0", subdir=subdir))
@@ -68,7 +72,7 @@ def minor(version):
 
 @pytest.fixture(scope="module")
 def rendered():
-    dirs = [ROOT / "recipes" / "pytorch", ROOT / "recipes" / "pytorch-select", ROOT / "recipes" / "cuda-runtime"]
+    dirs = [ROOT / "recipes" / d for d in ("pytorch", "pytorch-select", "cuda-runtime", "vs2017")]
     missing = [d for d in dirs if not (d / "recipe.yaml").is_file()]
     assert not missing, "recipes missing: %s" % missing
     return recipes.render(dirs, list(PLATFORMS))
@@ -80,12 +84,17 @@ def channels(rendered, tmp_path_factory):
 
     Which label a package goes in is what `torchwin build` decides from its recipe.
     """
-    labels = channel_labels(rendered)
-    tmp = tmp_path_factory.mktemp("channels")
-    by_name = {"defaults": repodata.write_channel(tmp / "defaults", external_records())}
+    return write_channels(rendered, tmp_path_factory.mktemp("channels"))
+
+
+def write_channels(variants, folder, defaults=None):
+    """The three channels, each package in the label `torchwin build` gives it, run_exports applied."""
+    labels = channel_labels(variants)
+    records = repodata.variant_records(variants)
+    by_name = {"defaults": repodata.write_channel(folder / "defaults", defaults or external_records())}
     for label, name in (("main", "torchwin"), (LABEL, "torchwin/label/" + LABEL)):
         by_name[name] = repodata.write_channel(
-            tmp / name, [repodata.variant_record(v) for v in rendered if labels[id(v)] == label])
+            folder / name, [r for v, r in zip(variants, records) if labels[id(v)] == label])
     return by_name
 
 
@@ -281,11 +290,7 @@ def test_release_without_cuda90_defaults_to_newest_9x(rendered, tmp_path):
     flexible priority)."""
     kept = [v for v in rendered if not (v.name == "pytorch" and (
         v.version != "0.4.1" or v.variant.get("cuda_compiler_version") == "9.0"))]
-    labels = channel_labels(kept)
-    chans = {"defaults": repodata.write_channel(tmp_path / "defaults", external_records())}
-    for label, name in (("main", "torchwin"), (LABEL, "torchwin/label/" + LABEL)):
-        chans[name] = repodata.write_channel(
-            tmp_path / name, [repodata.variant_record(v) for v in kept if labels[id(v)] == label])
+    chans = write_channels(kept, tmp_path)
     for platform in PLATFORMS:
         builds = [v for v in kept if v.name == "pytorch" and v.subdir == platform and v.variant["python"] == "3.6"]
         want = default_build(builds)
@@ -352,3 +357,20 @@ def test_torchwin_only_fills_the_gaps_of_defaults(rendered):
     assert ours == {(subdir, name, cuda) for subdir, cuda in
                     [("linux-64", "9.1"), ("win-64", "9.1"), ("win-64", "9.2")] for name in ("cudatoolkit", "cudnn")}
     assert not ours & theirs
+
+
+def test_windows_builds_carry_the_compilers_run_exports(rendered, tmp_path):
+    """vs2017_win-64's strong run_exports reach every win-64 pytorch record, as the engine applies them."""
+    tools = {v.name: v for v in rendered if v.recipe == "vs2017"}
+    exported = tools["vs2017_win-64"].run_exports["strong"]
+    assert any(spec.startswith("vs2015_runtime >=") for spec in exported)
+    for variant, record in zip(rendered, repodata.variant_records(rendered)):
+        if variant.name == "pytorch":
+            depends = record[1]["depends"]
+            assert all((spec in depends) == (variant.subdir == "win-64") for spec in exported), variant.build_string
+    # The runtime floor is real: a defaults with only the VS2015 runtime cannot take a VS2017 build.
+    got = solve(write_channels(rendered, tmp_path / "new"), MAIN_LINE, "win-64", ["pytorch"], "strict")
+    assert got["vs2015_runtime"].version == VS2015_RUNTIME
+    old = write_channels(rendered, tmp_path / "old", defaults=external_records(vs2015_runtime="14.0.25123"))
+    with pytest.raises(SolverError, match="vs2015_runtime"):
+        solve(old, MAIN_LINE, "win-64", ["pytorch"], "strict")

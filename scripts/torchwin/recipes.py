@@ -81,6 +81,7 @@ class Variant:
     track_features: list
     build_requirements: list = field(default_factory=list)
     host_requirements: list = field(default_factory=list)
+    run_exports: dict = field(default_factory=dict)  # {"strong": [...], "weak": [...]} of a build tool
     rendered: object = field(default=None, repr=False, compare=False)
 
     @property
@@ -249,6 +250,8 @@ def render_recipe(recipe_dir: Path, target_platform: str) -> list[Variant]:
             track_features=_track_features(recipe.package.name, build),
             build_requirements=[_spec_to_str(s, pins) for s in reqs.get("build", [])],
             host_requirements=[_spec_to_str(s, pins) for s in reqs.get("host", [])],
+            run_exports={kind: [_spec_to_str(s, pins) for s in specs]
+                         for kind, specs in (reqs.get("run_exports") or {}).items() if isinstance(specs, list)},
             rendered=item,
         )
         if variant.key in seen:

@@ -1,9 +1,10 @@
 """Turn rendered variants into conda repodata, so the solver can be asked questions before anything is built.
 
 Used by the solver tests (does `conda install pytorch cuda90` pick the right
-build?) and by the benchmarks. The records carry exactly what rendering knows:
-name, version, build string and number, run requirements, constraints and
-track_features, the fields a solver decides on.
+build?) and by the benchmarks. The records carry what rendering knows (name,
+version, build string and number, run requirements, constraints and
+track_features, the fields a solver decides on) plus the strong run_exports of
+the build tools rendered with them, which the engine adds at build time.
 """
 
 from __future__ import annotations
@@ -41,11 +42,35 @@ def record(name, version, build, build_number=0, depends=(), constrains=(), trac
     return fn, entry
 
 
-def variant_record(variant) -> tuple:
-    """A repodata entry for one rendered `torchwin.recipes.Variant`."""
+def variant_record(variant, exported=()) -> tuple:
+    """A repodata entry for one rendered `torchwin.recipes.Variant`, plus `exported` run requirements."""
+    depends = list(variant.depends) + [spec for spec in exported if spec not in variant.depends]
     return record(variant.name, variant.version, variant.build_string, variant.build_number,
-                  variant.depends, variant.constrains, variant.track_features,
+                  depends, variant.constrains, variant.track_features,
                   subdir=variant.subdir, noarch=variant.noarch)
+
+
+def variant_records(variants, exporters=None) -> list:
+    """variant_record for each variant, with the strong run_exports of its build tools among `exporters`.
+
+    The engine adds those when it builds: a win-64 pytorch built with vs2017_win-64 depends on
+    vc and vs2015_runtime, although recipe.yaml names only vc. Render alone does not apply them.
+    `exporters` defaults to `variants` itself.
+    """
+    strong = {}
+    for tool in variants if exporters is None else exporters:
+        for spec in tool.run_exports.get("strong", ()):
+            strong.setdefault((tool.name, tool.subdir), []).append(spec)
+    out = []
+    for variant in variants:
+        exported = []
+        for requirement in variant.build_requirements:
+            name = str(requirement).split()[0]
+            for spec in strong.get((name, variant.subdir), ()):
+                if spec not in exported:
+                    exported.append(spec)
+        out.append(variant_record(variant, exported))
+    return out
 
 
 def write_channel(channel_dir: Path, entries) -> Path:
