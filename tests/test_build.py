@@ -176,3 +176,31 @@ def test_a_label_channel_yaml_lacks_stops_the_build_before_anything_is_built(tmp
     assert out.returncode == 2, out.stdout
     assert out.stderr.count("\n") == 1 and message.format(config=config) in out.stderr, out.stderr
     assert not channel.exists()
+
+
+def test_a_test_that_needs_a_labelled_package_gets_that_label(tmp_path, capsys):
+    """A CUDA 9.1 pytorch's package test needs cudatoolkit 9.1, which only label cuda-runtime holds."""
+    import packages
+    from torchwin import build, channel, recipes
+    from torchwin.channel_config import load_channel_config
+
+    config_file = tmp_path / "channel.yaml"
+    config_file.write_text("name: torchwin\nanaconda: {owner: torchwin}\nlabels: [main, cuda-runtime]\n")
+    chan = tmp_path / "channel"
+    channel.add_packages(chan, [packages.make_package(tmp_path / "out", "cudatoolkit", "9.1.85", "0")],
+                         label="cuda-runtime", config=load_channel_config(config_file))
+    for cuda, labelled in (("9.1", True), ("9.0", False)):
+        recipe = tmp_path / ("needs-" + cuda)
+        recipe.mkdir()
+        (recipe / "recipe.yaml").write_text(
+            "package: {name: needs-cuda, version: '%s'}\n"
+            "build: {script: {interpreter: python, content: 'pass'}}\n"
+            "requirements: {run: ['cudatoolkit %s.*']}\n"
+            "tests: [{script: ['echo the test environment solved']}]\n" % (cuda, cuda))
+        [variant] = recipes.render([recipe], ["linux-64"])
+        label_uri = (chan / "label" / "cuda-runtime").resolve().as_uri()
+        assert (label_uri in build.local_channels(variant, chan)) == labelled
+    # For real: the engine solves the test environment from the label and the build passes.
+    assert main(["build", str(tmp_path / "needs-9.1"), "--target-platform", "linux-64",
+                 "--channel-dir", str(chan)]) == 0
+    assert "1 built, 0 failed" in capsys.readouterr().out

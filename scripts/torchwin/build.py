@@ -303,8 +303,7 @@ def build_one(variant, channel_dir: Path, extra_channels, test, package_format, 
 
     from torchwin import channel
 
-    channels = [channel_dir.resolve().as_uri()] if (channel_dir / "noarch" / "repodata.json").is_file() else []
-    channels += list(extra_channels)
+    channels = local_channels(variant, channel_dir) + list(extra_channels)
     started = time.monotonic()
     staging = Path(tempfile.mkdtemp(prefix="torchwin-build-"))
     try:
@@ -323,6 +322,21 @@ def build_one(variant, channel_dir: Path, extra_channels, test, package_format, 
         return Outcome(variant, "built", time.monotonic() - started, files=tuple(files))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def local_channels(variant, channel_dir: Path) -> list:
+    """The local channel for the build's and test's dependencies: main, plus a label only it needs
+    (a CUDA 9.1 pytorch's test needs cudatoolkit 9.1 from label cuda-runtime)."""
+    from torchwin.channel_config import MAIN
+    from torchwin.channel_page import collect
+    from torchwin.channel_store import label_root
+    from torchwin.labels import dependency_labels
+
+    channels = [channel_dir.resolve().as_uri()] if (channel_dir / "noarch" / "repodata.json").is_file() else []
+    if channel_dir.is_dir():
+        needed = dependency_labels(MAIN, variant.subdir, variant.depends, collect(channel_dir))
+        channels += [label_root(channel_dir, lab).resolve().as_uri() for lab in needed]
+    return channels
 
 
 def _short(exc) -> str:

@@ -20,6 +20,7 @@ from rattler import Version
 
 from torchwin.channel_config import MAIN
 from torchwin.channel_store import channel_lock, iter_records
+from torchwin.labels import dependency_labels
 from torchwin.retention import from_millis
 
 TORCH_NAMES = ("pytorch", "pytorch-cpu", "pytorch-nightly", "pytorch-nightly-cpu")
@@ -293,64 +294,13 @@ def install_command(e, base, names_by_label, entries=()):
         elif e.label != MAIN and selector in names_by_label.get(MAIN, ()):
             extra.append(selector)
             channels.append(_label_url(base, MAIN))
-    channels += [_label_url(base, lab) for lab in dependency_labels(e, entries) if _label_url(base, lab) not in channels]
+    needed = dependency_labels(e.label, e.subdir, e.depends, entries)
+    channels += [_label_url(base, lab) for lab in needed if _label_url(base, lab) not in channels]
     words = ["conda", "install"]
     for channel in channels:
         words += ["-c", channel]
     words.append(f'"{spec}"')
     return " ".join(words + extra)
-
-
-def dependency_labels(e, entries):
-    """Other labels holding what one of e's dependencies needs and neither e's label nor main has.
-
-    The CUDA 9.1 builds need `cudatoolkit 9.1.*`, which only the cuda-runtime label carries.
-    A 9.0 build's toolkit comes from defaults, so it must not get that label (under strict
-    priority the label would hide defaults' cudatoolkit), although its `cudnn 7.*` matches the
-    label's cudnn by version: that cudnn needs cudatoolkit 9.1, which the 9.0 build excludes.
-    """
-    specs = _specs(e.depends)
-    near = {x.name for x in entries if x.label in (e.label, MAIN)}
-    found = []
-    for name, version in specs.items():
-        if name in near:
-            continue
-        for x in entries:
-            if (x.label in (e.label, MAIN) or x.label in found or x.name != name
-                    or x.subdir not in (e.subdir, "noarch")):
-                continue
-            if _matches(version, x.version) and _compatible(x, specs, entries):
-                found.append(x.label)
-    return found
-
-
-def _specs(depends):
-    """{name: version spec or None} of match-spec strings; ones the solver would refuse are left out."""
-    from rattler import MatchSpec
-
-    out = {}
-    for dep in depends:
-        try:
-            spec = MatchSpec(dep)
-        except Exception:
-            continue
-        out[spec.name.normalized] = None if spec.version is None else str(spec.version)
-    return out
-
-
-def _matches(version_spec, version):
-    from rattler import VersionSpec
-
-    return version_spec is None or VersionSpec(version_spec).matches(Version(version))
-
-
-def _compatible(x, wanted, entries):
-    """x's own dependencies leave room for `wanted`: for each name both constrain, some record fits both."""
-    for name, version in _specs(x.depends).items():
-        if name in wanted and not any(y.name == name and _matches(version, y.version)
-                                      and _matches(wanted[name], y.version) for y in entries):
-            return False
-    return True
 
 
 def _label_url(base, label):
