@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import os
 import subprocess
 import sys
@@ -204,3 +205,18 @@ def test_a_test_that_needs_a_labelled_package_gets_that_label(tmp_path, capsys):
     assert main(["build", str(tmp_path / "needs-9.1"), "--target-platform", "linux-64",
                  "--channel-dir", str(chan)]) == 0
     assert "1 built, 0 failed" in capsys.readouterr().out
+
+
+def test_each_skip_hint_names_just_enough_to_build_exactly_that_variant():
+    from torchwin import build, recipes
+
+    dirs = [ROOT / "recipes" / "pytorch", ROOT / "recipes" / "cuda-runtime"]
+    for platform in ("linux-64", "win-64"):
+        rendered = [v for v in recipes.render(dirs, [platform]) if v.subdir == platform]
+        for variant in rendered:
+            hint = build.build_command_hint(variant)
+            overrides = recipes.parse_overrides(re.findall(r"--variant (\S+)", hint))
+            assert "cudnn" not in overrides and "linux_host_gcc" not in overrides, hint  # zip partners follow
+            picked = [v for v in recipes.select(rendered, overrides, dirs, [platform])
+                      if v.recipe == variant.recipe and v.name == variant.name]
+            assert picked == [variant], hint

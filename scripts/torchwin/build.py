@@ -243,11 +243,21 @@ def _load_script(path: Path):
     return _scripts[path]
 
 
+def hint_values(variant: recipes.Variant) -> dict:
+    """The variant values a person picks to build just this variant: no compilers, no key with a
+    single value on its platform, and of each zip_keys group only the first key (the rest follow it)."""
+    from torchwin.ci_matrix import recipe_zip_info
+
+    groups, values = recipe_zip_info(variant.recipe_dir, variant.target_platform)
+    followers = {key for group in groups for key in group[1:]}
+    return {k: v for k, v in variant.chosen_values().items()
+            if k not in COMPILER_KEYS and k not in followers and len(set(map(str, values.get(k) or [v]))) > 1}
+
+
 def build_command_hint(variant: recipes.Variant) -> str:
     if variant.subdir == "noarch":
         return "built with the rest of recipes/%s on its build machine (see the lines above)" % variant.recipe
-    chosen = {k: v for k, v in variant.chosen_values().items() if k not in COMPILER_KEYS}
-    values = " ".join("--variant %s=%s" % (k, v) for k, v in chosen.items())
+    values = " ".join("--variant %s=%s" % (k, v) for k, v in hint_values(variant).items())
     if not needs_toolchain(variant):
         # Skipped by its build script's host check: no compiler or channel needed, only that install.
         return "where that is installed: torchwin build recipes/%s --target-platform %s %s" % (
