@@ -254,6 +254,11 @@ def test_build_jobs_install_the_toolchain_from_the_pinned_table(workflows):
     assert any("hashFiles('scripts/torchwin/data/ci_downloads.yaml')" in k for k in cache_keys)
     assert any("matrix.cache_key" in k for k in cache_keys)
     assert "vars.TORCHWIN_WINDOWS_RUNNER || 'windows-2022'" in json.dumps(workflows["nightly.yml"])
+    # Linux too: doctor judges the machine's gcc only for the variants that use it.
+    linux = workflows["nightly.yml"]["jobs"]["build-linux"]
+    steps = [s.get("run", "") for s in linux["steps"]]
+    doctor = next(i for i, r in enumerate(steps) if r.startswith("torchwin doctor --target-platform linux-64"))
+    assert doctor < next(i for i, r in enumerate(steps) if "conda build" in r)
 
 
 # conda-build 26 hands a recipe.yaml to py-rattler-build and refuses every option outside this list
