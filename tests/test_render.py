@@ -84,6 +84,23 @@ def test_pytorch_cuda_builds_require_their_toolkit_and_mutex(capsys):
             assert any(d.startswith("vc ") for d in item["depends"])
 
 
+def test_pytorch_compilers_are_the_ones_our_toolchain_recipes_build():
+    """Windows pins our vs2017_win-64 by its cl version; Linux takes conda's gcc 7 only where the CUDA allows."""
+    tools = {v.name: v for v in recipes.render([ROOT / "recipes" / "vs2017"], ["win-64"])}
+    for platform in ("win-64", "linux-64"):
+        for v in recipes.render([ROOT / "recipes" / "pytorch"], [platform]):
+            if v.name != "pytorch":
+                continue
+            compilers = [r for r in v.build_requirements if r.split()[0].endswith("_" + platform)]
+            if platform == "win-64":
+                vs = tools["vs2017_win-64"].version
+                assert compilers[:2] == ["vs2017_win-64 %s.*" % vs] * 2, v.build_string
+            elif v.variant["cuda_compiler_version"] in ("None", "9.2"):
+                assert compilers[:2] == ["gcc_linux-64 7.*", "gxx_linux-64 7.*"], v.build_string
+            else:  # CUDA 8.0/9.0/9.1 need a gcc older than any conda gcc: the machine's
+                assert [c for c in compilers if c.startswith(("gcc", "gxx"))] == [], v.build_string
+
+
 def test_release_table_columns_line_up():
     table = yaml.safe_load((ROOT / "recipes" / "pytorch" / "variants.yaml").read_text())
     columns = [k for k in table if k.startswith("pytorch_")]
