@@ -309,6 +309,25 @@ def test_find_run_test_in_a_checkout_without_it_is_a_user_error(tmp_path, monkey
         smoke.find_run_test()
 
 
+def test_outside_a_checkout_the_copy_a_wheel_installs_is_used(tmp_path, monkeypatch):
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    # pyproject installs exactly this script to <prefix>/share/torchwin with a wheel...
+    data_files = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "data-files"]
+    folder = smoke.INSTALLED_RUN_TEST.parent.as_posix()
+    assert data_files[folder] == [RUN_TEST.relative_to(REPO).as_posix()]
+    # ...and find_run_test takes it from there when no checkout is found.
+    monkeypatch.setattr(smoke, "repo_root", lambda: None)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    with pytest.raises(UserError, match="not in a torchwin checkout .* and not installed at"):
+        smoke.find_run_test()
+    installed = tmp_path / smoke.INSTALLED_RUN_TEST
+    installed.parent.mkdir(parents=True)
+    installed.write_text(RUN_TEST.read_text(encoding="utf-8"), encoding="utf-8")
+    assert smoke.find_run_test() == installed
+
+
 def test_smoke_help_teaches(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["smoke", "--help"])

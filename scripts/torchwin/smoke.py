@@ -12,10 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from torchwin.checkout import require_repo_root
+from torchwin.checkout import repo_root
 from torchwin.errors import Failure, UserError
 
 RUN_TEST = Path("recipes", "pytorch", "run_test.py")
+INSTALLED_RUN_TEST = Path("share", "torchwin", "run_test.py")
 
 DESCRIPTION = """\
 Check that the torch importable by this Python works: import, version, MKL and CUDA
@@ -72,13 +73,19 @@ def add_parser(subparsers):
 
 
 def find_run_test():
-    """recipes/pytorch/run_test.py of the torchwin checkout."""
-    root = require_repo_root("`torchwin smoke` needs the source checkout (pip install -e .), "
-                             "or run recipes/pytorch/run_test.py from a checkout directly")
-    candidate = root / RUN_TEST
-    if not candidate.is_file():
-        raise UserError("%s: no such file in the torchwin checkout" % candidate)
-    return candidate
+    """recipes/pytorch/run_test.py of the torchwin checkout, else the copy a wheel install put
+    under <prefix>/share/torchwin (pyproject's data-files), so `pip install torchwin` users have it."""
+    root = repo_root()
+    if root is not None:
+        candidate = root / RUN_TEST
+        if not candidate.is_file():
+            raise UserError("%s: no such file in the torchwin checkout" % candidate)
+        return candidate
+    installed = Path(sys.prefix, INSTALLED_RUN_TEST)
+    if installed.is_file():
+        return installed
+    raise UserError("cannot find run_test.py: not in a torchwin checkout (set TORCHWIN_ROOT) and not "
+                    "installed at %s; reinstall torchwin with pip" % installed)
 
 
 def script_argv(args):
