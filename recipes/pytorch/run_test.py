@@ -72,6 +72,9 @@ WORKER_BATCH_TIMEOUT_S = 60
 MEMORY_ITEMS, MEMORY_ITEM_FLOATS, MEMORY_BATCH = 64, 65536, 8
 MEMORY_MEASURED_EPOCHS = 3
 MEMORY_BOUND_MIB = 24
+# Seconds a child process may take to start (interpreter, this script) before its first check
+# starts; not scaled with --timeout-scale, which is about the checks.
+STARTUP_ALLOWANCE_S = 60
 
 WORKER_ERROR_MARKER = "torchwin-smoke: deliberate error in a DataLoader worker"
 BACKWARD_ERROR_MARKER = "torchwin-smoke: deliberate error in backward"
@@ -1070,6 +1073,8 @@ def child_main(args):
 
         for name in names:
             chk = by_name[name]
+            # The parent times the check from here, not from our interpreter's start.
+            emit({"event": "start", "name": name})
             if faulthandler is not None:
                 # Shortly before the parent gives up, show where this check hangs.
                 faulthandler.dump_traceback_later(max(0.5, 0.9 * chk.timeout * args.timeout_scale))
@@ -1198,19 +1203,26 @@ class Runner:
             proc = subprocess.Popen(command, stdout=devnull, stderr=err, **kwargs)
             try:
                 clock = time.time()
+                started = False  # has the child reported pending[0]'s start yet?
                 while pending:
                     exited = proc.poll() is not None
                     offset, events = self.read_events(result_path, offset)
                     for event in events:
                         if event.get("event") == "info":
                             self.torch = self.torch or event.get("torch")
+                        elif event.get("event") == "start":
+                            if pending and event.get("name") == pending[0].name:
+                                clock, started = time.time(), True
                         elif pending and event.get("name") == pending[0].name:
                             pending.pop(0)
                             self.record(event)
-                            clock = time.time()
+                            clock, started = time.time(), False
                     if exited or not pending:
                         break
-                    if time.time() - clock > pending[0].timeout * self.args.timeout_scale:
+                    # A check's bound counts from its start in the child; the child's own start-up
+                    # (interpreter, this script) has a fixed allowance of its own.
+                    limit = pending[0].timeout * self.args.timeout_scale + (0 if started else STARTUP_ALLOWANCE_S)
+                    if time.time() - clock > limit:
                         timed_out = True
                         break
                     time.sleep(0.05)
@@ -1227,7 +1239,10 @@ class Runner:
         current = pending.pop(0)
         seconds = round(time.time() - clock, 3)
         tail = stderr_summary(err_path)
-        if timed_out:
+        if timed_out and not started:
+            reason = "the test process did not start this check within %g s" % (
+                current.timeout * self.args.timeout_scale + STARTUP_ALLOWANCE_S)
+        elif timed_out:
             reason = "timed out after %g s: %s" % (current.timeout * self.args.timeout_scale,
                                                    current.hang_hint or "the check hangs")
         else:
