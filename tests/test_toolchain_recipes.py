@@ -426,3 +426,16 @@ def test_build_scripts_run_on_old_pythons():
     result = subprocess.run([vermin, "-t=3.5-", "--no-tips", "--violations", *scripts],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout
+
+
+def test_the_activation_template_filler_is_the_same_in_both_recipes():
+    """Each recipe folder carries its own copy of fill(); they must not drift apart."""
+    import ast
+
+    def fill_source(recipe):
+        path = ROOT / "recipes" / recipe / "install_activation.py"
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        [node] = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "fill"]
+        return ast.dump(node)
+
+    assert fill_source("nvcc") == fill_source("vs2017")

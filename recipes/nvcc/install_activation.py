@@ -16,6 +16,8 @@ SHELLS = {
 }
 
 
+# The same function is in recipes/vs2017/install_activation.py: a recipe folder must stand
+# alone (conda build copies only it), so each carries its own copy; a test keeps them identical.
 def fill(template_path, values):
     """Return the template text with every @NAME@ replaced; fail on a name without a value."""
     with open(template_path, encoding="utf-8") as f:

@@ -30,6 +30,8 @@ def read_names(path):
     return names
 
 
+# The same function is in recipes/nvcc/install_activation.py: a recipe folder must stand
+# alone (conda build copies only it), so each carries its own copy; a test keeps them identical.
 def fill(template_path, values):
     """Return the template text with every @NAME@ replaced; fail on a name without a value."""
     with open(template_path, encoding="utf-8") as f:

@@ -19,7 +19,7 @@ from torchwin import channel_store, retention
 from torchwin.channel_config import load_channel_config
 from torchwin.checkout import require_repo_root
 from torchwin.errors import Failure, UserError
-from torchwin.package_check import EXTENSIONS, ZSTD, file_digest
+from torchwin.package_check import EXTENSIONS, ZSTD, check_pinned_labels, file_digest
 
 __all__ = ["add_packages", "default_channel_dir", "load_channel_config"]
 
@@ -308,8 +308,6 @@ def _dir(args):
 def run_add(args):
     config = load_channel_config(args.config)
     label = config.check_label(args.label)
-    from torchwin.package_check import check_pinned_labels
-
     check_pinned_labels([Path(f) for f in args.files if Path(f).is_file()], label, config, skip_unreadable=True)
     paths = add_packages(_dir(args), args.files, label=label, force=args.force, config=config)
     for path in paths:
