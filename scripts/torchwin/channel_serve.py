@@ -1,19 +1,32 @@
 """`torchwin channel serve`: the channel folder over HTTP on 127.0.0.1, for conda, pixi or a browser.
 
 Read-only static files from the standard library's HTTP server, one thread per
-request. DIR/.torchwin/ (lock, staging) is not served. Updates made while it
-serves are safe: `channel add` replaces files atomically.
+connection. Hidden entries (DIR/.torchwin/: lock, staging) are neither served
+nor listed, and a symlink is followed only while it stays inside DIR. A
+connection idle for IDLE_TIMEOUT seconds is closed and at most MAX_CONNECTIONS
+are served at once (more wait in the listen queue), so idle clients cannot pile
+up threads. A malformed request gets its 4xx answer and one log line, never a
+traceback. Updates made while it serves are safe: `channel add` replaces files
+atomically.
 """
 
 import functools
+import html
+import io
+import os
 import posixpath
+import sys
+import threading
+from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
-from torchwin.channel_store import STATE_DIR
+from torchwin.errors import UserError
 
 HOST = "127.0.0.1"
+IDLE_TIMEOUT = 30.0  # seconds a connection may wait between requests (or stall mid-request)
+MAX_CONNECTIONS = 64  # conda/pixi open a handful at a time; pixi's downloads use at most ~50
 
 
 class ChannelRequestHandler(SimpleHTTPRequestHandler):
@@ -25,17 +38,66 @@ class ChannelRequestHandler(SimpleHTTPRequestHandler):
         ".bz2": "application/x-bzip2",
         ".html": "text/html; charset=utf-8",
     }
+    # The base class answers an unparsable request line as HTTP/0.9, i.e. a bare body with no
+    # status line; a client must be able to read the 400.
+    default_request_version = "HTTP/1.0"
+
+    def setup(self):
+        # StreamRequestHandler applies self.timeout to the socket: an idle keep-alive
+        # connection then ends its thread (handle_one_request closes on the timeout).
+        self.timeout = self.server.idle_timeout
+        super().setup()
 
     def send_head(self):
-        parts = posixpath.normpath(unquote(urlsplit(self.path).path)).split("/")
-        if STATE_DIR in parts or any(p.startswith(".") and p not in (".", "..") for p in parts):
-            self.send_error(404, "Not found")
+        url_path = unquote(urlsplit(self.path).path)
+        if "\0" in url_path:  # the file system refuses such names (ValueError), so say it is bad input
+            self.send_error(HTTPStatus.BAD_REQUEST, "NUL in the path")
+            return None
+        parts = posixpath.normpath(url_path).split("/")
+        if any(p.startswith(".") and p not in (".", "..") for p in parts) or not self._inside(
+            self.translate_path(self.path)
+        ):
+            self.send_error(HTTPStatus.NOT_FOUND, "Not found")
             return None
         return super().send_head()
 
+    def _inside(self, path):
+        """path, symlinks resolved, is the served folder or below it."""
+        root = os.path.realpath(self.directory)
+        try:
+            return os.path.commonpath([root, os.path.realpath(path)]) == root
+        except ValueError:  # another drive on Windows
+            return False
+
+    def list_directory(self, path):
+        """The base class's listing, without hidden entries and symlinks that lead out of the folder."""
+        try:
+            names = sorted(os.listdir(path), key=str.lower)
+        except OSError:
+            self.send_error(HTTPStatus.NOT_FOUND, "No permission to list directory")
+            return None
+        title = "Directory listing for " + html.escape(unquote(urlsplit(self.path).path), quote=False)
+        lines = ["<!DOCTYPE HTML>", '<html lang="en">', '<head><meta charset="utf-8">',
+                 f"<title>{title}</title></head>", f"<body>\n<h1>{title}</h1>\n<hr>\n<ul>"]
+        for name in names:
+            full = os.path.join(path, name)
+            if name.startswith(".") or not self._inside(full):
+                continue
+            link = name + "/" if os.path.isdir(full) else name
+            lines.append('<li><a href="%s">%s</a></li>' % (quote(link, errors="surrogatepass"),
+                                                           html.escape(link, quote=False)))
+        lines.append("</ul>\n<hr>\n</body>\n</html>\n")
+        encoded = "\n".join(lines).encode("utf-8", "surrogateescape")
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(encoded)))
+        self.end_headers()
+        return io.BytesIO(encoded)
+
     def end_headers(self):
         # repodata changes with every `channel add`: clients must revalidate, not cache blindly.
-        if self.path.split("?")[0].endswith((".json", ".zst", ".html", "/")):
+        # No path yet when the request line itself was refused (400/414/505).
+        if getattr(self, "path", "").split("?")[0].endswith((".json", ".zst", ".html", "/")):
             self.send_header("Cache-Control", "no-cache")
         super().end_headers()
 
@@ -44,13 +106,44 @@ class ChannelRequestHandler(SimpleHTTPRequestHandler):
             super().log_message(format, *args)
 
 
-def make_server(channel_dir, port=0, quiet=False):
-    """A ThreadingHTTPServer for channel_dir on 127.0.0.1:port (0: a free port); call serve_forever()."""
+class ChannelServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a bound on live connections and one log line per failed request."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler, idle_timeout, max_connections, quiet):
+        self.idle_timeout = idle_timeout
+        self.quiet = quiet
+        self.slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        self.slots.acquire()  # at the bound, stop accepting until a connection ends
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request, client_address):
+        # A client that hangs up mid-answer is routine; nothing a person must read a traceback for.
+        if not self.quiet:
+            exc = sys.exc_info()[1]
+            print(f"{client_address[0]}: request failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def make_server(channel_dir, port=0, quiet=False, idle_timeout=IDLE_TIMEOUT, max_connections=MAX_CONNECTIONS):
+    """A server for channel_dir on 127.0.0.1:port (0: a free port); call serve_forever()."""
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise UserError(f"--port {port}: allowed 0 to 65535 (0 picks a free port)")
     handler = functools.partial(ChannelRequestHandler, directory=str(Path(channel_dir).resolve()))
-    server = ThreadingHTTPServer((HOST, port), handler)
-    server.daemon_threads = True
-    server.quiet = quiet
-    return server
+    return ChannelServer((HOST, port), handler, idle_timeout, max_connections, quiet)
 
 
 def server_url(server):
