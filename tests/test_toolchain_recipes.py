@@ -357,6 +357,23 @@ def test_vs2017_deactivation_restores_what_activation_saved(win_prefix):
     assert 'call set "_TW_REST=%%_TW_MARKED:|%_TORCHWIN_VS2017_PATH_ADDED%=%%"' in deactivate
 
 
+# How a failed Windows activation ends a conda-build/rattler-build build: both set CONDA_BUILD=1 before
+# they CALL the activation scripts and ignore their error level, so only a plain `exit` stops the build.
+BUILD_EXIT = 'if "%CONDA_BUILD%"=="1" exit 1'
+
+
+@pytest.mark.parametrize("name", ["vs2017_win-64", "~nvcc_win-64"])
+def test_a_failed_activation_ends_a_build(win_prefix, name):
+    """Every failure path reaches :tw_fail, which ends a build and returns 1 to an interactive prompt."""
+    text = read_bat(win_prefix / "etc/conda/activate.d" / (name + "_activate.bat"))
+    fail = text.split("\n:tw_fail\n", 1)[1].split("\n:", 1)[0]
+    code = [line for line in fail.splitlines() if line.strip() and not line.lower().startswith("rem ")]
+    assert code[-2:] == [BUILD_EXIT, "exit /b 1"]
+    assert text.count(BUILD_EXIT) == 1
+    # the only `exit /b 1` is the one after the build exit: no failure path bypasses it
+    assert text.count("exit /b 1") == 1
+
+
 def test_nvcc_win_activation_holds_the_expected_commands(channel, tmp_path):
     for version in CUDA_VERSIONS:
         info = package_info(channel, tmp_path, f"nvcc_win-64-{version}-0.conda")
@@ -371,8 +388,17 @@ def test_nvcc_win_activation_holds_the_expected_commands(channel, tmp_path):
             'set "CUDA_HOME=%_TW_HOME%"',
             'set "CUDA_PATH=%_TW_HOME%"',
             'set "CUDA_TOOLKIT_ROOT_DIR=%_TW_HOME%"',
+            # NvToolsExt, which every Windows CUDA build of these releases links (issue 12)
+            'set "_TW_NVTX=%NVTOOLSEXT_PATH%"',
+            r'set "_TW_NVTX=%ProgramFiles%\NVIDIA Corporation\NvToolsExt"',
+            r'if exist "%_TW_NVTX%\lib\x64\nvToolsExt64_1.lib" goto :tw_set_vars',
+            'set "NVTOOLSEXT_PATH=%_TW_NVTX%"',
         ]:
             assert expected in text, (version, expected)
+        # the NvToolsExt check comes before anything is set
+        assert text.index("nvToolsExt64_1.lib") < text.index('set "CUDA_HOME=%_TW_HOME%"')
+        deactivate = read_bat(info.parent / "etc/conda/deactivate.d/~nvcc_win-64_deactivate.bat")
+        assert 'set "NVTOOLSEXT_PATH=%_TORCHWIN_NVCC_OLD_NVTOOLSEXT_PATH%"' in deactivate
 
 
 @pytest.mark.parametrize("name", ["vs2017_win-64", "~nvcc_win-64"])
@@ -384,7 +410,9 @@ def test_batch_files_are_well_formed(win_prefix, name):
         # the variables must reach conda's shell; `exit` without /b would close the user's console
         assert not any(line.lower().startswith("setlocal") for line in code)
         commands = [line for line in code if "echo " not in line]
-        assert all(re.search(r"\bexit /b [01]\b", line) for line in commands if re.search(r"\bexit\b", line))
+        # ... except inside a build, which only a plain `exit` ends (see test_a_failed_activation_ends_a_build)
+        exits = [line for line in commands if re.search(r"\bexit\b", line) and line != BUILD_EXIT]
+        assert all(re.search(r"\bexit /b [01]\b", line) for line in exits)
         # no ( ) blocks: a ")" in an expanded "Program Files (x86)" would end them
         assert not any(line.rstrip().endswith("(") or line.strip() == ")" for line in code)
         labels = [line[1:] for line in code if line.startswith(":")]
