@@ -1,5 +1,6 @@
 """recipes/pytorch/build_driver.py: the environment and command chosen for variant x platform x host."""
 
+import fnmatch
 import importlib.util
 import subprocess
 import sys
@@ -28,7 +29,7 @@ class Host:
 
     def __init__(self, files=(), tools=(), nvcc=None):
         self.files = set(files)
-        self.tools = dict(tools)
+        self.tools = dict({"ninja": "/usr/bin/ninja"}, **dict(tools))
         self.nvcc = nvcc or {}
 
     def exists(self, path):
@@ -40,18 +41,32 @@ class Host:
     def nvcc_version(self, path):
         return self.nvcc.get(path)
 
-def win_cuda_host(version="9.0", home=WIN_CUDA90, cudnn=True, extra=()):
+    def glob(self, pattern):
+        return [f for f in self.files if fnmatch.fnmatchcase(f, pattern)]
+
+    def driver_host(self, can_run_nvcc=True):
+        return driver.Host(exists=self.exists, which=self.which, nvcc_version=self.nvcc_version,
+                           read_text=lambda path: None, glob=self.glob, can_run_nvcc=can_run_nvcc, cpu_count=2)
+
+
+NVTX = r"C:\Program Files\NVIDIA Corporation\NvToolsExt"
+NVTX_LIB = NVTX + r"\lib\x64\nvToolsExt64_1.lib"
+
+
+def win_cuda_host(version="9.0", home=WIN_CUDA90, cudnn=True, nvtx=True, extra=()):
     nvcc = home + r"\bin\nvcc.exe"
     files = {nvcc}
     if cudnn:
         files.add(home + r"\include\cudnn.h")
+    if nvtx:
+        files.add(NVTX_LIB)
     files.update(extra)
     return Host(files, nvcc={nvcc: version})
 
 
-def plan(variant, environ, is_windows, host):
-    return driver.plan(variant, environ, is_windows, exists=host.exists, which=host.which, cpu_count=2,
-                       nvcc_version=host.nvcc_version)
+def plan(variant, environ, is_windows, host, facts=None):
+    result = driver.plan(variant, environ, is_windows, facts or {}, host.driver_host())
+    return result["env"], result["commands"][-1]
 
 
 def variant(version="1.0.1", cuda="9.0", build_number=201):
@@ -86,8 +101,7 @@ CASES = [
                        "/opt/h_env/include/magma.h"}, {"sccache": "/usr/bin/sccache"},
                       {"/usr/local/cuda-9.0/bin/nvcc": "9.0"}), {
         "CUDA_HOME": "/usr/local/cuda-9.0", "CUDNN_LIBRARY": "/usr/local/cuda-9.0/lib64/libcudnn.so",
-        "MAGMA_HOME": "/opt/h_env", "CMAKE_CXX_COMPILER_LAUNCHER": "sccache",
-        "CMAKE_CUDA_COMPILER_LAUNCHER": "sccache", "USE_NCCL": "1",
+        "MAGMA_HOME": "/opt/h_env", "CMAKE_CXX_COMPILER_LAUNCHER": "sccache", "USE_NCCL": "1",
     }, id="linux-1.1.0-cuda90-magma-sccache"),
 ]
 
@@ -107,7 +121,7 @@ def test_cpu_build_sets_no_cuda_paths():
 
 def test_clcache_is_used_on_windows_when_sccache_is_absent():
     host = win_cuda_host()
-    host.tools = {"clcache": r"C:\tools\clcache.exe"}
+    host.tools["clcache"] = r"C:\tools\clcache.exe"
     env, _ = plan(variant(), WIN_ENV, True, host)
     assert env["CMAKE_CXX_COMPILER_LAUNCHER"] == "clcache"
     assert "CMAKE_CUDA_COMPILER_LAUNCHER" not in env
@@ -157,29 +171,6 @@ def test_variant_from_environ_requires_the_recipe_variables():
     assert var["cuda"] == "9.0" and var["patches"] == ["a.patch", "b.patch"]
 
 
-def test_main_prints_the_environment_then_runs_the_command(tmp_path):
-    """Run the driver for real on a CPU variant, with a source tree whose setup.py records what it saw."""
-    (tmp_path / "setup.py").write_text(
-        "import os, sys\nprint('SETUP', sys.argv[1:], os.environ['NO_CUDA'], os.environ['PYTORCH_BUILD_VERSION'])\n")
-    environ = {"TORCHWIN_PYTORCH_VERSION": "1.0.1", "TORCHWIN_BUILD_NUMBER": "1", "TORCHWIN_CUDA_VERSION": "None",
-               "PREFIX": str(tmp_path), "PYTHON": sys.executable, "PATH": "", "SYSTEMROOT": "C:\\Windows"}
-    out = subprocess.run([sys.executable, str(DRIVER)], cwd=tmp_path, env=environ, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert "  NO_CUDA=1" in out.stdout
-    assert "SETUP ['install', '--single-version-externally-managed', '--record=record.txt'] 1 1.0.1" in out.stdout
-
-
-def test_main_reports_a_bad_combination_in_one_line(tmp_path):
-    (tmp_path / "setup.py").write_text("version = '1.0.0a0'\n")
-    environ = {"TORCHWIN_PYTORCH_VERSION": "1.0.1", "TORCHWIN_BUILD_NUMBER": "201", "TORCHWIN_CUDA_VERSION": "9.0",
-               "PREFIX": str(tmp_path), "CUDA_HOME": str(tmp_path / "nope"), "PATH": "", "SYSTEMROOT": "C:\\Windows",
-               "VCToolsVersion": "14.11.25503"}  # on a Windows host the MSVC check comes first
-    out = subprocess.run([sys.executable, str(DRIVER)], cwd=tmp_path, env=environ, capture_output=True, text=True)
-    assert out.returncode == 2
-    assert out.stderr.count("\n") == 1 and "CUDA 9.0" in out.stderr
-    assert "Traceback" not in out.stderr
-
-
 def test_every_supported_cuda_has_arch_list_and_limits():
     assert set(driver.CUDA_ARCH_LIST) == set(driver.MAX_MSVC_TOOLSET)
 
@@ -193,7 +184,7 @@ def test_0_4_1_keeps_sm61_with_cuda90():
 def test_windows_cuda_folder_must_end_in_version():
     home = r"D:\cuda"
     host = win_cuda_host(home=home)
-    with pytest.raises(driver.BuildConfigError, match="must end in v9.0"):
+    with pytest.raises(driver.BuildConfigError, match="must be named v9.0"):
         plan(variant(), dict(WIN_ENV, CUDA_PATH_V9_0=home), True, host)
 
 
@@ -206,36 +197,158 @@ def test_driver_is_valid_python_3_5():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("files, expected", [
-    ({"setup.py": "import os\nversion = '1.0.0a0'\nsha = 'Unknown'\n"}, "1.0.0a0"),
-    ({"setup.py": 'version = "0.4.1"\n'}, "0.4.1"),
-    ({"version.txt": "1.5.0a0\n", "setup.py": "version = '0.0'\n"}, "1.5.0a0"),
-    ({"setup.py": "print('no version here')\n"}, None),
-    ({}, None),
+
+
+def test_cuda_path_with_trailing_backslash_is_normalized():
+    """setup.py takes the folder's basename as the CUDA version: `v9.0\\` would give '' and torch.version.cuda None."""
+    env, _ = plan(variant(), dict(WIN_ENV, CUDA_PATH_V9_0=WIN_CUDA90 + "\\"), True, win_cuda_host())
+    assert env["CUDA_PATH"] == env["CUDA_HOME"] == WIN_CUDA90
+    assert driver.basename(env["CUDA_PATH"]) == "v9.0"
+
+
+def test_linux_cuda_home_with_trailing_slash_is_normalized():
+    host = Host({"/opt/cuda-9.0/bin/nvcc", "/opt/cuda-9.0/include/cudnn.h"}, nvcc={"/opt/cuda-9.0/bin/nvcc": "9.0"})
+    env, _ = plan(variant("1.1.0"), {"PREFIX": "/p", "CUDA_HOME": "/opt/cuda-9.0/"}, False, host)
+    assert env["CUDA_HOME"] == "/opt/cuda-9.0"
+    assert env["CUDNN_INCLUDE_DIR"] == "/opt/cuda-9.0/include"
+
+
+def test_nvtoolsext_default_folder_is_found_and_passed_on():
+    env, _ = plan(variant(), WIN_ENV, True, win_cuda_host())
+    assert env["NVTOOLSEXT_PATH"] == NVTX
+
+
+def test_nvtoolsext_from_the_environment_wins_and_is_normalized():
+    other = r"D:\nvtx"
+    host = win_cuda_host(nvtx=False, extra={other + r"\lib\x64\nvToolsExt64_1.lib"})
+    env, _ = plan(variant(), dict(WIN_ENV, NVTOOLSEXT_PATH=other + "\\"), True, host)
+    assert env["NVTOOLSEXT_PATH"] == other
+
+
+def test_windows_cuda_build_without_nvtoolsext_is_refused():
+    with pytest.raises(driver.BuildConfigError) as info:
+        plan(variant(), WIN_ENV, True, win_cuda_host(nvtx=False))
+    assert "NvToolsExt" in str(info.value) and "NVTOOLSEXT_PATH" in str(info.value)
+
+
+def test_nvtoolsext_not_needed_on_linux_or_cpu():
+    env, _ = plan(variant("1.0.1", "None"), WIN_ENV, True, Host())
+    assert "NVTOOLSEXT_PATH" not in env
+    host = Host({"/usr/local/cuda-9.0/bin/nvcc", "/usr/local/cuda-9.0/include/cudnn.h"},
+                nvcc={"/usr/local/cuda-9.0/bin/nvcc": "9.0"})
+    env, _ = plan(variant("1.1.0"), {"PREFIX": "/p"}, False, host)
+    assert "NVTOOLSEXT_PATH" not in env
+
+
+def test_nvcc_is_not_given_a_launcher_findcuda_ignores():
+    """FindCUDA (bundled by all four releases) never reads CMAKE_CUDA_COMPILER_LAUNCHER."""
+    host = win_cuda_host()
+    host.tools["sccache"] = r"C:\tools\sccache.exe"
+    env, _ = plan(variant(), WIN_ENV, True, host)
+    assert env["CMAKE_CXX_COMPILER_LAUNCHER"] == "sccache"
+    assert "CMAKE_CUDA_COMPILER_LAUNCHER" not in env
+
+
+def test_a_users_cuda_nvcc_executable_is_passed_on_or_refused_when_absent():
+    wrapper = r"C:\tools\nvcc-sccache.exe"
+    env, _ = plan(variant(), dict(WIN_ENV, CUDA_NVCC_EXECUTABLE=wrapper), True, win_cuda_host(extra={wrapper}))
+    assert env["CUDA_NVCC_EXECUTABLE"] == wrapper
+    with pytest.raises(driver.BuildConfigError, match="CUDA_NVCC_EXECUTABLE"):
+        plan(variant(), dict(WIN_ENV, CUDA_NVCC_EXECUTABLE=wrapper), True, win_cuda_host())
+
+
+NINJA_PROBE = {"release": "1.0.0", "ninja": {"python_module_probe": True}}
+
+
+def test_release_that_imports_ninja_needs_the_module_in_the_host_prefix_on_linux():
+    module = "/opt/h_env/lib/python3.6/site-packages/ninja/__init__.py"
+    env, _ = plan(variant("1.0.0", "None"), {"PREFIX": "/opt/h_env"}, False, Host({module}), NINJA_PROBE)
+    assert env["CMAKE_GENERATOR"] == "Ninja"
+    with pytest.raises(driver.BuildConfigError) as info:
+        plan(variant("1.0.0", "None"), {"PREFIX": "/opt/h_env"}, False, Host(), NINJA_PROBE)
+    assert "import" in str(info.value) and "make" in str(info.value) and "/opt/h_env" in str(info.value)
+
+
+def test_windows_and_1_1_0_need_ninja_on_path_only():
+    env, _ = plan(variant("1.0.0", "None"), WIN_ENV, True, Host(), NINJA_PROBE)
+    assert env["CMAKE_GENERATOR"] == "Ninja"
+    host = Host()
+    del host.tools["ninja"]
+    with pytest.raises(driver.BuildConfigError, match="ninja is not on PATH"):
+        plan(variant("1.1.0", "None"), {"PREFIX": "/p"}, False, host, {"ninja": {"python_module_probe": False}})
+
+
+def test_toolkit_version_is_read_from_version_txt_where_nvcc_cannot_run():
+    """Planning win-64 on Linux: nvcc.exe cannot run; CUDA 8-10 ship version.txt."""
+    files = {WIN_CUDA90 + r"\bin\nvcc.exe", WIN_CUDA90 + r"\version.txt", WIN_CUDA90 + r"\include\cudnn.h", NVTX_LIB}
+    host = Host(files).driver_host(can_run_nvcc=False)
+    host.read_text = {WIN_CUDA90 + r"\version.txt": "CUDA Version 9.0.176\n"}.get
+    result = driver.plan(variant(), WIN_ENV, True, {}, host)
+    assert result["env"]["CUDA_PATH"] == WIN_CUDA90
+    host.read_text = {WIN_CUDA90 + r"\version.txt": "CUDA Version 9.2.148\n"}.get
+    with pytest.raises(driver.BuildConfigError, match=r"CUDA 9\.2"):
+        driver.plan(variant(), WIN_ENV, True, {}, host)
+
+
+def test_join_follows_the_style_of_the_base_path():
+    assert driver.join("C:\\a\\", "lib", "x64") == "C:\\a\\lib\\x64"
+    assert driver.join("/tmp/a/", "lib") == "/tmp/a/lib"
+    assert driver.normalize_dir("C:\\") == "C:\\" and driver.normalize_dir("/") == "/"
+
+
+@pytest.mark.parametrize("files, name, expected", [
+    ({"setup.py": "import os\nversion = '1.0.0a0'\nsha = 'Unknown'\n"}, None, "1.0.0a0"),
+    ({"setup.py": "version = '0.5.0a0'\n"}, "setup.py", "0.5.0a0"),
+    ({"version.txt": "1.5.0a0\n", "setup.py": "version = '0.0'\n"}, None, "1.5.0a0"),
+    ({"version.txt": "1.5.0a0\n", "setup.py": "version = '0.0'\n"}, "setup.py", "0.0"),
+    ({"setup.py": "print('no version here')\n"}, None, None),
+    ({}, None, None),
 ])
-def test_declared_version_of_a_checkout(tmp_path, files, expected):
-    for name, text in files.items():
-        (tmp_path / name).write_text(text)
-    assert driver.declared_version(str(tmp_path)) == expected
+def test_declared_version_of_a_checkout(tmp_path, files, name, expected):
+    for filename, text in files.items():
+        (tmp_path / filename).write_text(text)
+    assert driver.declared_version(str(tmp_path), name) == expected
 
 
-def test_source_of_another_release_is_refused(tmp_path):
-    (tmp_path / "setup.py").write_text("version = '1.1.0a0'\n")
-    with pytest.raises(driver.BuildConfigError, match=r"PyTorch 1\.1\.0a0, but this variant builds 0\.4\.1"):
-        driver.check_source_version("0.4.1", str(tmp_path))
-    # Same major.minor passes (a patch release may keep its branch's number); nightlies build any ref.
-    assert driver.check_source_version("1.1.0", str(tmp_path)) is None
-    assert driver.check_source_version("1.2.0.dev20190601", str(tmp_path)) is None
-    (tmp_path / "setup.py").write_text("print()\n")
-    assert "cannot tell the version" in driver.check_source_version("1.1.0", str(tmp_path))
+FACTS_041 = {"release": "0.4.1", "commit": "a24163a9", "declared_version": "0.5.0a0",
+             "declared_version_file": "setup.py",
+             "submodules": [{"path": "third_party/pybind11"}, {"path": "third_party/nervanagpu"}]}
 
 
-def test_main_refuses_a_checkout_of_another_release_before_building(tmp_path):
-    (tmp_path / "setup.py").write_text("version = '1.1.0a0'\nraise SystemExit('setup.py must not run')\n")
-    environ = {"TORCHWIN_PYTORCH_VERSION": "1.0.1", "TORCHWIN_BUILD_NUMBER": "1", "TORCHWIN_CUDA_VERSION": "None",
-               "PREFIX": str(tmp_path), "SRC_DIR": str(tmp_path), "PYTHON": sys.executable, "PATH": "",
-               "SYSTEMROOT": "C:\\Windows"}
-    out = subprocess.run([sys.executable, str(DRIVER)], cwd=tmp_path, env=environ, capture_output=True, text=True)
-    assert out.returncode == 2
-    assert out.stderr.count("\n") == 1 and "is PyTorch 1.1.0a0" in out.stderr
-    assert "setup.py must not run" not in out.stderr + out.stdout
+def src_tree(root, version, submodules=("third_party/pybind11",)):
+    (root / "setup.py").write_text("version = '%s'\n" % version)
+    for path in submodules:
+        (root / path).mkdir(parents=True)
+        (root / path / "CMakeLists.txt").write_text("")
+    return str(root)
+
+
+def source_variant(version, release=None):
+    return {"version": version, "release": release or version}
+
+
+def test_0_4_1_tree_declares_0_5_0a0_and_builds_as_0_4_1(tmp_path):
+    """The v0.4.1 tag's setup.py says 0.5.0a0: the check compares with upstream's facts, not the release name."""
+    src = src_tree(tmp_path, "0.5.0a0")
+    assert driver.check_source(source_variant("0.4.1"), FACTS_041, {"third_party/nervanagpu": "gone"}, src) == []
+
+
+def test_tree_of_another_release_is_refused(tmp_path):
+    facts_110 = {"release": "1.1.0", "commit": "142c973f", "declared_version": "1.1.0",
+                 "declared_version_file": "setup.py", "submodules": []}
+    src = src_tree(tmp_path, "1.0.0a0", ())
+    with pytest.raises(driver.BuildConfigError) as info:
+        driver.check_source(source_variant("1.1.0"), facts_110, {}, src)
+    assert "declares 1.0.0a0" in str(info.value) and "1.1.0" in str(info.value)
+    # Nightlies build any ref.
+    assert "not checked" in driver.check_source(source_variant("1.2.0.dev20190601", "1.1.0"), facts_110, {}, src)[0]
+
+
+def test_empty_submodule_is_refused_unless_skipped(tmp_path):
+    src = src_tree(tmp_path, "0.5.0a0", ())
+    (tmp_path / "third_party" / "pybind11").mkdir(parents=True)
+    with pytest.raises(driver.BuildConfigError) as info:
+        driver.check_source(source_variant("0.4.1"), FACTS_041, {"third_party/nervanagpu": "gone"}, src)
+    assert "submodule third_party/pybind11 is empty or missing" in str(info.value)
+    with pytest.raises(driver.BuildConfigError, match=r"third_party/pybind11 .*\(and 1 more\)"):
+        driver.check_source(source_variant("0.4.1"), FACTS_041, {}, src)

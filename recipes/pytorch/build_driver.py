@@ -1,13 +1,25 @@
-"""Build PyTorch for one variant: compute the build environment, print it, run setup.py.
+"""Build PyTorch for one variant: check the source and the host, print the plan, run it.
 
 Called by bld.bat / build.sh with the variant's own Python (3.5+), so this file
 must stay valid Python 3.5: no f-strings, no annotations. The recipe passes
 the variant through TORCHWIN_* environment variables; the host (compilers,
-CUDA toolkit, cuDNN, MKL in the host prefix, compiler caches) is read from the
-environment and the file system. `plan()` is pure and unit-tested; `main()`
-only runs what `plan()` decided.
+CUDA toolkit, cuDNN, NvToolsExt, MKL in the host prefix, compiler caches) is
+read from the environment and the file system. What each release needs is read
+from upstream's own files, as recorded in upstream/<release>.json (written by
+`torchwin upstream-facts`), never assumed.
+
+    build_driver.py                       check, print the plan, run it (the recipe's build)
+    build_driver.py --plan [--json] [--platform win-64|linux-64]
+                                          check and print the plan; compile and write nothing
+
+Exit 1 with one line when the build would fail, 2 on a wrong call.
+`plan()` is pure (the file system and tools are passed in) and unit-tested;
+`main()` only runs what `plan()` decided.
 """
 
+import argparse
+import glob
+import json
 import os
 import re
 import shutil
@@ -30,13 +42,27 @@ CUDA_ARCH_LIST_BEFORE_1_0 = {"9.0": "3.5;5.0+PTX;6.0;6.1;7.0"}
 # "expression must have a constant value" (pytorch/pytorch#14203).
 MAX_MSVC_TOOLSET = {"8.0": (14, 11), "9.0": (14, 11), "9.1": (14, 11), "9.2": (14, 13)}
 
+# The library every Windows CUDA build of these releases links (setup.py of
+# 0.4.1-1.0.1, torch/CMakeLists.txt of 1.1.0).
+NVTOOLSEXT_LIB = ("lib", "x64", "nvToolsExt64_1.lib")
+
+PLATFORMS = ("win-64", "linux-64")
+
 
 class BuildConfigError(Exception):
     """A variant/host combination that cannot build; the message says how to fix it."""
 
 
+class UsageError(BuildConfigError):
+    """The driver was called wrongly (not through the recipe)."""
+
+
 def version_tuple(text):
     return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+def is_nightly(version):
+    return ".dev" in version
 
 
 def release_switches(pytorch_version, use_cuda, is_windows):
@@ -68,6 +94,28 @@ def release_switches(pytorch_version, use_cuda, is_windows):
     return env
 
 
+def join(base, *parts):
+    """Join in the style of `base`: backslashes for a Windows path, slashes otherwise.
+
+    So a win-64 plan made on Linux (tests, --platform win-64) probes real folders.
+    """
+    windows_style = "\\" in base or re.match(r"^[A-Za-z]:", base) is not None
+    sep = "\\" if windows_style else "/"
+    return sep.join([base.rstrip("\\/")] + [p.strip("\\/") for p in parts])
+
+
+def normalize_dir(path):
+    r"""`C:\...\CUDA\v9.0\` -> `C:\...\CUDA\v9.0`: setup.py takes the basename as the CUDA version."""
+    stripped = path.rstrip("\\/")
+    if not stripped or re.match(r"^[A-Za-z]:$", stripped):
+        return path
+    return stripped
+
+
+def basename(path):
+    return re.split(r"[\\/]", path.rstrip("\\/"))[-1]
+
+
 def nvcc_version(nvcc):
     """The release nvcc reports (`Cuda compilation tools, release 9.0, V9.0.176`), or None."""
     try:
@@ -78,8 +126,49 @@ def nvcc_version(nvcc):
     return match.group(1) if match else None
 
 
-def find_cuda_home(cuda_version, environ, is_windows, exists, nvcc_version=nvcc_version):
-    """CUDA_PATH_V9_0-style variable first (what the installer sets), then CUDA_HOME, then the default folder."""
+def read_text(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def version_txt(text):
+    """CUDA 8-10 ship version.txt: `CUDA Version 9.0.176` -> 9.0."""
+    match = re.search(r"CUDA Version (\d+\.\d+)", text or "")
+    return match.group(1) if match else None
+
+
+class Host:
+    """What the plan reads from the machine; tests pass their own."""
+
+    def __init__(self, exists=os.path.exists, which=None, nvcc_version=nvcc_version, read_text=read_text,
+                 glob=glob.glob, can_run_nvcc=True, cpu_count=None):
+        self.exists = exists
+        self.which = which or shutil.which
+        self.nvcc_version = nvcc_version
+        self.read_text = read_text
+        self.glob = glob
+        self.can_run_nvcc = can_run_nvcc
+        self.cpu_count = cpu_count or os.cpu_count() or 1
+
+
+def toolkit_version(home, is_windows, host):
+    """nvcc's answer where it can run, else the toolkit's version.txt (a win-64 plan made on Linux)."""
+    nvcc = join(home, "bin", "nvcc.exe" if is_windows else "nvcc")
+    if host.can_run_nvcc and host.exists(nvcc):
+        found = host.nvcc_version(nvcc)
+        if found:
+            return found
+    path = join(home, "version.txt")
+    if host.exists(path):
+        return version_txt(host.read_text(path))
+    return None
+
+
+def find_cuda_home(cuda_version, environ, is_windows, host):
+    """CUDA_PATH_V9_0-style variable first (what the installer sets), then CUDA_HOME, CUDA_PATH, the default folder."""
     major, minor = cuda_version.split(".")
     candidates = [
         environ.get("CUDA_PATH_V%s_%s" % (major, minor)),
@@ -93,30 +182,27 @@ def find_cuda_home(cuda_version, environ, is_windows, exists, nvcc_version=nvcc_
     seen = []
     visited = set()
     for path in candidates:
-        if not path or path in visited:
+        if not path:
+            continue
+        path = normalize_dir(path)
+        if path in visited:
             continue
         visited.add(path)
-        nvcc = join(is_windows, path, "bin", "nvcc.exe" if is_windows else "nvcc")
-        if not exists(nvcc):
+        found = toolkit_version(path, is_windows, host)
+        if found is None and not host.exists(join(path, "bin", "nvcc.exe" if is_windows else "nvcc")):
             continue
-        found = nvcc_version(nvcc)
         if found == cuda_version:
-            # setup.py reads the CUDA version from the folder name (...\\CUDA\\v9.0).
-            if is_windows and not path.rstrip("\\/").lower().endswith("v" + cuda_version):
-                raise BuildConfigError("CUDA folder %s must end in v%s: PyTorch's setup.py reads the version "
+            # setup.py reads the CUDA version from the folder name (...\CUDA\v9.0).
+            if is_windows and basename(path).lower() != "v" + cuda_version:
+                raise BuildConfigError("CUDA folder %s must be named v%s: PyTorch's setup.py reads the version "
                                        "from the folder name" % (path, cuda_version))
             return path
-        seen.append("%s (nvcc %s)" % (path, found or "unreadable"))
+        seen.append("%s (%s)" % (path, "CUDA " + found if found else "version unreadable"))
     raise BuildConfigError(
         "CUDA %s was requested but no CUDA %s toolkit was found (looked at CUDA_PATH_V%s_%s, CUDA_HOME, "
         "CUDA_PATH and the default folder%s); install it from https://developer.nvidia.com/cuda-toolkit-archive "
         "and check with `torchwin doctor --cuda %s`"
         % (cuda_version, cuda_version, major, minor, "; found " + ", ".join(seen) if seen else "", cuda_version))
-
-
-def join(is_windows, *parts):
-    sep = "\\" if is_windows else "/"
-    return sep.join(p.rstrip("\\/") for p in parts)
 
 
 def check_msvc(cuda_version, environ):
@@ -133,44 +219,83 @@ def check_msvc(cuda_version, environ):
             "-vcvars_ver=14.11" % (cuda_version, limit[0], limit[1], found))
 
 
-def find_tool(names, which):
-    for name in names:
-        path = which(name)
-        if path:
-            return name, path
-    return None, None
+def find_nvtoolsext(facts, environ, host):
+    """NvToolsExt for a Windows CUDA build: NVTOOLSEXT_PATH, else the folder upstream defaults to."""
+    info = facts.get("nvtoolsext") or {}
+    env_var = info.get("env_var") or "NVTOOLSEXT_PATH"
+    default = info.get("default_path") or r"C:\Program Files\NVIDIA Corporation\NvToolsExt"
+    given = environ.get(env_var)
+    home = normalize_dir(given or default)
+    lib = join(home, *NVTOOLSEXT_LIB)
+    if not host.exists(lib):
+        raise BuildConfigError(
+            "NvToolsExt not found: no %s (%s); PyTorch %s links it in every Windows CUDA build; install it "
+            "(the CUDA installer's Nsight NVTX component) or set %s"
+            % (lib, "from %s" % env_var if given else "the default folder, %s is unset" % env_var,
+               facts.get("release", "?"), env_var))
+    return env_var, home
 
 
-def plan(variant, environ, is_windows, exists=os.path.exists, which=shutil.which, cpu_count=None,
-         nvcc_version=nvcc_version):
-    """Return (environment additions, command) for this variant on this host.
+def ninja_module_in(prefix, is_windows, host):
+    """The Python module `ninja` in the host prefix, where setup.py imports it from."""
+    if is_windows:
+        pattern = join(prefix, "Lib", "site-packages", "ninja", "__init__.py")
+    else:
+        pattern = join(prefix, "lib", "python*", "site-packages", "ninja", "__init__.py")
+    return bool(host.glob(pattern))
 
-    `variant` holds: version, build_number, cuda ("None" or "9.0"...), cudnn, python.
+
+def check_ninja(facts, environ, is_windows, host):
+    """Every release builds with ninja; each decides differently (see the facts' `ninja`)."""
+    info = facts.get("ninja") or {}
+    if not host.which("ninja"):
+        raise BuildConfigError("ninja is not on PATH; the recipe's build requirements provide it "
+                               "(CMake's Ninja generator needs the executable)")
+    # 0.4.1 and 1.0.x on Linux pick the generator by `import ninja` in setup.py
+    # and fall back to make, which the recipe does not provide.
+    if info.get("python_module_probe") and not is_windows:
+        prefix = environ.get("PREFIX", "")
+        if not ninja_module_in(prefix, is_windows, host):
+            raise BuildConfigError("PyTorch %s's setup.py imports the Python module `ninja` to choose Ninja over "
+                                   "make, and %s has none; the recipe's host requirement `ninja` provides it"
+                                   % (facts.get("release", "?"), prefix or "the host prefix (PREFIX unset)"))
+
+
+def plan(variant, environ, is_windows, facts=None, host=None):
+    """Return {"env": additions, "commands": [argv, ...], "warnings": [...]} for this variant on this host.
+
+    `variant` holds: version, build_number, cuda ("None" or "9.0"...), cudnn, patches.
+    `facts` is upstream/<release>.json.
     """
+    facts = facts or {}
+    host = host or Host()
+    warnings = []
     cuda = variant.get("cuda", "None")
     use_cuda = cuda not in ("None", "", None)
     env = {}
     env.update(release_switches(variant["version"], use_cuda, is_windows))
     env["PYTORCH_BUILD_VERSION"] = variant["version"]
     env["PYTORCH_BUILD_NUMBER"] = str(variant["build_number"])
+    # Read by build_pytorch_libs.bat (0.4.1-1.0.1); on Linux those releases
+    # choose by `import ninja` (checked below) and 1.1.0 by ninja on PATH.
     env["CMAKE_GENERATOR"] = "Ninja"
-    jobs = environ.get("MAX_JOBS") or str(cpu_count or os.cpu_count() or 1)
-    env["MAX_JOBS"] = jobs
+    env["MAX_JOBS"] = environ.get("MAX_JOBS") or str(host.cpu_count)
 
     prefix = environ.get("PREFIX", "")
     if is_windows:
-        library = environ.get("LIBRARY_PREFIX") or join(True, prefix, "Library")
+        library = environ.get("LIBRARY_PREFIX") or join(prefix, "Library")
         env["DISTUTILS_USE_SDK"] = "1"
         env["MSSdk"] = "1"
         # MKL from the host prefix (mkl-devel); CMake's FindMKL looks at these.
-        env["CMAKE_INCLUDE_PATH"] = join(True, library, "include")
-        env["LIB"] = join(True, library, "lib") + ";" + environ.get("LIB", "")
+        env["CMAKE_INCLUDE_PATH"] = join(library, "include")
+        env["LIB"] = join(library, "lib") + ";" + environ.get("LIB", "")
         env["CMAKE_PREFIX_PATH"] = library
     else:
         library = prefix
         env["CMAKE_PREFIX_PATH"] = prefix
-        env["CMAKE_INCLUDE_PATH"] = join(False, prefix, "include")
-        env["CMAKE_LIBRARY_PATH"] = join(False, prefix, "lib")
+        env["CMAKE_INCLUDE_PATH"] = join(prefix, "include")
+        env["CMAKE_LIBRARY_PATH"] = join(prefix, "lib")
+    check_ninja(facts, environ, is_windows, host)
 
     if use_cuda:
         if cuda not in CUDA_ARCH_LIST:
@@ -179,7 +304,7 @@ def plan(variant, environ, is_windows, exists=os.path.exists, which=shutil.which
         # On Linux the nvcc package's activation has already refused a gcc this CUDA rejects.
         if is_windows:
             check_msvc(cuda, environ)
-        home = find_cuda_home(cuda, environ, is_windows, exists, nvcc_version)
+        home = find_cuda_home(cuda, environ, is_windows, host)
         env["CUDA_HOME"] = home
         env["CUDA_PATH"] = home
         env["CUDA_TOOLKIT_ROOT_DIR"] = home
@@ -187,41 +312,64 @@ def plan(variant, environ, is_windows, exists=os.path.exists, which=shutil.which
         env["TORCH_CUDA_ARCH_LIST"] = (environ.get("TORCH_CUDA_ARCH_LIST") or arch_lists.get(cuda)
                                        or CUDA_ARCH_LIST[cuda])
         env["TORCH_NVCC_FLAGS"] = "-Xfatbin -compress-all"
-        cudnn_root = environ.get("CUDNN_ROOT") or home
-        env["CUDNN_INCLUDE_DIR"] = join(is_windows, cudnn_root, "include")
+        cudnn_root = normalize_dir(environ.get("CUDNN_ROOT") or home)
+        env["CUDNN_INCLUDE_DIR"] = join(cudnn_root, "include")
         if is_windows:
-            env["CUDNN_LIB_DIR"] = join(True, cudnn_root, "lib", "x64")
-            env["CUDNN_LIBRARY"] = join(True, env["CUDNN_LIB_DIR"], "cudnn.lib")
+            env["CUDNN_LIB_DIR"] = join(cudnn_root, "lib", "x64")
+            env["CUDNN_LIBRARY"] = join(env["CUDNN_LIB_DIR"], "cudnn.lib")
         else:
-            env["CUDNN_LIB_DIR"] = join(False, cudnn_root, "lib64")
-            env["CUDNN_LIBRARY"] = join(False, env["CUDNN_LIB_DIR"], "libcudnn.so")
-        if not exists(join(is_windows, env["CUDNN_INCLUDE_DIR"], "cudnn.h")):
+            env["CUDNN_LIB_DIR"] = join(cudnn_root, "lib64")
+            env["CUDNN_LIBRARY"] = join(env["CUDNN_LIB_DIR"], "libcudnn.so")
+        if not host.exists(join(env["CUDNN_INCLUDE_DIR"], "cudnn.h")):
             raise BuildConfigError("cuDNN %s for CUDA %s not found: no cudnn.h in %s; unpack cuDNN into the "
                                    "CUDA folder or set CUDNN_ROOT" % (variant.get("cudnn"), cuda,
                                                                       env["CUDNN_INCLUDE_DIR"]))
-        magma_header = join(is_windows, library, "include", "magma.h")
-        if exists(magma_header):
+        nvtx = facts.get("nvtoolsext") or {}
+        if is_windows and nvtx.get("required_on_windows_cuda", True):
+            name, path = find_nvtoolsext(facts, environ, host)
+            env[name] = path
+        # FindCUDA as bundled by all four releases reads $ENV{CUDA_NVCC_EXECUTABLE}
+        # (CMAKE_CUDA_COMPILER_LAUNCHER is not used by FindCUDA): a wrapper the
+        # user provides, e.g. one that calls sccache, goes through here.
+        nvcc_exe = environ.get("CUDA_NVCC_EXECUTABLE")
+        if nvcc_exe:
+            if not host.exists(nvcc_exe):
+                raise BuildConfigError("CUDA_NVCC_EXECUTABLE is %s, which does not exist; unset it to use "
+                                       "the toolkit's nvcc" % nvcc_exe)
+            env["CUDA_NVCC_EXECUTABLE"] = nvcc_exe
+        magma_header = join(library, "include", "magma.h")
+        if host.exists(magma_header):
             env["MAGMA_HOME"] = library
 
-    launcher_name, launcher = find_tool(("sccache", "clcache") if is_windows else ("sccache",), which)
-    if launcher:
-        env["CMAKE_C_COMPILER_LAUNCHER"] = launcher_name
-        env["CMAKE_CXX_COMPILER_LAUNCHER"] = launcher_name
-        if use_cuda and launcher_name == "sccache":
-            env["CMAKE_CUDA_COMPILER_LAUNCHER"] = "sccache"
+    # Host C/C++ compiles only: these releases' FindCUDA ignores a CUDA launcher.
+    for name in (("sccache", "clcache") if is_windows else ("sccache",)):
+        if host.which(name):
+            env["CMAKE_C_COMPILER_LAUNCHER"] = name
+            env["CMAKE_CXX_COMPILER_LAUNCHER"] = name
+            break
+
+    commands = []
+    recipe_dir = environ.get("RECIPE_DIR") or os.path.dirname(os.path.abspath(__file__))
+    for patch in variant.get("patches") or ():
+        path = join(recipe_dir, patch)
+        commands.append(["git", "apply", "--check", path])
+        commands.append(["git", "apply", path])
     python = environ.get("PYTHON") or sys.executable
-    command = [python, "setup.py", "install", "--single-version-externally-managed", "--record=record.txt"]
-    return env, command
+    commands.append([python, "setup.py", "install", "--single-version-externally-managed", "--record=record.txt"])
+    return {"env": env, "commands": commands, "warnings": warnings}
 
 
 def variant_from_environ(environ):
     """The variant as the recipe's build script passes it."""
     missing = [k for k in ("TORCHWIN_PYTORCH_VERSION", "TORCHWIN_BUILD_NUMBER") if not environ.get(k)]
     if missing:
-        raise BuildConfigError("the recipe did not pass %s; run this through `conda build recipes/pytorch`"
-                               % ", ".join(missing))
+        raise UsageError("the recipe did not pass %s; run this through `conda build recipes/pytorch`"
+                         % ", ".join(missing))
+    version = environ["TORCHWIN_PYTORCH_VERSION"]
     return {
-        "version": environ["TORCHWIN_PYTORCH_VERSION"],
+        "version": version,
+        # The variants.yaml row (a nightly builds on its release's row).
+        "release": environ.get("TORCHWIN_RELEASE") or version,
         "build_number": environ["TORCHWIN_BUILD_NUMBER"],
         "cuda": environ.get("TORCHWIN_CUDA_VERSION", "None"),
         "cudnn": environ.get("TORCHWIN_CUDNN", "None"),
@@ -229,72 +377,149 @@ def variant_from_environ(environ):
     }
 
 
+def load_json(path, what):
+    text = read_text(path)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise BuildConfigError("%s %s is not valid JSON: %s" % (what, path, exc))
+
+
+def load_facts(recipe_dir, release):
+    path = os.path.join(recipe_dir, "upstream", release + ".json")
+    facts = load_json(path, "upstream facts")
+    if facts is None:
+        raise BuildConfigError("no upstream facts for PyTorch %s: %s is missing; generate it with "
+                               "`torchwin upstream-facts` from an upstream checkout" % (release, path))
+    return facts
+
+
+def load_skipped(recipe_dir, release):
+    """Submodules the build deliberately does not fetch (submodules_skipped.json; absent file: none)."""
+    table = load_json(os.path.join(recipe_dir, "submodules_skipped.json"), "submodule list") or {}
+    return table.get(release) or {}
+
+
 SETUP_VERSION = re.compile(r"""^version\s*=\s*['"]([0-9][^'"]*)['"]""", re.MULTILINE)
 
 
-def declared_version(src_dir):
-    """The version a PyTorch checkout declares (version.txt, else setup.py's `version = '...'`), or None."""
-    for name, pattern in (("version.txt", None), ("setup.py", SETUP_VERSION)):
-        path = os.path.join(src_dir, name)
-        if not os.path.isfile(path):
+def declared_version(src_dir, name=None):
+    """The version a PyTorch checkout declares (version.txt, else setup.py's `version = '...'`), or None.
+
+    `name` is the file upstream declares it in for this release (the facts' declared_version_file).
+    """
+    for candidate in ([name] if name else ["version.txt", "setup.py"]):
+        text = read_text(os.path.join(src_dir, candidate))
+        if text is None:
             continue
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-        if pattern is None:
+        if candidate.endswith("version.txt"):
             return text.strip() or None
-        match = pattern.search(text)
+        match = SETUP_VERSION.search(text)
         if match:
             return match.group(1)
     return None
 
 
-def check_source_version(expected, src_dir):
-    """Refuse a checkout of another release (TORCHWIN_SOURCE_DIR feeds one tree to every variant).
+def check_source(variant, facts, skipped, src_dir):
+    """Refuse a tree of another release, or one missing a submodule the build needs.
 
-    Only major.minor is compared: release tags declare e.g. 1.0.0a0 in setup.py, and a
-    patch release may keep its branch's number. Nightlies (x.y.z.devN) build any ref.
+    The tree must declare what upstream's tag declares (0.4.1's tag says
+    0.5.0a0). Nightlies (x.y.z.devN) build any ref, so they are not checked.
     """
-    if ".dev" in expected:
-        return None
-    found = declared_version(src_dir)
-    if found is None:
-        return "cannot tell the version of the source in %s; building it as %s" % (src_dir, expected)
-    if version_tuple(found)[:2] != version_tuple(expected)[:2]:
-        raise BuildConfigError("the source in %s is PyTorch %s, but this variant builds %s; check out v%s "
-                               "(or pick the variant with --variant pytorch_version=%s)"
-                               % (src_dir, found, expected, expected, found))
-    return None
+    if is_nightly(variant["version"]):
+        return ["nightly %s: the source is not checked against %s's facts" % (variant["version"], facts["release"])]
+    expected = facts["declared_version"]
+    found = declared_version(src_dir, facts.get("declared_version_file"))
+    if found != expected:
+        raise BuildConfigError(
+            "the source in %s declares %s in %s, but PyTorch %s's tag declares %s; check out v%s (commit %s)"
+            % (src_dir, found or "no version", facts.get("declared_version_file") or "version.txt/setup.py",
+               variant["release"], expected, variant["release"], facts.get("commit", "?")))
+    missing = []
+    for module in facts.get("submodules") or ():
+        path = module["path"]
+        if path in skipped:
+            continue
+        full = os.path.join(src_dir, *path.split("/"))
+        if not os.path.isdir(full) or not os.listdir(full):
+            missing.append(path)
+    if missing:
+        raise BuildConfigError(
+            "submodule %s is empty or missing in %s%s; run `git submodule update --init --recursive` there "
+            "(submodules_skipped.json lists the ones the build does without)"
+            % (missing[0], src_dir, " (and %d more)" % (len(missing) - 1) if len(missing) > 1 else ""))
+    return []
 
 
-def apply_patches(patches, recipe_dir, run=subprocess.call):
-    for patch in patches:
-        path = os.path.join(recipe_dir, patch)
-        for args in (["git", "apply", "--check", path], ["git", "apply", path]):
-            if run(args) != 0:
-                raise BuildConfigError("patch %s does not apply to this source (%s)" % (patch, " ".join(args)))
+def make_plan(environ, platform):
+    """Everything the build and --plan share: the variant, the source checks, the plan."""
+    variant = variant_from_environ(environ)
+    recipe_dir = environ.get("RECIPE_DIR") or os.path.dirname(os.path.abspath(__file__))
+    facts = load_facts(recipe_dir, variant["release"])
+    src_dir = environ.get("SRC_DIR") or os.getcwd()
+    warnings = check_source(variant, facts, load_skipped(recipe_dir, variant["release"]), src_dir)
+    is_windows = platform == "win-64"
+    host = Host(which=lambda name: shutil.which(name, path=environ.get("PATH", "")),
+                can_run_nvcc=is_windows == (sys.platform == "win32"))
+    result = plan(variant, environ, is_windows, facts, host)
+    result["warnings"] = warnings + result["warnings"]
+    result.update({"release": variant["release"], "version": variant["version"], "platform": platform,
+                   "cuda": variant["cuda"], "build_number": variant["build_number"], "src_dir": src_dir})
+    return result
+
+
+def print_plan(result, out):
+    out.write("torchwin build driver: PyTorch %s (%s), CUDA %s, build number %s\n"
+              % (result["version"], result["platform"], result["cuda"], result["build_number"]))
+    for key in sorted(result["env"]):
+        out.write("  %s=%s\n" % (key, result["env"][key]))
+    for command in result["commands"]:
+        out.write("  command: %s\n" % " ".join(command))
+    out.flush()
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description="Build PyTorch for the variant the recipe passes (TORCHWIN_*).")
+    parser.add_argument("--plan", action="store_true",
+                        help="check the source and host, print the environment and commands; build nothing")
+    parser.add_argument("--json", action="store_true", help="with --plan: print the plan as JSON")
+    parser.add_argument("--platform", choices=PLATFORMS,
+                        help="plan for this platform (default: the running one)")
+    args = parser.parse_args(argv)
+    if (args.json or args.platform) and not args.plan:
+        parser.error("--json and --platform go with --plan")
+    return args
 
 
 def main(argv=None):
+    args = parse_args(argv)
     environ = dict(os.environ)
-    is_windows = sys.platform == "win32"
+    platform = args.platform or ("win-64" if sys.platform == "win32" else "linux-64")
     try:
-        variant = variant_from_environ(environ)
-        warning = check_source_version(variant["version"], environ.get("SRC_DIR") or os.getcwd())
-        if warning:
-            print("torchwin build driver: warning: %s" % warning, file=sys.stderr)
-        additions, command = plan(variant, environ, is_windows)
-        apply_patches(variant["patches"], environ.get("RECIPE_DIR", "."))
+        result = make_plan(environ, platform)
     except BuildConfigError as exc:
         print("torchwin build driver: error: %s" % exc, file=sys.stderr)
-        return 2
-    print("torchwin build driver: PyTorch %s, CUDA %s, build number %s"
-          % (variant["version"], variant["cuda"], variant["build_number"]))
-    for key in sorted(additions):
-        print("  %s=%s" % (key, additions[key]))
-    print("  command: %s" % " ".join(command))
-    sys.stdout.flush()
-    environ.update(additions)
-    return subprocess.call(command, env=environ)
+        return 2 if isinstance(exc, UsageError) else 1
+    for warning in result["warnings"]:
+        print("torchwin build driver: warning: %s" % warning, file=sys.stderr)
+    if args.plan:
+        if args.json:
+            json.dump({k: result[k] for k in sorted(result)}, sys.stdout, indent=2, sort_keys=True)
+            sys.stdout.write("\n")
+        else:
+            print_plan(result, sys.stdout)
+        return 0
+    print_plan(result, sys.stdout)
+    environ.update(result["env"])
+    for command in result["commands"]:
+        code = subprocess.call(command, env=environ)
+        if code != 0:
+            print("torchwin build driver: error: `%s` failed (exit %d)" % (" ".join(command), code),
+                  file=sys.stderr)
+            return 1
+    return 0
 
 
 if __name__ == "__main__":
