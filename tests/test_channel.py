@@ -145,19 +145,25 @@ def _bad_packages(tmp_path):
     garbage = out / "garbage" / "junk-1.0-h0_0.conda"
     garbage.parent.mkdir(parents=True)
     garbage.write_text("this is not a zip file\n")
-    renamed = out / "renamed" / "other-1.0-h0_0.conda"  # index.json says 'bad'
+    renamed = out / "renamed" / "other-1.0-h1_0.tar.bz2"  # index.json says 'bad'
     renamed.parent.mkdir(parents=True)
-    renamed.write_bytes(good_conda.read_bytes())
+    renamed.write_bytes(good_bz2.read_bytes())
+    # conda reads info-<file stem>.tar.zst: a .conda whose members are named otherwise is not installable.
+    renamed_conda = out / "renamed" / "other-1.0-h0_0.conda"
+    renamed_conda.write_bytes(good_conda.read_bytes())
     wrong_folder = out / "win-64" / good_conda.name  # index.json says linux-64
     wrong_folder.parent.mkdir(parents=True)
     wrong_folder.write_bytes(good_conda.read_bytes())
     not_a_package = out / "notes.txt"
     not_a_package.write_text("hello")
     return {
-        "truncated .conda": (_truncated(good_conda, out / "t1"), "not a readable .conda"),
-        "truncated .tar.bz2": (_truncated(good_bz2, out / "t2"), "not a readable .tar.bz2"),
-        "garbage": (garbage, "not a readable .conda"),
+        "truncated .conda": (_truncated(good_conda, out / "t1"), ": truncated"),
+        # Once said "(empty file)": tarfile's words for a stream that stopped early.
+        "truncated .tar.bz2": (_truncated(good_bz2, out / "t2"), ": truncated (the bzip2 stream ends"),
+        "garbage": (garbage, "data before the zip archive"),
         "name mismatch": (renamed, "does not match the file name"),
+        "members not named after the file": (renamed_conda, "a .conda holds exactly metadata.json, "
+                                             "info-other-1.0-h0_0.tar.zst and pkg-other-1.0-h0_0.tar.zst"),
         "subdir mismatch": (wrong_folder, "but the file is in a win-64 folder"),
         "not a package": (not_a_package, "not a conda package file name"),
         "missing": (out / "nope-1.0-0.conda", "no such package file"),
@@ -193,21 +199,22 @@ def test_unknown_label_is_refused(tmp_path, chan, config_file, capsys):
         channel.add_packages(chan, [pkg], label="beta", config=load_channel_config(config_file))
 
 
-def test_failed_index_leaves_channel_unchanged(tmp_path, chan, config_file, monkeypatch):
+def test_failure_while_staging_leaves_channel_unchanged(tmp_path, chan, config_file, monkeypatch):
     good = make_package(tmp_path / "out", "good")
     assert cli("add", good, "--channel-dir", chan, "--config", config_file) == 0
     before = tree_digest(chan)
 
-    async def broken_index(*args, **kwargs):
-        raise OSError("disk full")
+    def broken_record(*args, **kwargs):
+        raise Failure("disk full")
 
-    monkeypatch.setattr(channel_store, "index_fs", broken_index)
-    with pytest.raises(Failure, match="indexing the channel failed"):
+    monkeypatch.setattr(channel_store, "package_record", broken_record)
+    with pytest.raises(Failure, match="disk full"):
         channel.add_packages(
             chan, [make_package(tmp_path / "out", "other")], config=load_channel_config(config_file)
         )
     assert tree_digest(chan) == before
     assert not list((chan / ".torchwin").glob("staging-*"))
+    assert not (chan / ".torchwin" / "journal.json").exists()
 
 
 # ---------------------------------------------------------------- concurrency and readers
@@ -511,24 +518,31 @@ def test_broken_channel_yaml_is_one_clear_line(tmp_path, text, message, capsys):
 
 
 def test_adding_new_names_one_by_one_gives_the_same_repodata_as_a_full_index(tmp_path, chan, config_file):
-    """The incremental road (index only the new package, merge its record) must agree with the indexer."""
+    """Our records (computed from the checked package, merged) must equal the indexer's, field by field."""
     import asyncio
     import shutil
 
     from backports import zstd  # noqa: F401  (the same module the merge writes .zst with)
     from rattler.index import index_fs
+    from rattler.platform import Subdir
 
     config = load_channel_config(config_file)
     built = tmp_path / "built"
     files = [make_package(built, name=n, version=v, subdir=s)
              for n, v, s in (("alpha", "1.0", "linux-64"), ("alpha", "1.1", "linux-64"),
                              ("beta", "2.0", "noarch"), ("gamma", "0.1", "win-64"))]
+    # Every optional field a record can carry, in both archive formats.
+    files.append(make_package(built, name="delta", version="3.0", subdir="linux-64", depends=["alpha >=1"],
+                              constrains=["beta <3"], license="BSD-3-Clause", license_family="BSD"))
+    files.append(make_package(built, name="eps", version="1.0", subdir="noarch", noarch="generic",
+                              archive=ArchiveType.TarBz2, depends=["python"]))
+    files.append(packages.labelled_package(built / "labelled", "main"))
     for f in files:
         channel.add_packages(chan, [f], config=config)
     reference = tmp_path / "reference"
     shutil.copytree(chan, reference, ignore=shutil.ignore_patterns("repodata*", ".torchwin"))
     for subdir in ("linux-64", "noarch", "win-64"):
-        asyncio.run(index_fs(reference, target_platform=channel_store.Subdir(subdir), write_zst=True,
+        asyncio.run(index_fs(reference, target_platform=Subdir(subdir), write_zst=True,
                              write_shards=False, force=True))
         ours = json.loads((chan / subdir / "repodata.json").read_text(encoding="utf-8"))
         theirs = json.loads((reference / subdir / "repodata.json").read_text(encoding="utf-8"))

@@ -85,6 +85,10 @@ def find_packages(channel_dir, specs, label, platform=None):
             continue
         records = RepoData.from_path(path).into_repo_data(Channel(root.resolve().as_uri()))
         for record in records:
+            if not channel_store.safe_filename(record.file_name):
+                message = channel_store.unsafe_name_message(f"{label}/{subdir}", record.file_name)
+                print(f"torchwin: warning: {message}", file=sys.stderr)
+                continue
             for kind, matcher in matchers:
                 if kind == "file":
                     hit = matcher in (record.file_name, f"{subdir}/{record.file_name}")
@@ -143,6 +147,9 @@ def verify(channel_dir):
             records = channel_store.records_of(repodata)
             for filename, rec in sorted(records.items()):
                 checked += 1
+                if not channel_store.safe_filename(filename):
+                    problems.append(channel_store.unsafe_name_message(where, filename))
+                    continue
                 path = folder / filename
                 if not path.is_file():
                     problems.append(f"{where}/{filename}: in repodata.json but the file is missing")
@@ -319,7 +326,7 @@ def run_remove(args):
     config = load_channel_config(args.config)
     label = config.check_label(args.label)
     channel_dir = _dir(args)
-    with channel_store.channel_lock(channel_dir):
+    with channel_store.session(channel_dir, writes=not args.dry_run):
         victims = find_packages(channel_dir, args.specs, label, args.platform)
         if not victims:
             raise UserError(f"no package in label {label} matches {' '.join(args.specs)}")
@@ -336,7 +343,7 @@ def run_prune(args):
     for label in args.label or ():
         config.check_label(label)
     channel_dir = _dir(args)
-    with channel_store.channel_lock(channel_dir):
+    with channel_store.session(channel_dir, writes=not args.dry_run):
         plan = prune_plan(channel_dir, config, labels=args.label)
         verb = "would remove" if args.dry_run else "remove"
         for build, reason in plan:
@@ -353,10 +360,10 @@ def run_prune(args):
 
 
 def run_verify(args):
+    if args.config is not None:  # not needed to verify, but a wrong --config is a mistake to point out
+        load_channel_config(args.config)
     channel_dir = _dir(args)
-    if not channel_dir.is_dir():
-        raise UserError(f"{channel_dir}: no such channel folder")
-    with channel_store.channel_lock(channel_dir):
+    with channel_store.session(channel_dir, writes=False):
         checked, problems = verify(channel_dir)
     for problem in problems:
         print(problem)
@@ -370,7 +377,9 @@ def run_page(args):
     from torchwin.channel_page import write_page
 
     config = load_channel_config(args.config)
-    output, entries = write_page(_dir(args), config, channel_url=args.channel_url, output=args.output)
+    channel_dir = _dir(args)
+    with channel_store.session(channel_dir, writes=False):  # a mistyped folder is refused, not created
+        output, entries = write_page(channel_dir, config, channel_url=args.channel_url, output=args.output)
     print(f"wrote {output} ({len(entries)} package file(s))")
     return 0
 
@@ -378,9 +387,11 @@ def run_page(args):
 def run_serve(args):
     from torchwin.channel_serve import make_server, server_url
 
+    if args.config is not None:  # not needed to serve, but a wrong --config is a mistake to point out
+        load_channel_config(args.config)
     channel_dir = _dir(args)
-    if not channel_dir.is_dir():
-        raise UserError(f"{channel_dir}: no such channel folder (add packages first)")
+    with channel_store.session(channel_dir, writes=False):
+        pass  # only to finish a change a killed command left, before anything is served
     try:
         server = make_server(channel_dir, args.port, quiet=args.quiet)
     except OSError as exc:

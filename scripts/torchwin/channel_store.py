@@ -1,59 +1,65 @@
-"""The local channel on disk: layout, the lock, and atomic add/remove with a py-rattler re-index.
+"""The local channel on disk: layout, the lock, and crash-safe, reader-atomic add/remove.
 
 Layout: label main is DIR/<subdir>/, any other label L is DIR/label/L/<subdir>/,
 each a complete conda channel (with noarch/). DIR/.torchwin/ holds the lock
-file and short-lived staging folders; it is never served.
+file, the journal and staging folders; it is never served.
 
-How an update stays atomic for readers (a conda client, `torchwin channel serve`):
-1. Under the channel lock, a staging folder is built on the same disk: hard links
-   to the packages already there, the new packages copied in (mode 0644),
-   and the current repodata.json minus the entries being replaced or removed.
-   Adding files under new names takes a shorter road: the staging folder holds
-   only the new packages, the indexer records just those, and their records are
-   merged into a copy of the live repodata. Its cost then follows the new
-   packages, not the channel's size (benchmarks/run.py measures both).
-2. py-rattler's indexer runs on the staging folder. (It writes each file through
-   <root>/.tmp/ and a rename, so each file alone is whole; but on the live folder
-   a bad package would already sit in the channel, a failure between its writes
-   would leave .zst and .json disagreeing, and a --force replacement would keep
-   the old record, since it reuses records by file name.)
-3. New package files are renamed into place first, then repodata.json.zst and
-   repodata.json, each with os.replace: a reader sees the old or the new file,
-   whole, and every file a repodata.json names is already there.
-   Removed package files are deleted only after the new repodata is in place.
-Anything that fails before step 3 leaves the channel exactly as it was.
+Records: a new package's repodata record is computed from the package we just
+checked (its info/index.json through rattler's own PackageRecord conversion,
+plus size, sha256, md5 and indexed_timestamp, as rattler's indexer writes it) and
+merged into the live repodata.json. No indexer run: its start-up alone cost more
+than the rest of an add (benchmarks/run.py measures both roads).
 
-Indexer settings: repodata.json.zst is written (conda and rattler clients fetch
-it first; one more whole file to swap), sharded repodata (CEP 16) is not: it is
-made for channels with many thousands of records, and its shard files named by
-content would need their own ordering and garbage collection to stay consistent
-for readers. A stale shard index would shadow repodata.json for rattler
+One change (add, add --force, remove, prune) under the channel lock:
+1. Stage: new package files are copied into .torchwin/staging-*/ (checked again by
+   sha256 while copying, mode 0644, fsynced). A kill here leaves the channel as it was.
+2. Commit: .torchwin/journal.json is written (temp file + rename) naming every
+   record to add and every file name to drop, per subdir.
+3. Roll forward, per subdir, from the journal:
+   a. repodata without every name being dropped or replaced (only if it names one),
+   b. staged files renamed into place,
+   c. repodata with the new records, each only if the file under its name has its size,
+   d. dropped files deleted; then the journal and the staging folder.
+   Each repodata write replaces repodata.json.zst, then repodata.json (os.replace).
+The next command of any kind (it takes the lock) finds a journal left by a killed
+one and runs step 3 again: every step is idempotent, so the channel ends as the
+killed command meant it to. A reader never sees a record whose size/sha256
+disagree with the file under its name: a --force replacement is first taken out
+of repodata (3a), and named again only once the new bytes are in place (3c).
+Between, the package is briefly absent from the index, which a client tolerates
+like any package it has not heard of yet. Protects against killed processes, not
+power loss: staged files and the journal are fsynced, the folder entries are not.
+
+Sharded repodata (CEP 16) is not written: it is made for channels with many
+thousands of records. A stale shard index would shadow repodata.json for rattler
 clients, so one left from elsewhere is deleted on each update.
 """
 
-import asyncio
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-from rattler.index import index_fs
-from rattler.platform import Subdir
+from rattler import PackageRecord
 
 from torchwin.channel_config import MAIN
 from torchwin.errors import Failure, UserError
 from torchwin.lock import FileLock
-from torchwin.package_check import EXTENSIONS, KNOWN_SUBDIRS, check_package, file_digest
+from torchwin.package_check import EXTENSIONS, KNOWN_SUBDIRS, check_package, file_digest, file_digests
 
 STATE_DIR = ".torchwin"
+JOURNAL = "journal.json"
 REPODATA = "repodata.json"
 REPODATA_ZST = "repodata.json.zst"
 STALE_SHARDS = "repodata_shards.msgpack.zst"
 _CHUNK = 1 << 20
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def label_root(channel_dir, label):
@@ -90,6 +96,23 @@ def read_repodata(root, subdir):
         raise Failure(f"{path}: unreadable repodata ({exc})") from None
 
 
+def safe_filename(name):
+    """True for a plain package file name: a repodata record naming a path must never reach the file system."""
+    return (
+        isinstance(name, str)
+        and name.endswith(EXTENSIONS)
+        and "/" not in name
+        and "\\" not in name
+        and "\x00" not in name
+        and ":" not in name
+        and name not in (".", "..")
+    )
+
+
+def unsafe_name_message(where, name):
+    return f"{where}/repodata.json names {name!r}, which is not a plain file name; ignored"
+
+
 def records_of(repodata):
     """{filename: record} over both the .tar.bz2 and the .conda sections."""
     records = dict(repodata.get("packages") or {})
@@ -102,7 +125,25 @@ def iter_records(channel_dir):
     for label, root in label_roots(channel_dir):
         for subdir in subdirs_of(root):
             for filename, record in sorted(records_of(read_repodata(root, subdir)).items()):
+                if not safe_filename(filename):
+                    print(f"torchwin: warning: {unsafe_name_message(f'{label}/{subdir}', filename)}", file=sys.stderr)
+                    continue
                 yield label, root, subdir, filename, record
+
+
+def check_channel_dir(channel_dir, create=False):
+    """A UserError unless channel_dir is a folder (or, with create, can become one); creates nothing."""
+    channel_dir = Path(channel_dir)
+    if channel_dir.exists() and not channel_dir.is_dir():
+        raise UserError(f"{channel_dir}: not a folder (--channel-dir / TORCHWIN_CHANNEL_DIR must name a channel folder)")
+    if not channel_dir.exists():
+        if not create:
+            raise UserError(f"{channel_dir}: no such channel folder (check --channel-dir / TORCHWIN_CHANNEL_DIR)")
+        for parent in channel_dir.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise UserError(f"{channel_dir}: cannot be created, {parent} is a file")
+                break
 
 
 def channel_lock(channel_dir, timeout=3600.0):
@@ -114,6 +155,25 @@ def channel_lock(channel_dir, timeout=3600.0):
     return FileLock(Path(channel_dir) / STATE_DIR / "lock", timeout=timeout, on_wait=say)
 
 
+@contextmanager
+def session(channel_dir, writes):
+    """Hold the channel lock and finish any change a killed command left; for every channel command.
+
+    writes=False (dry runs, verify, page, serve): a channel no torchwin command has changed
+    has no lock file and nothing to finish, and a read-only command creates nothing.
+    """
+    channel_dir = Path(channel_dir)
+    check_channel_dir(channel_dir, create=writes)
+    if not writes and not (channel_dir / STATE_DIR / "lock").exists():
+        yield
+        return
+    if writes:
+        channel_dir.mkdir(parents=True, exist_ok=True)
+    with channel_lock(channel_dir):
+        recover(channel_dir)
+        yield
+
+
 def add_packages(channel_dir, files, label=MAIN, force=False):
     """Check, copy and index package files into label of the channel; return their paths there.
 
@@ -122,6 +182,7 @@ def add_packages(channel_dir, files, label=MAIN, force=False):
     with other content is refused unless force.
     """
     channel_dir = Path(channel_dir)
+    check_channel_dir(channel_dir, create=True)
     packages = [check_package(f) for f in files]
     seen = {}
     for pkg in packages:
@@ -129,33 +190,30 @@ def add_packages(channel_dir, files, label=MAIN, force=False):
         if other.sha256 != pkg.sha256:
             raise UserError(f"{other.path} and {pkg.path}: same file name, different content")
     root = label_root(channel_dir, label)
-    channel_dir.mkdir(parents=True, exist_ok=True)
-    with channel_lock(channel_dir):
-        to_copy = []
-        unindexed = False
+    with session(channel_dir, writes=True):
+        to_add = []
         for pkg in {(p.subdir, p.filename): p for p in packages}.values():
             dest = root / pkg.subdir / pkg.filename
-            existing = file_digest(dest)[0] if dest.exists() else None
-            if existing != pkg.sha256:
-                if existing is not None and not force:
-                    raise UserError(
-                        f"{pkg.path}: {pkg.subdir}/{pkg.filename} is already in label {label} with other "
-                        f"content (sha256 {existing[:12]}..., new {pkg.sha256[:12]}...); "
-                        "pass --force to replace it"
-                    )
-                to_copy.append(pkg)
-            else:
-                record = records_of(read_repodata(root, pkg.subdir)).get(pkg.filename)
-                # Present but not indexed: left by a run killed between its two renames.
-                unindexed |= not record or record.get("sha256") != pkg.sha256
-        if to_copy or unindexed:
-            _commit(channel_dir, root, packages, add=to_copy, drop=())
+            record = records_of(read_repodata(root, pkg.subdir)).get(pkg.filename) or {}
+            on_disk = file_digest(dest)[0] if dest.is_file() else None
+            if record.get("sha256") == pkg.sha256 and on_disk == pkg.sha256:
+                continue  # already there and indexed: adding it again changes nothing
+            other = next((d for d in (record.get("sha256"), on_disk) if d and d != pkg.sha256), None)
+            if other and not force:
+                raise UserError(
+                    f"{pkg.path}: {pkg.subdir}/{pkg.filename} is already in label {label} with other "
+                    f"content (sha256 {other[:12]}..., new {pkg.sha256[:12]}...); "
+                    "pass --force to replace it"
+                )
+            to_add.append(pkg)
+        if to_add:
+            _transact(channel_dir, root, add=to_add, drop=())
     return [root / p.subdir / p.filename for p in packages]
 
 
 def remove_packages(channel_dir, label, victims):
     """Remove [(subdir, filename)] from label's channel: new repodata first, then the files."""
-    with channel_lock(channel_dir):
+    with session(channel_dir, writes=True):
         return remove_locked(channel_dir, label, victims)
 
 
@@ -163,87 +221,170 @@ def remove_locked(channel_dir, label, victims):
     """remove_packages for a caller that already holds the channel lock."""
     channel_dir = Path(channel_dir)
     root = label_root(channel_dir, label)
-    present = [(s, f) for s, f in victims if (root / s / f).exists()]
+    victims = [(s, f) for s, f in victims if s in KNOWN_SUBDIRS and safe_filename(f)]
+    present = [(s, f) for s, f in victims if (root / s / f).exists() or f in records_of(read_repodata(root, s))]
     if present:
-        _commit(channel_dir, root, [], add=(), drop=present)
+        _transact(channel_dir, root, add=(), drop=present)
     return [root / s / f for s, f in present]
 
 
-def _commit(channel_dir, root, packages, add, drop):
-    """Stage, index and publish one change to one channel root (caller holds the lock)."""
-    drop_by_subdir = {}
-    for subdir, filename in drop:
-        drop_by_subdir.setdefault(subdir, set()).add(filename)
-    add_by_subdir = {}
-    for pkg in add:
-        add_by_subdir.setdefault(pkg.subdir, []).append(pkg)
-    subdirs = set(drop_by_subdir) | set(add_by_subdir) | {p.subdir for p in packages} | {"noarch"}
+def package_record(pkg, scratch):
+    """The repodata record rattler's indexer writes for pkg: index.json through rattler, plus the file's digests."""
+    index_path = Path(scratch) / f"index-{pkg.sha256}.json"
+    index_path.write_bytes(pkg.index_json)
+    try:
+        record = PackageRecord.from_index_json(index_path, size=pkg.size, sha256=pkg.sha256, md5=pkg.md5)
+    finally:
+        index_path.unlink(missing_ok=True)
+    data = json.loads(record.to_json())
+    data["indexed_timestamp"] = int(time.time() * 1000)
+    return data
 
+
+def _transact(channel_dir, root, add, drop):
+    """Stage, journal and carry out one change to one channel root (the caller holds the lock)."""
     state = channel_dir / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
-    for leftover in state.glob("staging-*"):  # from a killed run; we hold the lock, so nobody uses it
-        shutil.rmtree(leftover, ignore_errors=True)
     stage = Path(tempfile.mkdtemp(prefix="staging-", dir=state))
-    # Only new names: nothing in the live repodata changes, records are only added.
-    only_new = bool(add) and not drop and not any((root / p.subdir / p.filename).exists() for p in add)
+    changes = {}
+
+    def change(subdir):
+        return changes.setdefault(subdir, {"add": {}, "drop": []})
+
     try:
-        for subdir in sorted(subdirs):
-            if only_new:
-                (stage / subdir).mkdir(parents=True)
-            else:
-                replaced = {p.filename for p in add_by_subdir.get(subdir, [])}
-                _stage_subdir(root / subdir, stage / subdir, replaced, drop_by_subdir.get(subdir, set()))
         for pkg in add:
+            (stage / pkg.subdir).mkdir(exist_ok=True)
             _copy_checked(pkg, stage / pkg.subdir / pkg.filename)
-        changed = []
-        for subdir in sorted(subdirs):  # noarch too: conda clients need it even when it is empty
-            if only_new and subdir not in add_by_subdir and (root / subdir / REPODATA).exists():
-                continue  # nothing new here: the live repodata stays as it is
-            _index(stage, subdir)
-            if only_new:
-                _merge_into_live(root, stage, subdir)
-            changed.append(subdir)
-        # The indexer also writes stage/noarch on its own; only what we meant to change is published.
-        subdirs = set(changed)
-        for pkg in packages:
-            indexed_in = stage if pkg.subdir in subdirs else root  # a subdir left alone keeps its live index
-            record = records_of(read_repodata(indexed_in, pkg.subdir)).get(pkg.filename)
-            if record is None or record.get("sha256") != pkg.sha256:
-                raise Failure(f"indexing {pkg.filename} did not record its sha256 {pkg.sha256}")
-        _publish(stage, root, sorted(subdirs), add, drop)
-    finally:
+            change(pkg.subdir)["add"][pkg.filename] = package_record(pkg, stage)
+        for subdir, filename in drop:
+            change(subdir)["drop"].append(filename)
+        if not (root / "noarch" / REPODATA).exists():
+            change("noarch")  # conda clients need noarch/repodata.json even when it is empty
+        journal = {
+            "root": root.relative_to(channel_dir).as_posix(),
+            "stage": stage.name,
+            "subdirs": changes,
+        }
+        _write_atomic(state / JOURNAL, json.dumps(journal, sort_keys=True).encode("utf-8"), state)
+    except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _roll_forward(channel_dir, journal)
 
 
-def _stage_subdir(live, staged, replaced, dropped):
-    """staged/ = hard links to live/'s packages (minus replaced/dropped) + its repodata minus those."""
-    staged.mkdir(parents=True)
-    if not live.is_dir():
-        return
-    for entry in live.iterdir():
-        is_package = entry.is_file() and entry.name.endswith(EXTENSIONS)
-        if is_package and entry.name not in replaced and entry.name not in dropped:
-            _link_or_copy(entry, staged / entry.name)
-    repodata_path = live / REPODATA
-    if repodata_path.exists():
-        repodata = read_repodata(live.parent, live.name)
-        for section in ("packages", "packages.conda"):
-            for name in replaced | dropped:
-                (repodata.get(section) or {}).pop(name, None)
-        # The indexer reuses these records for files it finds, so it reads only new packages.
-        (staged / REPODATA).write_text(json.dumps(repodata), encoding="utf-8")
+def recover(channel_dir):
+    """Finish the change a killed command journaled, and clear staging leftovers (caller holds the lock)."""
+    channel_dir = Path(channel_dir)
+    state = channel_dir / STATE_DIR
+    path = state / JOURNAL
+    if path.exists():
+        journal = _read_journal(path)
+        count = sum(len(c["add"]) + len(c["drop"]) for c in journal["subdirs"].values())
+        print(
+            f"torchwin: finishing an interrupted channel update ({count} file(s) in "
+            f"{journal['root']}), left by a command that was killed",
+            file=sys.stderr,
+            flush=True,
+        )
+        _roll_forward(channel_dir, journal, recovering=True)
+    if state.is_dir():
+        for leftover in state.glob("staging-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in state.glob("tmp-*"):
+            leftover.unlink(missing_ok=True)
 
 
-def _merge_into_live(root, stage, subdir):
-    """stage/subdir's repodata = the live repodata plus the records just indexed in stage."""
-    merged = read_repodata(root, subdir)
-    new = read_repodata(stage, subdir)
+def _read_journal(path):
+    """The journal, checked: it names only folders and files inside the channel."""
+    try:
+        journal = json.loads(path.read_text(encoding="utf-8"))
+        root, stage, subdirs = journal["root"], journal["stage"], journal["subdirs"]
+        parts = root.split("/")
+        ok = root == "." or (len(parts) == 2 and parts[0] == "label" and _LABEL_NAME.match(parts[1]))
+        ok = ok and re.match(r"^staging-[A-Za-z0-9_]+$", stage) is not None
+        for subdir, change in subdirs.items():
+            ok = ok and subdir in KNOWN_SUBDIRS
+            ok = ok and all(safe_filename(f) for f in list(change["add"]) + list(change["drop"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise Failure(f"{path}: unreadable channel journal ({exc}); move it away and run `channel verify`") from None
+    if not ok:
+        raise Failure(f"{path}: the channel journal names paths outside the channel; move it away")
+    return journal
+
+
+def _roll_forward(channel_dir, journal, recovering=False):
+    """Step 3 of the module docstring; safe to run again from any point it was killed at."""
+    state = channel_dir / STATE_DIR
+    root = channel_dir / journal["root"]
+    stage = state / journal["stage"]
+    for subdir, change in sorted(journal["subdirs"].items()):
+        folder = root / subdir
+        folder.mkdir(parents=True, exist_ok=True)
+        adds, drops = change["add"], set(change["drop"])
+        going = drops | set(adds)
+        live = read_repodata(root, subdir)
+        if going & set(records_of(live)):
+            _write_repodata(folder, _without(live, going), state)
+        for filename in adds:
+            staged = stage / subdir / filename
+            if staged.exists():
+                _replace(staged, folder / filename)
+        live = read_repodata(root, subdir)
+        final = _without(live, going)
+        for filename, record in sorted(adds.items()):
+            if _holds(folder / filename, record, recovering):
+                section = "packages.conda" if filename.endswith(".conda") else "packages"
+                final.setdefault(section, {})[filename] = record
+        # A plain remove was already published by 3a; a recovery rewrites both files in any case,
+        # since the kill may have fallen between the .zst and the .json.
+        if recovering or final != live or not (folder / REPODATA).exists():
+            _write_repodata(folder, final, state)
+        for filename in sorted(drops):
+            if (folder / filename).exists():
+                _unlink(folder / filename)
+        stale = folder / STALE_SHARDS
+        if stale.exists():
+            _unlink(stale)
+    _unlink(state / JOURNAL)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _holds(path, record, recovering):
+    """Is path the file record describes? After a kill the rename may not have happened: then hash it."""
+    if not path.is_file():
+        return False
+    if not recovering:
+        return path.stat().st_size == record.get("size")
+    sha256, _md5, size = file_digests(path)
+    return (sha256, size) == (record.get("sha256"), record.get("size"))
+
+
+def _without(repodata, names):
+    repodata = dict(repodata)
     for section in ("packages", "packages.conda"):
-        merged.setdefault(section, {}).update(new.get(section) or {})
-    text = json.dumps(merged, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    (stage / subdir / REPODATA).write_bytes(text)
+        repodata[section] = {k: v for k, v in (repodata.get(section) or {}).items() if k not in names}
+    repodata.setdefault("repodata_version", 1)
+    return repodata
+
+
+def _write_repodata(folder, repodata, state):
+    """Replace folder's repodata.json.zst, then repodata.json, each whole (written in state/, then renamed)."""
+    text = json.dumps(repodata, sort_keys=True, separators=(",", ":")).encode("utf-8")
     # A low level: repodata is rewritten on every add, and level 3 already takes it to ~1/10.
-    (stage / subdir / REPODATA_ZST).write_bytes(_zstd().compress(text, level=3))
+    for name, data in ((REPODATA_ZST, _zstd().compress(text, level=3)), (REPODATA, text)):
+        tmp = state / f"tmp-{name}"
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o644)
+        _replace(tmp, folder / name)
+
+
+def _write_atomic(path, data, state):
+    tmp = state / f"tmp-{path.name}"
+    with open(tmp, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    _replace(tmp, path)
 
 
 def _zstd():
@@ -254,13 +395,6 @@ def _zstd():
     return zstd
 
 
-def _link_or_copy(src, dst):
-    try:
-        os.link(src, dst)
-    except OSError:  # a file system without hard links: a copy is slower but as good
-        shutil.copy2(src, dst)
-
-
 def _copy_checked(pkg, dest):
     """Copy pkg into the staging folder, hashing on the way: it must still be the file we checked."""
     digest = hashlib.sha256()
@@ -268,41 +402,12 @@ def _copy_checked(pkg, dest):
         for chunk in iter(lambda: src.read(_CHUNK), b""):
             digest.update(chunk)
             out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
     if digest.hexdigest() != pkg.sha256:
         raise Failure(f"{pkg.path} changed while it was being added to the channel")
     # rattler-build writes packages with mode 0600; a channel served to others needs them readable.
     os.chmod(dest, 0o644)
-
-
-def _index(stage, subdir):
-    try:
-        asyncio.run(
-            index_fs(stage, target_platform=Subdir(subdir), write_zst=True, write_shards=False, force=False)
-        )
-    # The indexer surfaces Rust errors (and panics) as several exception types; any of them means
-    # the index failed, and the caller throws the staging folder away.
-    except Exception as exc:  # noqa: BLE001
-        raise Failure(f"indexing the channel failed ({str(exc).strip().splitlines()[0]})") from None
-
-
-def _publish(stage, root, subdirs, add, drop):
-    for subdir in subdirs:
-        (root / subdir).mkdir(parents=True, exist_ok=True)
-    for pkg in add:
-        _replace(stage / pkg.subdir / pkg.filename, root / pkg.subdir / pkg.filename)
-    for subdir in subdirs:
-        for name in (REPODATA_ZST, REPODATA):
-            staged = stage / subdir / name
-            if staged.exists():
-                os.chmod(staged, 0o644)
-                _replace(staged, root / subdir / name)
-        stale = root / subdir / STALE_SHARDS
-        if stale.exists():
-            _unlink(stale)
-    for subdir, filename in drop:
-        path = root / subdir / filename
-        if path.exists():
-            _unlink(path)
 
 
 # On Windows a file another process has open (a download in progress, `channel serve`

@@ -1,21 +1,35 @@
 """Check one conda package file before it goes into a channel or to anaconda.org.
 
-A package passes when the archive reads to its end (every member of a .conda,
-every block of a .tar.bz2), its info/index.json names the same package as the
-file name, and its subdir is a real platform that agrees with the folder the
-file sits in (when that folder is named like a platform). Its sha256 and size
-are measured here so the channel can record and later verify them.
+A package passes when:
+- its container is exactly what conda's own readers expect: a .conda is a zip of
+  exactly metadata.json, info-<stem>.tar.zst and pkg-<stem>.tar.zst (<stem> = the
+  file name without .conda; conda-package-streaming and anaconda-client read the
+  info member by that name, so any other or a second info-* could say something
+  else than what we index), with nothing before or after the zip; a .tar.bz2 is
+  one whole bzip2 stream;
+- every tar member is safe to extract anywhere: a UTF-8 relative path without
+  `..`, a file, folder, symlink or hard link whose target stays inside the
+  package; no device or FIFO; no name twice; info/ only in the info part;
+- info/index.json (at most INFO_LIMITS bytes) names the same package as the file
+  name, with a real platform that agrees with the folder the file sits in;
+- every payload file has the sha256 and size info/paths.json lists for it, and
+  paths.json lists every payload file: a damaged block inside a compressed
+  stream whose container checksums were recomputed is caught here.
+Everything is read as a stream, once; only the info files we parse are held in
+memory. Its sha256, md5 and size are measured so the channel can record them.
 """
 
+import bz2
 import hashlib
 import json
+import posixpath
+import re
 import tarfile
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from rattler.exceptions import ExtractError, IoError
 from rattler.package import IndexJson
 from rattler.platform import Subdir
 
@@ -24,6 +38,14 @@ from torchwin.errors import UserError
 EXTENSIONS = (".conda", ".tar.bz2")
 _CHUNK = 1 << 20
 KNOWN_SUBDIRS = frozenset(str(p) for p in Subdir.all())
+
+# Info files we read into memory, and their size limits. index.json becomes the
+# package's repodata record, which every client downloads: a real one is under 4 KB.
+# paths.json has one entry (~250 bytes) per file: PyTorch 1.1 has ~6,000 files,
+# 64 MiB allows ~250,000. Anything else (about.json, metadata.json) is small text.
+INFO_LIMITS = {"info/index.json": 1 << 20, "info/paths.json": 64 << 20}
+OTHER_INFO_LIMIT = 1 << 20
+_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 @dataclass(frozen=True)
@@ -40,6 +62,8 @@ class PackageFile:
     sha256: str
     size: int
     timestamp: datetime | None
+    md5: str = ""
+    index_json: bytes = b""  # the bytes of info/index.json, for the repodata record
 
 
 def split_filename(filename):
@@ -55,17 +79,24 @@ def split_filename(filename):
 
 def file_digest(path):
     """(sha256 hex, size) of a file, read in chunks."""
-    digest = hashlib.sha256()
+    sha256, _md5, size = file_digests(path)
+    return sha256, size
+
+
+def file_digests(path):
+    """(sha256 hex, md5 hex, size) of a file in one read: what a repodata record carries."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5()
     size = 0
     with open(path, "rb") as stream:
         for chunk in iter(lambda: stream.read(_CHUNK), b""):
-            digest.update(chunk)
+            sha256.update(chunk)
+            md5.update(chunk)
             size += len(chunk)
-    return digest.hexdigest(), size
+    return sha256.hexdigest(), md5.hexdigest(), size
 
 
 def check_package(path):
-    """Return a PackageFile for path, or raise UserError saying what is wrong with it."""
+    """Return a PackageFile for path, or raise UserError saying, in one line, what is wrong with it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such package file")
@@ -75,13 +106,16 @@ def check_package(path):
             f"{path}: not a conda package file name (expected <name>-<version>-<build>.conda or .tar.bz2)"
         )
     name, version, build, ext = parts
+    contents = _Contents(path)
     if ext == ".conda":
-        _read_conda_to_end(path)
+        _read_conda(path, contents)
     else:
-        _read_tar_bz2_to_end(path)
+        _read_tar_bz2(path, contents)
+    index_bytes = contents.check_payload()
     try:
-        index = IndexJson.from_package_archive(path)
-    except (ExtractError, IoError, OSError, ValueError) as exc:
+        index = IndexJson.from_str(index_bytes.decode("utf-8"))
+    # rattler raises a different exception type per field that fails (IoError, InvalidVersionError, ...).
+    except Exception as exc:  # noqa: BLE001
         raise UserError(f"{path}: cannot read info/index.json ({_first_line(exc)})") from None
 
     found = (index.name.normalized, str(index.version), str(index.build))
@@ -94,7 +128,7 @@ def check_package(path):
     folder = path.parent.name
     if folder in KNOWN_SUBDIRS and folder != subdir:
         raise UserError(f"{path}: info/index.json says subdir {subdir} but the file is in a {folder} folder")
-    sha256, size = file_digest(path)
+    sha256, md5, size = file_digests(path)
     return PackageFile(
         path=path,
         filename=path.name,
@@ -106,6 +140,8 @@ def check_package(path):
         sha256=sha256,
         size=size,
         timestamp=index.timestamp,
+        md5=md5,
+        index_json=index_bytes,
     )
 
 
@@ -118,54 +154,234 @@ def _check_platform_fields(path, index, subdir):
         raise UserError(f"{path}: info/index.json has platform {index.platform!r} but subdir {subdir}")
 
 
-def _read_conda_to_end(path):
-    """A .conda is a zip of metadata.json, info-*.tar.zst and pkg-*.tar.zst; read every member."""
+def conda_members(filename):
+    """The three members a .conda named filename must hold, by name."""
+    stem = filename[: -len(".conda")]
+    return "metadata.json", f"info-{stem}.tar.zst", f"pkg-{stem}.tar.zst"
+
+
+def _read_conda(path, contents):
+    if ZSTD is None:
+        raise UserError(f"{path}: reading a .conda needs zstd (Python 3.14, or pip install backports.zstd)")
+    metadata, info, pkg = conda_members(path.name)
     try:
+        _check_zip_bounds(path)
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-            if "metadata.json" not in names or not any(
-                n.startswith("info-") and n.endswith(".tar.zst") for n in names
-            ):
-                raise UserError(f"{path}: not a .conda package (no metadata.json / info-*.tar.zst inside)")
-            bad = archive.testzip()  # CRC of every member: catches corruption anywhere in the file
-            if bad is not None:
-                raise UserError(f"{path}: damaged .conda archive (member {bad} fails its CRC check)")
-            zstd = ZSTD
-            if zstd is not None:
-                for member in names:
-                    if member.endswith(".tar.zst"):
-                        with archive.open(member) as raw, zstd.ZstdFile(raw) as stream:
-                            _read_tar_stream(stream)
-    except (zipfile.BadZipFile, OSError, EOFError, tarfile.TarError, *ZSTD_ERRORS) as exc:
+            if sorted(names) != sorted((metadata, info, pkg)):
+                raise UserError(
+                    f"{path}: a .conda holds exactly {metadata}, {info} and {pkg}; "
+                    f"this one holds {', '.join(names) or 'nothing'}"
+                )
+            if min(i.header_offset for i in archive.infolist()) != 0:
+                raise UserError(f"{path}: data before the zip archive")
+            with archive.open(metadata) as stream:
+                _read_limited(stream, OTHER_INFO_LIMIT, path, metadata)
+            for member, part in ((info, "info"), (pkg, "pkg")):
+                # Read to the end: the zip member's CRC is checked when its last byte is read.
+                with archive.open(member) as raw, ZSTD.ZstdFile(raw) as stream:
+                    _read_tar(stream, contents, member, part)
+                    while stream.read(_CHUNK):
+                        pass
+                    while raw.read(_CHUNK):
+                        pass
+    except EOFError:
+        raise UserError(f"{path}: truncated (a compressed stream ends early)") from None
+    except (zipfile.BadZipFile, OSError, tarfile.TarError, *ZSTD_ERRORS) as exc:
         raise UserError(f"{path}: not a readable .conda archive ({_first_line(exc)})") from None
 
 
-def _read_tar_bz2_to_end(path):
+def _check_zip_bounds(path):
+    """The file starts with a zip entry and ends with the end-of-central-directory record (no comment)."""
+    with open(path, "rb") as stream:
+        head = stream.read(4)
+        stream.seek(0, 2)
+        size = stream.tell()
+        if size < 22:
+            raise UserError(f"{path}: not a readable .conda archive ({size} bytes)")
+        stream.seek(size - 22)
+        tail = stream.read(22)
+    if head != b"PK\x03\x04":
+        raise UserError(f"{path}: data before the zip archive (it does not start with a zip entry)")
+    if tail[:4] != b"PK\x05\x06" or tail[20:22] != b"\x00\x00":
+        raise UserError(f"{path}: truncated, or data after the zip archive (no end record at the end)")
+
+
+def _read_tar_bz2(path, contents):
     try:
-        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|bz2") as archive:
-            count = _read_tar_members(archive)
-    except (OSError, EOFError, tarfile.TarError) as exc:
+        with open(path, "rb") as raw, bz2.BZ2File(raw) as stream:
+            if not stream.peek(1):
+                raise UserError(f"{path}: empty .tar.bz2 (no data in the bzip2 stream)")
+            _read_tar(stream, contents, path.name, None)
+            while stream.read(_CHUNK):  # the whole bzip2 stream, and nothing after it
+                pass
+    except EOFError:
+        raise UserError(f"{path}: truncated (the bzip2 stream ends before its end marker)") from None
+    except (OSError, tarfile.TarError) as exc:
         raise UserError(f"{path}: not a readable .tar.bz2 archive ({_first_line(exc)})") from None
-    if count == 0:
+    if not contents.members:
         raise UserError(f"{path}: not a readable .tar.bz2 archive (no files in it)")
 
 
+def _read_tar(stream, contents, where, part):
+    with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape") as archive:
+        for member in archive:
+            contents.add(archive, member, where, part)
+
+
+def _read_limited(stream, limit, path, name):
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise UserError(f"{path}: {name} is over {limit} bytes, the limit for it; refused")
+    return data
+
+
+class _Contents:
+    """What the tar members of one package hold, checked member by member as they stream past."""
+
+    def __init__(self, path):
+        self.path = path
+        self.members = {}  # name -> ("file", sha256, size) | ("dir",) | ("symlink", target)
+        self.info = {}  # info file name -> bytes, for those we parse
+
+    def refuse(self, where, name, problem):
+        raise UserError(f"{self.path}: member {_show(name)} of {where}: {problem}; refused")
+
+    def add(self, archive, member, where, part):
+        name = member.name
+        _check_name(self, where, name)
+        if name in self.members:
+            self.refuse(where, name, "appears twice in the package")
+        in_info = name == "info" or name.startswith("info/")
+        if part == "info" and not in_info:
+            self.refuse(where, name, "outside info/ in the info part")
+        if part == "pkg" and in_info:
+            self.refuse(where, name, "an info/ file in the payload part")
+        if member.isfile():
+            limit = INFO_LIMITS.get(name)
+            if limit is not None and member.size > limit:
+                self.refuse(where, name, f"{member.size} bytes, over the {limit}-byte limit for {name}")
+            handle = archive.extractfile(member)
+            digest, size = hashlib.sha256(), 0
+            kept = [] if limit is not None else None
+            for chunk in iter(lambda: handle.read(_CHUNK), b""):
+                digest.update(chunk)
+                size += len(chunk)
+                if kept is not None:
+                    kept.append(chunk)
+            if kept is not None:
+                self.info[name] = b"".join(kept)
+            self.members[name] = ("file", digest.hexdigest(), size)
+        elif member.isdir():
+            self.members[name] = ("dir",)
+        elif member.issym():
+            target = member.linkname
+            _check_name(self, where, target, what="symlink target")
+            if _is_absolute(target):
+                self.refuse(where, name, f"a symlink to the absolute path {_show(target)}")
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target.replace("\\", "/")))
+            if resolved == ".." or resolved.startswith("../"):
+                self.refuse(where, name, f"a symlink to {_show(target)}, outside the package")
+            self.members[name] = ("symlink", target)
+        elif member.islnk():
+            target = member.linkname
+            _check_name(self, where, target, what="hard link target")
+            if (self.members.get(target) or ("",))[0] != "file":
+                self.refuse(where, name, f"a hard link to {_show(target)}, which is not a file earlier in the package")
+            self.members[name] = self.members[target]
+        else:
+            self.refuse(where, name, "a device, FIFO or other special file (only files, folders and links)")
+
+    def check_payload(self):
+        """Compare the payload with info/paths.json; return the bytes of info/index.json."""
+        index = self.info.get("info/index.json")
+        if index is None:
+            raise UserError(f"{self.path}: no info/index.json in the package; refused")
+        raw = self.info.get("info/paths.json")
+        if raw is None:
+            raise UserError(f"{self.path}: no info/paths.json in the package (the payload cannot be checked)")
+        try:
+            entries = json.loads(raw)["paths"]
+            listed = {e["_path"]: e for e in entries}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{self.path}: info/paths.json is not a paths list ({_first_line(exc)})") from None
+        payload = {n: m for n, m in self.members.items() if not (n == "info" or n.startswith("info/"))}
+        for name, entry in sorted(listed.items()):
+            found = payload.get(name)
+            kind = entry.get("path_type", "hardlink")
+            if found is None:
+                if kind == "directory":
+                    continue  # conda creates listed folders itself
+                self.refuse("info/paths.json", name, "listed, but not in the package")
+            if kind == "hardlink":
+                if found[0] != "file":
+                    self.refuse("the payload", name, f"a {found[0]}, but info/paths.json lists a file")
+                want = (entry.get("sha256", found[1]), entry.get("size_in_bytes", found[2]))
+                if (found[1], found[2]) != want:
+                    self.refuse(
+                        "the payload", name,
+                        f"sha256 {found[1][:12]}... and {found[2]} bytes, info/paths.json says "
+                        f"{str(want[0])[:12]}... and {want[1]} bytes (damaged payload)",
+                    )
+            elif kind == "softlink" and found[0] != "symlink":
+                self.refuse("the payload", name, f"a {found[0]}, but info/paths.json lists a symlink")
+        for name, found in sorted(payload.items()):
+            if found[0] != "dir" and name not in listed:
+                self.refuse("the payload", name, "not listed in info/paths.json")
+        return index
+
+
+def _is_absolute(name):
+    return name.startswith(("/", "\\")) or bool(_DRIVE.match(name))
+
+
+def _check_name(contents, where, name, what="name"):
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        contents.refuse(where, name, f"its {what} is not UTF-8")
+    if not name or "\x00" in name:
+        contents.refuse(where, name, f"an empty {what} or one with a NUL")
+    if what == "name" and _is_absolute(name):
+        contents.refuse(where, name, "an absolute path")
+    if what != "symlink target":
+        if _is_absolute(name):
+            contents.refuse(where, name, f"its {what} is an absolute path")
+        if ".." in re.split(r"[/\\]", name):
+            contents.refuse(where, name, f"its {what} has a '..' component")
+    elif "\\" in name:
+        contents.refuse(where, name, f"its {what} has a backslash")
+
+
+def _show(name):
+    """A member name for a message: non-UTF-8 bytes shown escaped, never as raw bytes."""
+    return ascii(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))[1:-1] \
+        if any("\udc80" <= c <= "\udcff" for c in name) else name
+
+
 def read_info_file(path, member_name):
-    """The bytes of one info/ member (e.g. "info/about.json") of a .conda or .tar.bz2; None when absent."""
+    """The bytes of one info/ member (e.g. "info/about.json") of a .conda or .tar.bz2; None when absent.
+
+    For a .conda only the info-<stem>.tar.zst member is read, as conda does; the
+    bytes are refused over OTHER_INFO_LIMIT (or the member's INFO_LIMITS entry).
+    """
     path = Path(path)
+    limit = INFO_LIMITS.get(member_name, OTHER_INFO_LIMIT)
     try:
         if path.name.endswith(".conda"):
             if ZSTD is None:
                 raise UserError(f"{path}: reading a .conda needs zstd (Python 3.14, or pip install backports.zstd)")
+            info = conda_members(path.name)[1]
             with zipfile.ZipFile(path) as archive:
-                for name in archive.namelist():
-                    if name.startswith("info-") and name.endswith(".tar.zst"):
-                        with archive.open(name) as raw, ZSTD.ZstdFile(raw) as stream:
-                            return _member_bytes(stream, member_name)
-            return None
-        with open(path, "rb") as raw:
-            return _member_bytes(raw, member_name, mode="r|bz2")
-    except (zipfile.BadZipFile, OSError, EOFError, tarfile.TarError, *ZSTD_ERRORS) as exc:
+                if info not in archive.namelist():
+                    raise UserError(f"{path}: no {info} in this .conda")
+                with archive.open(info) as raw, ZSTD.ZstdFile(raw) as stream:
+                    return _member_bytes(stream, member_name, limit, path)
+        with open(path, "rb") as raw, bz2.BZ2File(raw) as stream:
+            return _member_bytes(stream, member_name, limit, path)
+    except EOFError:
+        raise UserError(f"{path}: cannot read {member_name} (the file is truncated)") from None
+    except (zipfile.BadZipFile, OSError, tarfile.TarError, *ZSTD_ERRORS) as exc:
         raise UserError(f"{path}: cannot read {member_name} ({_first_line(exc)})") from None
 
 
@@ -204,29 +420,14 @@ def check_pinned_labels(paths, label, config, do="add it", outcome="nothing adde
                         f"{more}; {do} with --label {pinned}; {outcome}")
 
 
-def _member_bytes(stream, member_name, mode="r|"):
-    with tarfile.open(fileobj=stream, mode=mode) as archive:
+def _member_bytes(stream, member_name, limit, path):
+    with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape") as archive:
         for member in archive:
             if member.name == member_name and member.isfile():
+                if member.size > limit:
+                    raise UserError(f"{path}: {member_name} is {member.size} bytes, over the {limit}-byte limit")
                 return archive.extractfile(member).read()
     return None
-
-
-def _read_tar_stream(stream):
-    with tarfile.open(fileobj=stream, mode="r|") as archive:
-        _read_tar_members(archive)
-
-
-def _read_tar_members(archive):
-    """Read each member's data: decompression errors and truncation only show when the bytes are read."""
-    count = 0
-    for member in archive:
-        count += 1
-        if member.isfile():
-            handle = archive.extractfile(member)
-            while handle.read(_CHUNK):
-                pass
-    return count
 
 
 def _zstd_module():
