@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "smoke",
     "nightly",
     "ci",
+    "upstream_facts",
 )
 
 DESCRIPTION = """\
