@@ -9,7 +9,11 @@ connection.
 
 import json
 import logging
+import os
 import re
+import socket
+import subprocess
+import sys
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -46,6 +50,7 @@ class FakeAnaconda(ThreadingHTTPServer):
         self.uploads = {}  # dist_id -> body bytes
         self.log = []  # (method, path, authorization header)
         self.failures = []  # [method, regex, status or "drop", times left, echo token?]
+        self.token_warning = False  # answer with a Conda-Token-Warning header quoting the credentials
 
     def fail(self, method, pattern, status, times=1, echo=False):
         self.failures.append([method, re.compile(pattern), status, times, echo])
@@ -86,6 +91,8 @@ class Handler(BaseHTTPRequestHandler):
         data = json.dumps(payload if payload is not None else {}).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        if self.server.token_warning:
+            self.send_header("Conda-Token-Warning", "this token expires soon: " + self.headers.get("Authorization", ""))
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -505,3 +512,106 @@ def test_a_label_the_channel_does_not_have_is_refused_naming_about_json(fake, co
     assert (f"{cudnn}: info/about.json: extra.torchwin.label 'cuda-runtime' is not a label of {config_file} "
             "(it lists: main, nightly)") in capsys.readouterr().err
     assert fake.log == []
+
+
+# ------------------------------------------------ issue 14: hostile servers, partial failures, no network
+
+
+def test_a_token_the_server_puts_in_a_header_is_blanked_in_what_anaconda_client_logs(fake, pkg, config_file,
+                                                                                    capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    fake.token_warning = True
+    assert run_publish("--dry-run", "--api-url", fake.url, "--config", config_file, pkg) == 0
+    captured = capsys.readouterr()
+    assert "Token warning: this token expires soon: token ***" in caplog.text  # logged, and blanked
+    assert SECRET not in caplog.text + captured.out + captured.err
+    # Only while publish runs: the filters are gone afterwards.
+    assert not any(isinstance(f, publish.RedactingFilter)
+                   for f in logging.getLogger("binstar").filters + logging.lastResort.filters)
+
+
+def test_the_header_token_stays_hidden_in_a_real_process_with_no_logging_set_up(fake, pkg, config_file):
+    # Without handlers anaconda-client's warning goes through logging.lastResort to stderr.
+    fake.token_warning = True
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), ANACONDA_API_TOKEN=SECRET)
+    done = subprocess.run([sys.executable, "-m", "torchwin", "publish", "--dry-run", "--api-url", fake.url,
+                           "--config", str(config_file), str(pkg)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Token warning: this token expires soon: token ***" in done.stderr
+    assert SECRET not in done.stdout + done.stderr
+
+
+def test_a_failed_upload_stops_the_run_with_a_table_naming_every_file(fake, config_file, tmp_path, capsys):
+    files = [make_package(tmp_path / "out", name=n, subdir="win-64") for n in ("alpha", "same", "beta", "gamma")]
+    fake.add_file("same", "1.0", "win-64/" + files[1].name, ["main"], {}, sha256=file_sha256(files[1]))
+    fake.fail("POST", r"^/stage/torchwin/beta/", 400)  # final: not retried
+    code = main(["publish", "--api-url", fake.url, "--config", str(config_file), *map(str, files)])
+    assert code == 1
+    captured = capsys.readouterr()
+    rows = [line.split() for line in captured.out.splitlines() if line.startswith("  ")]
+    where = [f"torchwin/{n}/1.0/win-64/{f.name}" for n, f in zip(("alpha", "same", "beta", "gamma"), files)]
+    assert [row[:3] for row in rows] == [["uploaded", where[0]], ["skipped", where[1], "(already"],
+                                         ["failed", where[2], "(anaconda.org:"], ["not", "attempted", where[3]]]
+    assert "1 uploaded, 1 skipped, 1 failed, 1 not attempted" in captured.out
+    last = captured.err.splitlines()[-1]  # before it: anaconda-client's own progress bar
+    assert last.startswith(f"torchwin: error: anaconda.org: upload win-64/{files[2].name}: server trouble (HTTP 400); ")
+    assert last.endswith("; publish stopped there: 1 uploaded, 1 skipped, 1 failed, 1 not attempted (table above); "
+                         "running it again skips the files already uploaded")
+    assert fake.find("alpha", "1.0", where[0].split("/", 3)[3]) is not None
+    assert fake.find("gamma", "1.0", where[3].split("/", 3)[3]) is None
+    assert fake.requests_to("POST", "/stage/torchwin/gamma/") == []  # never tried
+
+
+def test_a_successful_run_ends_with_the_table_too(fake, pkg, config_file, capsys):
+    assert run_publish("--label", "nightly", "--api-url", fake.url, "--config", config_file, pkg) == 0
+    out = capsys.readouterr().out
+    assert "\nlabel nightly, 1 file(s):\n  uploaded       torchwin/hello/1.0/linux-64/" in out
+    assert out.endswith("1 uploaded, 0 skipped, 0 failed, 0 not attempted\n")
+
+
+def test_a_timestamp_out_of_range_is_said_and_the_upload_time_is_used(fake, config_file, capsys):
+    now = datetime.now(timezone.utc)
+    records = []
+    for days, stamp in ((1, None), (2, None), (3, 1e20), (400, -1e30)):
+        built = now - timedelta(days=days)
+        version = f"1.1.0.dev{built:%Y%m%d}"
+        record = fake.add_file("pytorch", version, f"win-64/pytorch-{version}-py36_cpu_0.tar.bz2", ["nightly"],
+                               {"subdir": "win-64", "build": "py36_cpu_0", "build_number": 0,
+                                "timestamp": stamp if stamp is not None else int(built.timestamp() * 1000)})
+        record["upload_time"] = built.isoformat()
+        records.append(record)
+    argv = ("--prune", "--dry-run", "--label", "nightly", "--api-url", fake.url, "--config", config_file)
+    assert run_publish(*argv) == 0
+    out = capsys.readouterr().out
+    spec = "torchwin/pytorch/{version}/{basename}".format
+    assert (f"warning: {spec(**records[2])}: attrs.timestamp 1e+20 is not a date (out of range); "
+            "its upload_time is used instead") in out
+    # 3 days old by its upload time: younger than keep_days, it stays; the 400-day-old one goes.
+    assert f"would remove {spec(**records[2])}" not in out
+    assert f"would remove {spec(**records[3])} -- nightly: built" in out
+    assert fake.requests_to("DELETE", "/") == []
+
+
+def test_a_host_that_does_not_resolve_is_one_line_and_one_attempt(pkg, config_file, capsys, monkeypatch):
+    real = socket.getaddrinfo
+    lookups = []
+
+    def counting(host, *args, **kwargs):
+        lookups.append(host)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    monkeypatch.delenv("ANACONDA_API_TOKEN")
+    argv = ["publish", "--dry-run", "--api-url", "http://api.torchwin.invalid", "--config", str(config_file),
+            str(pkg)]
+    args = make_parser().parse_args(argv)
+    sleeps = []
+    with pytest.raises(Failure) as err:
+        publish.run(args, sleep=sleeps.append)
+    assert lookups == ["api.torchwin.invalid"] and sleeps == []  # one look-up, no retries
+    assert str(err.value) == (f"anaconda.org: look for linux-64/{pkg.name}: cannot resolve the host name "
+                              "api.torchwin.invalid (offline, or a wrong --api-url / anaconda.api_url?)")
+    assert main(argv) == 1
+    err_text = capsys.readouterr().err
+    assert err_text.count("\n") == 1 and "Traceback" not in err_text

@@ -13,9 +13,15 @@ makes the same look-ups and prints the decisions, changing nothing.
 The owner and API URL come from channel/channel.yaml; the token only from the
 environment variable ANACONDA_API_TOKEN, and it is never printed: every
 message passes through a filter that blanks it, even one an error response
-echoes back. Network errors, 5xx answers and 429 (rate limit) are retried with
-exponential back-off; any other 4xx is final. `--prune` applies channel.yaml's
-retention to the files on anaconda.org, as `torchwin channel prune` does locally.
+echoes back, and while publish runs a logging filter does the same for what
+anaconda-client, requests and urllib3 log themselves (anaconda-client logs a
+server's Conda-Token-Warning header as it comes). Network errors, 5xx answers
+and 429 (rate limit) are retried with exponential back-off; any other 4xx is
+final, and so is a host name that does not resolve (offline, or a wrong API
+URL: retrying cannot help). Uploads stop at the first file that fails; a table
+then says, for every file, uploaded / skipped / failed / not attempted.
+`--prune` applies channel.yaml's retention to the files on anaconda.org, as
+`torchwin channel prune` does locally.
 
 A package whose recipe keeps it in one label (`extra: torchwin: label: L`, which
 the engine copies into its info/about.json; recipes/cuda-runtime's label
@@ -23,8 +29,11 @@ cuda-runtime) is refused under any other --label, before any look-up.
 """
 
 import argparse
+import logging
 import os
+import re
 import shlex
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -73,6 +82,9 @@ examples:
 """
 
 UPLOAD, SKIP, REFUSE = "upload", "skip", "refuse"
+UPLOADED, SKIPPED, FAILED, NOT_ATTEMPTED = "uploaded", "skipped", "failed", "not attempted"
+# Loggers of the libraries publish calls: their records may quote headers, URLs or answers.
+LIBRARY_LOGGERS = ("binstar", "binstar_client", "requests", "urllib3")
 
 
 @dataclass
@@ -96,10 +108,77 @@ class Redactor:
         return text.replace(self.secret, "***") if self.secret else text
 
 
+class RedactingFilter(logging.Filter):
+    """A logging filter that blanks the token in a record's message before any handler formats it."""
+
+    def __init__(self, redact):
+        super().__init__()
+        self.redact = redact
+
+    def filter(self, record):
+        if self.redact.secret:
+            message = record.getMessage()
+            clean = self.redact(message)
+            if clean != message:
+                record.msg, record.args = clean, None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+class redacted_logging:
+    """While active, the token is blanked in every log record the libraries or their handlers see.
+
+    Logger filters catch records logged on those loggers; handler filters (the root's handlers and
+    logging.lastResort, which prints when nothing is configured) catch those of child loggers
+    that propagate to them.
+    """
+
+    def __init__(self, redact):
+        self.filter = RedactingFilter(redact)
+        self.targets = []
+
+    def __enter__(self):
+        names = [n for n in list(logging.root.manager.loggerDict)
+                 if n.split(".", 1)[0] in LIBRARY_LOGGERS] + list(LIBRARY_LOGGERS)
+        loggers = [logging.getLogger(n) for n in dict.fromkeys(names)]
+        handlers = list(logging.root.handlers) + [h for lg in loggers for h in lg.handlers]
+        if logging.lastResort is not None:
+            handlers.append(logging.lastResort)
+        self.targets = list(dict.fromkeys(loggers + handlers))
+        for target in self.targets:
+            target.addFilter(self.filter)
+        return self
+
+    def __exit__(self, *exc):
+        for target in self.targets:
+            target.removeFilter(self.filter)
+        return False
+
+
 def status_of(exc):
     """HTTP status of a binstar_client error (its second argument), or None."""
     args = getattr(exc, "args", ())
     return args[1] if len(args) > 1 and isinstance(args[1], int) else None
+
+
+def unresolved_host(exc):
+    """The host name whose look-up failed somewhere in exc's chain, or None.
+
+    requests wraps urllib3's NameResolutionError (built on socket.gaierror) in a ConnectionError.
+    """
+    seen = set()
+    todo = [exc]
+    while todo:
+        err = todo.pop()
+        if not isinstance(err, BaseException) or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, socket.gaierror) or type(err).__name__ == "NameResolutionError":
+            match = re.search(r"Failed to resolve '([^']+)'", str(exc))
+            return match.group(1) if match else "the API host"
+        todo += [*err.args, getattr(err, "reason", None), err.__cause__, err.__context__]
+    return None
 
 
 def is_transient(exc):
@@ -148,6 +227,10 @@ class Publisher:
                     return None
                 raise Failure(f"anaconda.org: {what}: {self.redact(_one_line(exc))}") from None
             except Exception as exc:  # noqa: BLE001 - sorted into transient/final below
+                host = unresolved_host(exc)
+                if host is not None:
+                    raise Failure(f"anaconda.org: {what}: cannot resolve the host name {host} (offline, or a "
+                                  "wrong --api-url / anaconda.api_url?)") from None
                 message = self.redact(_one_line(exc))
                 if not is_transient(exc):
                     status = status_of(exc)
@@ -221,11 +304,38 @@ class Publisher:
         if dry_run:
             self.say(f"dry run: {counts[UPLOAD]} to upload, {counts[SKIP]} to skip; nothing changed")
             return decisions
+        # Stop at the first failure: it is final (a 4xx, an unknown host) or outlasted every retry,
+        # so the next files would meet it too; a second run skips what went up.
+        results = []  # (decision, result, detail)
+        failure = None
         for d in decisions:
-            if d.action == UPLOAD:
-                self.upload(d.pkg, label, d.where)
-        self.say(f"{counts[UPLOAD]} uploaded, {counts[SKIP]} already there")
+            if d.action == SKIP:
+                results.append((d, SKIPPED, d.reason))
+            elif failure is not None:
+                results.append((d, NOT_ATTEMPTED, "stopped after the failure above"))
+            else:
+                try:
+                    self.upload(d.pkg, label, d.where)
+                    results.append((d, UPLOADED, ""))
+                except Failure as exc:
+                    failure = exc
+                    results.append((d, FAILED, str(exc)))
+        tally = self.summary(results, label)
+        if failure is not None:
+            raise Failure(f"{failure}; publish stopped there: {tally} (table above); "
+                          "running it again skips the files already uploaded")
         return decisions
+
+    def summary(self, results, label):
+        """Print one row per file (result, where, detail) and return the counts as one phrase."""
+        width = max(len(r) for r in (UPLOADED, SKIPPED, FAILED, NOT_ATTEMPTED))
+        self.say(f"\nlabel {label}, {len(results)} file(s):")
+        for d, result, detail in results:
+            self.say(f"  {result.ljust(width)}  {d.where}" + (f"  ({detail})" if detail else ""))
+        tally = ", ".join(f"{sum(r == k for _, r, _ in results)} {k}"
+                          for k in (UPLOADED, SKIPPED, FAILED, NOT_ATTEMPTED))
+        self.say(tally)
+        return tally
 
     def upload(self, pkg, label, where):
         """Upload one checked package file with label (decide() said UPLOAD)."""
@@ -293,10 +403,32 @@ class Publisher:
             info = self.call("list files of " + str(name), self.api.package, self.owner, name)
             for record in info.get("files") or []:
                 file_labels = record.get("labels") or [MAIN]
-                if MAIN in file_labels:
+                if MAIN in file_labels or not set(file_labels) & set(labels):
                     continue
-                builds += [_remote_build(name, record, lab) for lab in file_labels if lab in labels]
+                stamp = self._timestamp(name, record)
+                builds += [_remote_build(name, record, lab, stamp) for lab in file_labels if lab in labels]
         return builds
+
+    def _timestamp(self, name, record):
+        """When the file was built: attrs.timestamp, else its upload_time, else None (its age is
+        unknown and retention keeps it). A timestamp out of range is said and not used: a server's
+        bad value must never make a removal more likely, nor stop the pruning of other files."""
+        where = f"{self.owner}/{name}/{record.get('version')}/{record.get('basename')}"
+        raw = (record.get("attrs") or {}).get("timestamp")
+        try:
+            stamp = retention.from_millis(raw)
+        except (ValueError, OverflowError, OSError):
+            self.say(f"warning: {where}: attrs.timestamp {raw!r} is not a date (out of range); "
+                     "its upload_time is used instead")
+            stamp = None
+        if stamp is None and record.get("upload_time"):
+            try:
+                stamp = datetime.fromisoformat(str(record["upload_time"]).replace("Z", "+00:00"))
+                if stamp.tzinfo is None:
+                    stamp = stamp.replace(tzinfo=timezone.utc)
+            except ValueError:
+                stamp = None
+        return stamp
 
     def prune(self, config, labels, dry_run, now=None):
         """Remove (or with dry_run list) the files that retention lets go on every label they carry."""
@@ -328,18 +460,10 @@ class Publisher:
         return done
 
 
-def _remote_build(name, record, label):
+def _remote_build(name, record, label, stamp):
     attrs = record.get("attrs") or {}
     basename = record.get("basename", "")
     subdir = attrs.get("subdir") or (basename.split("/", 1)[0] if "/" in basename else "noarch")
-    stamp = retention.from_millis(attrs.get("timestamp"))
-    if stamp is None and record.get("upload_time"):
-        try:
-            stamp = datetime.fromisoformat(str(record["upload_time"]).replace("Z", "+00:00"))
-            if stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=timezone.utc)
-        except ValueError:
-            stamp = None
     return retention.Build(
         label=label,
         subdir=subdir,
@@ -366,7 +490,11 @@ def _command(words):
 
 
 def _one_line(exc):
-    text = str(exc).strip() or type(exc).__name__
+    status = status_of(exc)
+    if status is not None and isinstance(exc.args[0], str):  # binstar_client's (message, status)
+        text = f"{exc.args[0].strip()} (HTTP {status})"
+    else:
+        text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
 
 
@@ -424,11 +552,12 @@ def run(args, sleep=time.sleep):
     publisher = Publisher(
         make_api(token, args.api_url or config.api_url), config.owner, redact, sleep, out=out
     )
-    if packages:
-        publisher.publish(packages, label, skip_rebuilt=args.skip_rebuilt, dry_run=args.dry_run)
-    if args.prune:
-        labels = [label] if args.label else list(config.retention)
-        publisher.prune(config, labels, dry_run=args.dry_run)
+    with redacted_logging(redact):
+        if packages:
+            publisher.publish(packages, label, skip_rebuilt=args.skip_rebuilt, dry_run=args.dry_run)
+        if args.prune:
+            labels = [label] if args.label else list(config.retention)
+            publisher.prune(config, labels, dry_run=args.dry_run)
     return 0
 
 
