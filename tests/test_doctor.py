@@ -434,6 +434,73 @@ def test_nvtoolsext(win, tmp_path):
     assert win_checks(win)["NvToolsExt"].status == OK
 
 
+def test_nvtoolsext_missing_fails_a_cuda_build_not_warns(win):
+    win.complete()
+    shutil.rmtree(win.pf / "NVIDIA Corporation" / "NvToolsExt" / "lib")
+    checks = doctor.run_checks("win-64", "9.0", win.root, host=win.host())
+    [check] = [c for c in checks if c.name == "NvToolsExt"]
+    assert check.status == FAIL and "nvToolsExt64_1.lib" in check.found
+    assert "%ProgramFiles%" in check.found and not doctor.ok(checks)
+
+
+def test_nvtoolsext_variable_wins_over_the_default_folder(win, tmp_path):
+    # As in the nvcc activation and the build driver: a set NVTOOLSEXT_PATH is the only place looked at.
+    win.complete()
+    empty = tmp_path / "empty-nvtx"
+    empty.mkdir()
+    win.env["NVTOOLSEXT_PATH"] = str(empty) + "\\"
+    check = win_checks(win)["NvToolsExt"]
+    assert check.status == FAIL and str(empty) in check.found and "from NVTOOLSEXT_PATH" in check.found
+
+
+def test_nvtoolsext_without_program_files_names_upstreams_folder(win):
+    # A win-64 check made on another host has no %ProgramFiles%: the folder upstream's setup.py and
+    # torch/CMakeLists.txt fall back to is the one named, written as Windows writes it.
+    win.complete()
+    del win.env["ProgramFiles"]
+    check = win_checks(win)["NvToolsExt"]
+    assert check.status == FAIL
+    assert r"C:\Program Files\NVIDIA Corporation\NvToolsExt\include" in check.found.replace("/", "\\")
+    assert "upstream's default folder" in check.found
+
+
+def test_nvtoolsext_facts_come_from_the_upstream_tables(tmp_path):
+    def table(release, **nvtx):
+        path = tmp_path / "upstream" / f"{release}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({"release": release, "nvtoolsext": nvtx}))
+
+    table("1.0.0", env_var="NVTOOLSEXT_PATH", default_path="C:/A", required_on_windows_cuda=True)
+    table("1.1.0", env_var="NVTX_HOME", default_path="C:/B", required_on_windows_cuda=True)
+    assert doctor.nvtoolsext_facts(tmp_path) == ("NVTX_HOME", "C:/B", True)
+    table("1.1.0", env_var=None, default_path=None, required_on_windows_cuda=False)
+    table("1.0.0", env_var=None, default_path=None, required_on_windows_cuda=False)
+    assert doctor.nvtoolsext_facts(tmp_path)[2] is False
+    (tmp_path / "upstream" / "1.0.0.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"1\.0\.0\.json"):
+        doctor.nvtoolsext_facts(tmp_path)
+
+
+def test_no_nvtoolsext_check_where_no_release_needs_it(win, monkeypatch):
+    win.complete()
+    monkeypatch.setattr(doctor, "nvtoolsext_facts", lambda recipe_dir=None: ("NVTOOLSEXT_PATH", "C:/x", False))
+    assert "NvToolsExt" not in win_checks(win)
+
+
+def test_doctor_driver_and_upstream_agree_on_nvtoolsext():
+    """One place to look: the committed upstream tables, the build driver's fallback and the probe's."""
+    recipe = REPO_ROOT / "recipes" / "pytorch"
+    tables = sorted((recipe / "upstream").glob("*.json"))
+    assert tables, "recipes/pytorch/upstream/*.json (torchwin upstream-facts) are missing"
+    for path in tables:
+        nvtx = json.loads(path.read_text())["nvtoolsext"]
+        assert nvtx["required_on_windows_cuda"] is True, path.name
+        assert (nvtx["env_var"], nvtx["default_path"]) == (probes.NVTOOLSEXT_VARIABLE, probes.NVTOOLSEXT_DEFAULT)
+    driver = (recipe / "build_driver.py").read_text()
+    assert '"nvToolsExt64_1.lib"' in driver and '"lib", "x64"' in driver
+    assert doctor.nvtoolsext_facts() == (probes.NVTOOLSEXT_VARIABLE, probes.NVTOOLSEXT_DEFAULT, True)
+
+
 def test_mkl(win, tmp_path):
     win.complete()
     shutil.rmtree(win.conda / "Library")

@@ -160,6 +160,32 @@ def expected_cudnn(target_platform, cuda):
     return None if facts is None else facts.cudnn.get(cuda)
 
 
+def nvtoolsext_facts(recipe_dir=None):
+    """(variable, default folder, required) for NvToolsExt, as upstream's files say (torchwin upstream-facts).
+
+    Read from recipes/pytorch/upstream/<release>.json, the tables the build driver reads, so doctor looks
+    where the build will. Releases that need it decide; outside a checkout, or before the tables
+    exist, the probes' constants (the same facts) stand in.
+    """
+    fallback = (probes.NVTOOLSEXT_VARIABLE, probes.NVTOOLSEXT_DEFAULT, True)
+    recipe_dir = Path(recipe_dir) if recipe_dir is not None else _pytorch_recipe_dir()
+    tables = sorted((recipe_dir / "upstream").glob("*.json"), key=lambda p: probes.version_key(p.stem)) \
+        if recipe_dir is not None else []
+    found = []
+    for path in tables:
+        try:
+            info = json.loads(path.read_text(encoding="utf-8")).get("nvtoolsext") or {}
+        except (OSError, ValueError, AttributeError) as exc:
+            raise UserError(f"{path}: not a table of upstream facts ({exc}); regenerate it with "
+                            "`torchwin upstream-facts`") from None
+        if info.get("required_on_windows_cuda"):
+            found.append((info.get("env_var") or fallback[0], info.get("default_path") or fallback[1], True))
+    if not tables:
+        return fallback
+    # The newest release's answer; the releases agree today (a test checks it).
+    return found[-1] if found else (fallback[0], fallback[1], False)
+
+
 def run_checks(target_platform, cuda, build_dir=None, host=None, cudnn=None):
     """All checks for building `target_platform` with CUDA `cuda` ('9.0', or None / 'none' for CPU).
 
@@ -198,8 +224,10 @@ def _windows_checks(host, cuda, build_dir, cudnn=None):
         checks += [
             probes.check_nvcc(host, found, cuda, windows_target=True),
             probes.check_cudnn(host, found, cuda, windows_target=True, major=cudnn),
-            probes.check_nvtoolsext(host),
         ]
+        variable, default, required = nvtoolsext_facts()
+        if required:
+            checks.append(probes.check_nvtoolsext(host, variable, default))
     checks += [
         probes.check_mkl(host),
         probes.check_tool(host, "ninja", "pip install ninja (or conda install ninja)"),

@@ -797,25 +797,49 @@ def check_cudnn(host, found, cuda, windows_target, major=None):
     return Check(name, FAIL, missing, fix)
 
 
-def check_nvtoolsext(host):
+# Where every Windows CUDA build of PyTorch 0.4.1-1.1.0 finds NvToolsExt when the upstream facts
+# (recipes/pytorch/upstream/<release>.json `nvtoolsext`) cannot be read: outside a checkout.
+NVTOOLSEXT_VARIABLE = "NVTOOLSEXT_PATH"
+NVTOOLSEXT_DEFAULT = "C:/Program Files/NVIDIA Corporation/NvToolsExt"
+
+
+def nvtoolsext_folder(host, variable=NVTOOLSEXT_VARIABLE, default=NVTOOLSEXT_DEFAULT):
+    """(folder, how it was chosen): the folder a build uses, in the nvcc activation's order.
+
+    The variable wins even when its folder lacks NvToolsExt (the activation and the build driver stop
+    there too); else %ProgramFiles%\\NVIDIA Corporation\\NvToolsExt, which the activation exports as
+    the variable; else, with no ProgramFiles (a win-64 check on another host), upstream's fixed folder.
+    """
+    given = host.getenv(variable)
+    if given:
+        return given.rstrip("\\/") or given, variable
+    base = host.getenv("ProgramFiles")
+    if base:
+        return str(Path(base) / "NVIDIA Corporation" / "NvToolsExt"), "%ProgramFiles%, " + variable + " is unset"
+    return default.replace("/", "\\"), "upstream's default folder, " + variable + " is unset"
+
+
+def check_nvtoolsext(host, variable=NVTOOLSEXT_VARIABLE, default=NVTOOLSEXT_DEFAULT):
+    """FAIL unless NvToolsExt's header and import library are where the build will look.
+
+    Every Windows CUDA build links lib/x64/nvToolsExt64_1.lib (what the nvcc activation and the build
+    driver check) and compiles torch/csrc/autograd/profiler.h, which includes nvToolsExt.h from its include/.
+    """
     name = "NvToolsExt"
-    if host.getenv("NVTOOLSEXT_PATH"):
-        root, how = Path(host.getenv("NVTOOLSEXT_PATH")), "NVTOOLSEXT_PATH"
-    else:
-        base = host.getenv("ProgramFiles") or r"C:\Program Files"
-        root, how = Path(base) / "NVIDIA Corporation" / "NvToolsExt", "default folder"
+    folder, how = nvtoolsext_folder(host, variable, default)
+    root = Path(folder)
     header = root / "include" / "nvToolsExt.h"
     library = root / "lib" / "x64" / "nvToolsExt64_1.lib"
     if header.is_file() and library.is_file():
-        return Check(name, OK, f"{root} ({how})")
-    missing = [str(p) for p in (header, library) if not p.is_file()]
+        return Check(name, OK, f"{folder} (from {how})")
+    missing = " and ".join(str(p) for p in (header, library) if not p.is_file())
     return Check(
         name,
         FAIL,
-        f"missing {', '.join(missing)} ({how})",
+        f"missing {missing} (from {how}); a CUDA build stops there",
         "rerun the CUDA installer with its 'Nsight NVTX' component, which installs "
         r"C:\Program Files\NVIDIA Corporation\NvToolsExt, or unpack NvToolsExt anywhere and set "
-        "NVTOOLSEXT_PATH to it",
+        f"{variable} to that folder",
     )
 
 
