@@ -472,7 +472,7 @@ def nvtoolsext(tree):
             elif path.endswith(".bat"):
                 if re.search(r"-D\w*NVTOOL\w*=", line):
                     files.add(path)
-                    findings.append(("info", "%s:%d passes the folder setup.py found to CMake" % (path, number)))
+                    findings.append(("passed", "%s:%d passes the folder setup.py found to CMake" % (path, number)))
     if helpers and not any(kind == "fatal-py" for kind, _ in findings):
         for name, home in sorted(helpers.items()):
             findings.insert(0, ("info", "no build file uses %s, which %s computes from the environment"
@@ -490,6 +490,8 @@ def nvtoolsext(tree):
         "default_path": default,
         "default_path_at": defaults.get(default, []) if default else [],
         "required_on_windows_cuda": any(kind.startswith("fatal") for kind, _ in findings),
+        # False: setting env_var changes nothing; only default_path is searched.
+        "env_var_honoured": bool(env_var) and any(kind in ("fatal-py", "passed") for kind, _ in findings),
         "files": sorted(files),
         "how": ("; ".join(sentences) + ".") if sentences else "no build file mentions NvToolsExt.",
     }
