@@ -399,20 +399,7 @@ def print_summary(outcomes, channel_dir: Path, out=None):
 
 
 def install_lines(outcomes, channel_dir: Path) -> list:
-    """One `conda install` line per label that got packages: main's as `-c CHANNEL`; another label's
-    as users type it for anaconda.org (`-c torchwin -c torchwin/label/L`), with the local channel."""
-    built: dict = {}
-    for o in outcomes:
-        if o.result == "built":
-            built.setdefault(o.label, set()).add(o.variant.name)
-    uri = channel_dir.resolve().as_uri()
-    lines = []
-    for label in sorted(built, key=lambda name: (name != "main", name)):
-        if label == "main":
-            channels = "-c " + uri
-        else:
-            # Main first when it exists here: a local channel holding only this label has no main to add.
-            has_main = (channel_dir / "noarch" / "repodata.json").is_file()
-            channels = ("-c %s " % uri if has_main else "") + "-c %s/label/%s" % (uri, label)
-        lines.append("conda install %s %s" % (channels, " ".join(sorted(built[label]))))
-    return lines
+    """One solvable install line per platform and build selection (torchwin.try_it says how)."""
+    from torchwin import try_it
+
+    return try_it.install_lines(outcomes, channel_dir)
