@@ -266,11 +266,27 @@ def test_missing_blobs_are_recorded_not_fatal(upstream):
     assert "NEVER_SEEN" not in json.dumps(upstream["facts"]["env_vars"])
 
 
+def test_nvtoolsext_from_cmake_when_the_variable_is_defined(tmp_path):
+    """1.2.0 and later: CMake itself takes NVTOOLSEXT_PATH, tested with DEFINED (which works for a path)."""
+    repo = make_repo(tmp_path / "r", {"cmake/public/cuda.cmake": (
+        'if(NOT NVTOOLEXT_HOME)\n  set(NVTOOLEXT_HOME "C:/Program Files/NVIDIA Corporation/NvToolsExt")\n'
+        'endif()\nif(DEFINED ENV{NVTOOLSEXT_PATH})\n  set(NVTOOLEXT_HOME $ENV{NVTOOLSEXT_PATH})\nendif()\n'
+        'set(L ${NVTOOLEXT_HOME}/lib/x64/nvToolsExt64_1.lib)\n')})
+    facts = upstream_facts.extract(upstream_facts.Git(repo), "9.9.9", commit(repo))
+    nvtx = facts["nvtoolsext"]
+    assert (nvtx["env_var"], nvtx["env_var_honoured"], nvtx["required_on_windows_cuda"]) == (
+        "NVTOOLSEXT_PATH", True, True)
+    assert "cmake/public/cuda.cmake:4 takes the folder from NVTOOLSEXT_PATH when it is set" in nvtx["how"]
+    assert facts["env_vars"]["cmake"] == ["NVTOOLSEXT_PATH"]
+
+
 def test_version_txt_when_setup_py_declares_none(tmp_path):
-    repo = make_repo(tmp_path / "r", {"setup.py": "version = open('version.txt').read()\n",
+    repo = make_repo(tmp_path / "r", {"setup.py": ("version = open('version.txt').read()\n"
+                                                   "setup(python_requires='>=2.7, !=3.0.*', name='torch')\n"),
                                       "version.txt": "1.6.0a0\n"})
     facts = upstream_facts.extract(upstream_facts.Git(repo), "1.6.0", commit(repo))
     assert (facts["declared_version"], facts["declared_version_file"]) == ("1.6.0a0", "version.txt")
+    assert facts["python_requires"] == ">=2.7, !=3.0.*"
 
 
 # ---- the command: write, check, bad input ------------------------------------------------------------------

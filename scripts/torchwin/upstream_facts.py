@@ -42,7 +42,7 @@ _PY_ENV_IN = re.compile(r"(['\"])(%s)\1\s+(?:not\s+)?in\s+os\.environ\b" % _NAME
 _PY_ENV_DYNAMIC = re.compile(
     r"(?:\bos\.getenv|\bgetenv|\benviron\.get|\bcheck_env_flag|\bcheck_negative_env_flag)"
     r"\(\s*((['\"])\w*\2\s*\+\s*\w+)")
-_CMAKE_ENV = re.compile(r"\$ENV\{(%s)\}" % _NAME)
+_CMAKE_ENV = re.compile(r"(?:\$ENV|\bDEFINED\s+ENV)\{(%s)\}" % _NAME)
 _CMAKE_FLOOR = re.compile(r"cmake_minimum_required\s*\(\s*VERSION\s+([0-9]+(?:\.[0-9]+)*)", re.I)
 _BAT_READ = re.compile(r"%%(%s)(?::[^%%\r\n]*)?%%|!(%s)!|\bdefined\s+(%s)" % (_NAME, _NAME, _NAME), re.I)
 _BAT_SET = re.compile(r"\bset\s+(?:/[ap]\s+)?\"?(%s)\s*=" % _NAME, re.I)
@@ -53,7 +53,7 @@ _SH_SET = re.compile(r"(?:^\s*|[;&|(){]\s*|\bexport\s+|\blocal\s+|\breadonly\s+|
                      r"(%s)\+?=|\bfor\s+(%s)\s+in\b|\bread\s+(?:-\w+\s+)*(%s)" % (_NAME, _NAME, _NAME))
 _YAML_LOAD = re.compile(r"\byaml\.load\(")
 _VERSION_LINE = re.compile(r"^version\s*=\s*['\"]([^'\"]+)['\"]", re.M)
-_PYTHON_REQUIRES = re.compile(r"python_requires\s*=\s*([^,\n)]+(?:\([^)]*\))?)")
+_PYTHON_REQUIRES = re.compile(r"python_requires\s*=\s*(?:(['\"])([^'\"]*)\1|([^,\n)]+(?:\([^)]*\))?))")
 _NVTX_NAME = re.compile(r"\w*NVTOOL\w*")
 _WINDOWS_PATH = re.compile(r"['\"]([A-Za-z]:[\\/]+[^'\"]*NvToolsExt)['\"]")
 
@@ -313,9 +313,7 @@ def python_requires(tree):
     m = _PYTHON_REQUIRES.search(tree.text.get("setup.py", ""))
     if not m:
         return None
-    expr = m.group(1).strip()
-    literal = re.fullmatch(r"(['\"])([^'\"]*)\1", expr)
-    return literal.group(2) if literal else expr
+    return m.group(2) if m.group(1) else m.group(3).strip()
 
 
 def submodules(git, tree):
@@ -461,6 +459,11 @@ def nvtoolsext(tree):
                     files.add(path)
                     findings.append(("info", "%s:%d falls back to the fixed folder %s when CMake variable %s "
                                      "is unset" % (path, number, m.group(2), m.group(1))))
+                m = re.search(r"\bif\s*\(\s*DEFINED\s+ENV\{(\w*NVTOOL\w*)\}", line)
+                if m:
+                    files.add(path)
+                    findings.append(("passed", "%s:%d takes the folder from %s when it is set"
+                                     % (path, number, m.group(1))))
                 if re.search(r"\bif\s*\(\s*\$ENV\{\w*NVTOOL\w*\}\s*\)", line):
                     findings.append(("info", "%s:%d tests if($ENV{...}) unquoted, which is false for a path "
                                      "(CMake reads it as a variable name)" % (path, number)))
@@ -481,9 +484,10 @@ def nvtoolsext(tree):
                    min(env_vars) if env_vars else None)
     default = min(defaults) if defaults else None
     sentences = [text for _, text in findings]
-    if env_var and helpers:
-        home = env_vars[env_var]
-        sentences.insert(0, "%s reads %s (default %s)" % (", ".join(sorted(home)), env_var, default))
+    if env_var:
+        readers = sorted(env_vars[env_var])
+        sentences.insert(0, "%s read%s %s (default %s)" % (", ".join(readers), "s" if len(readers) == 1 else "",
+                                                           env_var, default))
     return {
         "env_var": env_var,
         "env_vars_read": {n: sorted(p) for n, p in sorted(env_vars.items())},
