@@ -65,6 +65,9 @@ import os
 CUDA_HOME = os.environ.get('CUDA_HOME')
 os.environ['WRITTEN_ONLY'] = '1'
 LIB = os.environ['CUDA_LIB']
+my_env = os.environ.copy()
+cc = my_env.get('CC', 'cl')
+vc_env = _get_vc_env('x64')
 """
 
 BUILD_SH = """\
@@ -176,12 +179,13 @@ def test_release_tag_commit_and_declared_version(upstream):
     assert (facts["declared_version"], facts["declared_version_file"]) == ("2.0.0a0", "setup.py")
     assert facts["python_requires"] == ">=3.5"
     assert facts["source"] == upstream_facts.SOURCE
+    assert facts["distutils_vc_env_calls"] == ["tools/setup_helpers/cuda.py:7"]
 
 
 def test_env_vars_are_the_reads_of_each_group(upstream):
     env = upstream["facts"]["env_vars"]
     assert env["setup.py"] == ["DEBUG", "FROM_IN", "MAX_JOBS"]  # not NO_ (a prefix), not the comment
-    assert env["tools/setup_helpers"] == ["CUDA_HOME", "CUDA_LIB", "NVTOOLSEXT_PATH"]  # not WRITTEN_ONLY
+    assert env["tools/setup_helpers"] == ["CC", "CUDA_HOME", "CUDA_LIB", "NVTOOLSEXT_PATH"]  # not WRITTEN_ONLY
     assert env["cmake"] == ["MAGMA_HOME", "TORCH_CUDA_ARCH_LIST"]
     by_script = upstream["facts"]["env_vars_by_build_script"]
     # Read before the script assigns them: inputs. LOCAL_ONLY / FOO are the script's own; \$ORIGIN is literal;

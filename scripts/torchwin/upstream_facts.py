@@ -15,6 +15,7 @@ names the file (and line) it came from, so a reader can check it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -33,8 +34,9 @@ ENV_GROUPS = ("setup.py", "tools/setup_helpers", "tools/build_pytorch_libs", "cm
 CMAKE_BREAKING_FLOOR = (3, 5)  # CMake >= 4 refuses cmake_minimum_required(VERSION < 3.5)
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+# `my_env.get('CC')` reads a copy of os.environ (1.1.0's build_pytorch_libs.py): still the environment.
 _PY_ENV_READ = re.compile(
-    r"(?:\bos\.getenv|\bgetenv|\benviron\.get|\bcheck_env_flag|\bcheck_negative_env_flag)"
+    r"(?:\bos\.getenv|\bgetenv|\benviron\.get|\b\w*_env\.get|\bcheck_env_flag|\bcheck_negative_env_flag)"
     r"\(\s*(['\"])(%s)\1(?=\s*[,)])" % _NAME)
 _PY_ENV_INDEX = re.compile(r"\benviron\[\s*(['\"])(%s)\1\s*\](?!\s*=[^=])" % _NAME)
 _PY_ENV_IN = re.compile(r"(['\"])(%s)\1\s+(?:not\s+)?in\s+os\.environ\b" % _NAME)
@@ -581,6 +583,10 @@ def extract(git, release, commit, mirrors=None, source=SOURCE):
         "nvtoolsext": nvtoolsext(tree),
         "ninja": ninja(tree, env),
         "python_requires": python_requires(tree),
+        # distutils' _get_vc_env runs vcvarsall for the newest toolset unless DISTUTILS_USE_SDK is set.
+        "distutils_vc_env_calls": [
+            "%s:%d" % (path, number) for path in tree.files(_is_build_file) if path.endswith(".py")
+            for number, line in _code_lines(tree.text[path], "#") if re.search(r"\b_get_vc_env\(", line)],
         "unreadable": sorted(tree.unreadable),
         "missing_blobs": tree.missing_blobs(),
     }
@@ -693,7 +699,7 @@ def stray_tables(out_dir, expected):
 def add_parser(subparsers):
     parser = subparsers.add_parser(
         "upstream-facts", help="read upstream PyTorch at each pinned release; write or check the facts table",
-        description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         "  torchwin upstream-facts --repo ~/src/pytorch --submodule-mirrors ~/mirrors\n"
         "  torchwin upstream-facts --repo ~/src/pytorch --check\n"
