@@ -1,0 +1,181 @@
+"""Helpers for the opt-in tests that read a local upstream PyTorch repository (TORCHWIN_UPSTREAM_REPO).
+
+The repository may be bare and may lack some blobs (the mirror this project is developed with misses
+a few large ones), so trees are read with git plumbing (`git ls-tree`, `git cat-file --batch`), never
+`git archive` or a checkout. Submodule repositories are looked up in TORCHWIN_SUBMODULE_MIRRORS, a
+folder laid out as `<owner>+<name>/repo` (the layout of the `fetch` tool's snapshots of GitHub
+repositories); a submodule without one there is filled with a placeholder file, and the tests say so.
+"""
+
+import functools
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "pytorch"
+PLACEHOLDER = "TORCHWIN_PLACEHOLDER"
+
+
+def upstream_repo():
+    """The repository TORCHWIN_UPSTREAM_REPO names, or a skip that says how to enable the test."""
+    value = os.environ.get("TORCHWIN_UPSTREAM_REPO")
+    if not value:
+        pytest.skip("opt-in: set TORCHWIN_UPSTREAM_REPO to a local clone (bare is fine) of pytorch/pytorch "
+                    "with the release tags, e.g. the snapshot of github:hterada/pytorch")
+    path = Path(value)
+    if git(path, "rev-parse", "--git-dir", check=False).returncode != 0:
+        pytest.fail(f"TORCHWIN_UPSTREAM_REPO={value} is not a git repository", pytrace=False)
+    return path
+
+
+def git(repo, *args, input=None, check=True):
+    return subprocess.run(["git", "-C", str(repo), *args], input=input, capture_output=True, check=check)
+
+
+def facts(release):
+    return json.loads((RECIPE / "upstream" / f"{release}.json").read_text())
+
+
+def skipped(release):
+    return json.loads((RECIPE / "submodules_skipped.json").read_text()).get(release, {})
+
+
+def releases():
+    """The releases the recipe builds, from variants.yaml (the one list of them)."""
+    import yaml
+
+    return [str(v) for v in yaml.safe_load((RECIPE / "variants.yaml").read_text())["pytorch_version"]]
+
+
+def tree_entries(repo, commit):
+    """[(mode, type, sha, path)] of a commit's whole tree."""
+    out = git(repo, "ls-tree", "-r", "-z", commit).stdout.decode("utf-8", "surrogateescape")
+    entries = []
+    for record in filter(None, out.split("\0")):
+        meta, path = record.split("\t", 1)
+        mode, kind, sha = meta.split()
+        entries.append((mode, kind, sha, path))
+    return entries
+
+
+def missing_blobs(repo, commit):
+    """{path: sha} of the blobs of the commit's tree that the repository does not have."""
+    blobs = [(sha, path) for _, kind, sha, path in tree_entries(repo, commit) if kind == "blob"]
+    out = git(repo, "cat-file", "--batch-check", input="".join(s + "\n" for s, _ in blobs).encode()).stdout
+    lines = out.decode().splitlines()
+    return {path: sha for (sha, path), line in zip(blobs, lines) if line.endswith(" missing")}
+
+
+def export_tree(repo, commit, dest):
+    """Write the commit's tree to dest; returns {path: sha} of blobs the repository lacks (written empty)."""
+    entries = tree_entries(repo, commit)
+    blobs = [(mode, sha, path) for mode, kind, sha, path in entries if kind == "blob"]
+    for mode, kind, _, path in entries:
+        if kind == "commit":
+            (dest / path).mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(["git", "-C", str(repo), "cat-file", "--batch"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    missing = {}
+    try:
+        for mode, sha, path in blobs:
+            proc.stdin.write(sha.encode() + b"\n")
+            proc.stdin.flush()
+            header = proc.stdout.readline().decode().split()
+            target = dest / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if header[-1] == "missing":
+                missing[path] = sha
+                target.write_bytes(b"")
+                continue
+            data = proc.stdout.read(int(header[2]))
+            proc.stdout.read(1)
+            target.write_bytes(data)  # a symlink (mode 120000) becomes a file holding its target
+            if mode == "100755":
+                target.chmod(0o755)
+    finally:
+        proc.stdin.close()
+        proc.wait()
+    return missing
+
+
+def fill_placeholders(src, release):
+    """Put a placeholder file in every empty submodule folder the build needs; the paths filled."""
+    filled = []
+    for module in facts(release)["submodules"]:
+        path = module["path"]
+        if path in skipped(release):
+            continue
+        folder = src / path
+        folder.mkdir(parents=True, exist_ok=True)
+        if not any(folder.iterdir()):
+            (folder / PLACEHOLDER).write_text(f"placeholder for {module['url']} at {module['commit']}\n")
+            filled.append(path)
+    return filled
+
+
+def github_slug(url):
+    match = re.match(r"(?:https?://|git://|git@)github\.com[/:]([^/]+)/([^/]+?)(?:\.git)?/?$", url or "")
+    return match.groups() if match else None
+
+
+def submodule_mirror(url, commit):
+    """A local repository for a submodule URL that has the commit and everything it needs, or None."""
+    root = os.environ.get("TORCHWIN_SUBMODULE_MIRRORS")
+    slug = github_slug(url)
+    if not root or not slug:
+        return None
+    repo = Path(root) / f"{slug[0]}+{slug[1]}" / "repo"
+    if not repo.is_dir() or git(repo, "cat-file", "-e", f"{commit}^{{commit}}", check=False).returncode:
+        return None
+    return repo if _complete(repo) else None
+
+
+@functools.cache
+def _complete(repo):
+    """A submodule clone fetches every branch and tag: a snapshot missing any object they reach cannot serve it."""
+    objects = git(repo, "rev-list", "--objects", "--missing=print", "--all", check=False)
+    return objects.returncode == 0 and not any(line.startswith(b"?") for line in objects.stdout.splitlines())
+
+
+def nested_submodules(repo, commit):
+    """[(name, path, url, commit)] of a repository's own submodules at a commit."""
+    out = git(repo, "config", "--blob", f"{commit}:.gitmodules", "--get-regexp", r"^submodule\..*\.(path|url)$",
+              check=False).stdout.decode()
+    entries = {}
+    for line in out.splitlines():
+        key, value = line.split(" ", 1)
+        name, field = key[len("submodule."):].rsplit(".", 1)
+        entries.setdefault(name, {})[field] = value
+    links = {path: sha for mode, kind, sha, path in tree_entries(repo, commit) if kind == "commit"}
+    return [(name, e.get("path", name), e.get("url"), links.get(e.get("path", name))) for name, e in entries.items()]
+
+
+def history_lacks_objects(repo, commit):
+    """True when some object the commit reaches (its whole history) is missing from the repository."""
+    out = git(repo, "rev-list", "--objects", "--missing=print", commit, check=False).stdout
+    return any(line.startswith(b"?") for line in out.splitlines())
+
+
+def shallow_tag_repo(repo, tag, dest):
+    """A bare repository holding only `tag` at depth 1, fetched from repo."""
+    git(dest.parent, "init", "-q", "--bare", str(dest))
+    git(dest, "fetch", "-q", "--depth", "1", str(repo), f"+refs/tags/{tag}:refs/tags/{tag}")
+    return dest
+
+
+def shallow_fetching_git(folder):
+    """A folder with a `git` that runs the real one, adding --update-shallow to `git fetch`."""
+    import shutil
+
+    real = shutil.which("git")
+    folder.mkdir(parents=True, exist_ok=True)
+    shim = folder / "git"
+    shim.write_text(f'#!/bin/sh\nif [ "$1" = fetch ]; then shift; exec {real} fetch --update-shallow "$@"; fi\n'
+                    f'exec {real} "$@"\n')
+    shim.chmod(0o755)
+    return folder
