@@ -352,3 +352,27 @@ def test_empty_submodule_is_refused_unless_skipped(tmp_path):
     assert "submodule third_party/pybind11 is empty or missing" in str(info.value)
     with pytest.raises(driver.BuildConfigError, match=r"third_party/pybind11 .*\(and 1 more\)"):
         driver.check_source(source_variant("0.4.1"), FACTS_041, {}, src)
+
+
+NVTX_1_1_0 = {"release": "1.1.0", "nvtoolsext": {
+    "env_var": "NVTOOLSEXT_PATH", "default_path": "C:/Program Files/NVIDIA Corporation/NvToolsExt",
+    "required_on_windows_cuda": True, "env_var_honoured": False}}
+
+
+def test_release_whose_cmake_ignores_nvtoolsext_path_needs_the_default_folder():
+    """1.1.0's torch/CMakeLists.txt links nvToolsExt64_1.lib from the fixed folder only."""
+    other = r"D:\nvtx"
+    host = win_cuda_host(nvtx=False, extra={other + r"\lib\x64\nvToolsExt64_1.lib"})
+    with pytest.raises(driver.BuildConfigError) as info:
+        plan(variant("1.1.0"), dict(WIN_ENV, NVTOOLSEXT_PATH=other), True, host, NVTX_1_1_0)
+    assert "only from " + NVTX in str(info.value) and "ignores NVTOOLSEXT_PATH" in str(info.value)
+    host.files.add(NVTX_LIB)
+    env, _ = plan(variant("1.1.0"), dict(WIN_ENV, NVTOOLSEXT_PATH=other), True, host, NVTX_1_1_0)
+    assert env["NVTOOLSEXT_PATH"] == other
+
+
+def test_cmake_generator_is_set_only_for_releases_that_read_it():
+    env, _ = plan(variant("1.1.0", "None"), WIN_ENV, True, Host(), {"ninja": {"reads_cmake_generator": False}})
+    assert "CMAKE_GENERATOR" not in env
+    env, _ = plan(variant("1.0.1", "None"), WIN_ENV, True, Host(), {"ninja": {"reads_cmake_generator": True}})
+    assert env["CMAKE_GENERATOR"] == "Ninja"

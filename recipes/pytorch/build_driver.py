@@ -48,6 +48,18 @@ NVTOOLSEXT_LIB = ("lib", "x64", "nvToolsExt64_1.lib")
 
 PLATFORMS = ("win-64", "linux-64")
 
+# What the build reads from the machine (this driver, and sccache its own
+# settings). recent rattler-build hands the script a filtered environment, so
+# recipe.yaml passes each through script.env (a test keeps the two equal); an
+# empty one is what the recipe passes for an unset one, and is removed.
+HOST_VARIABLES = ("CUDA_HOME", "CUDA_PATH", "CUDNN_ROOT", "NVTOOLSEXT_PATH", "CUDA_NVCC_EXECUTABLE",
+                  "TORCH_CUDA_ARCH_LIST", "MAX_JOBS", "VCToolsVersion", "SCCACHE_DIR", "SCCACHE_CACHE_SIZE")
+
+
+def host_variables():
+    """HOST_VARIABLES plus the CUDA installer's CUDA_PATH_V9_0 for every CUDA this driver builds."""
+    return HOST_VARIABLES + tuple("CUDA_PATH_V" + v.replace(".", "_") for v in sorted(CUDA_ARCH_LIST))
+
 
 class BuildConfigError(Exception):
     """A variant/host combination that cannot build; the message says how to fix it."""
@@ -100,6 +112,8 @@ def join(base, *parts):
     So a win-64 plan made on Linux (tests, --platform win-64) probes real folders.
     """
     windows_style = "\\" in base or re.match(r"^[A-Za-z]:", base) is not None
+    if windows_style:
+        base = base.replace("/", "\\")
     sep = "\\" if windows_style else "/"
     return sep.join([base.rstrip("\\/")] + [p.strip("\\/") for p in parts])
 
@@ -223,7 +237,8 @@ def find_nvtoolsext(facts, environ, host):
     """NvToolsExt for a Windows CUDA build: NVTOOLSEXT_PATH, else the folder upstream defaults to."""
     info = facts.get("nvtoolsext") or {}
     env_var = info.get("env_var") or "NVTOOLSEXT_PATH"
-    default = info.get("default_path") or r"C:\Program Files\NVIDIA Corporation\NvToolsExt"
+    default = join(info.get("default_path") or r"C:\Program Files\NVIDIA Corporation\NvToolsExt")
+    release = facts.get("release", "?")
     given = environ.get(env_var)
     home = normalize_dir(given or default)
     lib = join(home, *NVTOOLSEXT_LIB)
@@ -231,8 +246,13 @@ def find_nvtoolsext(facts, environ, host):
         raise BuildConfigError(
             "NvToolsExt not found: no %s (%s); PyTorch %s links it in every Windows CUDA build; install it "
             "(the CUDA installer's Nsight NVTX component) or set %s"
-            % (lib, "from %s" % env_var if given else "the default folder, %s is unset" % env_var,
-               facts.get("release", "?"), env_var))
+            % (lib, "from %s" % env_var if given else "the default folder, %s is unset" % env_var, release, env_var))
+    # 1.1.0's torch/CMakeLists.txt links from the fixed folder whatever the variable says.
+    default_lib = join(default, *NVTOOLSEXT_LIB)
+    if info.get("env_var_honoured", True) is False and not host.exists(default_lib):
+        raise BuildConfigError(
+            "PyTorch %s links NvToolsExt only from %s (its CMake ignores %s=%s) and %s is missing; install "
+            "NvToolsExt into that folder" % (release, default, env_var, given, default_lib))
     return env_var, home
 
 
@@ -278,7 +298,8 @@ def plan(variant, environ, is_windows, facts=None, host=None):
     env["PYTORCH_BUILD_NUMBER"] = str(variant["build_number"])
     # Read by build_pytorch_libs.bat (0.4.1-1.0.1); on Linux those releases
     # choose by `import ninja` (checked below) and 1.1.0 by ninja on PATH.
-    env["CMAKE_GENERATOR"] = "Ninja"
+    if (facts.get("ninja") or {}).get("reads_cmake_generator", True):
+        env["CMAKE_GENERATOR"] = "Ninja"
     env["MAX_JOBS"] = environ.get("MAX_JOBS") or str(host.cpu_count)
 
     prefix = environ.get("PREFIX", "")
@@ -454,7 +475,13 @@ def check_source(variant, facts, skipped, src_dir):
 
 
 def make_plan(environ, platform):
-    """Everything the build and --plan share: the variant, the source checks, the plan."""
+    """Everything the build and --plan share: the variant, the source checks, the plan.
+
+    Removes the host variables the recipe passed empty from `environ`.
+    """
+    unset = sorted(name for name in host_variables() if environ.get(name) == "")
+    for name in unset:
+        del environ[name]
     variant = variant_from_environ(environ)
     recipe_dir = environ.get("RECIPE_DIR") or os.path.dirname(os.path.abspath(__file__))
     facts = load_facts(recipe_dir, variant["release"])
@@ -466,7 +493,8 @@ def make_plan(environ, platform):
     result = plan(variant, environ, is_windows, facts, host)
     result["warnings"] = warnings + result["warnings"]
     result.update({"release": variant["release"], "version": variant["version"], "platform": platform,
-                   "cuda": variant["cuda"], "build_number": variant["build_number"], "src_dir": src_dir})
+                   "cuda": variant["cuda"], "build_number": variant["build_number"], "src_dir": src_dir,
+                   "unset": unset})
     return result
 
 
