@@ -214,6 +214,19 @@ def test_submodule_floors_from_a_mirror_or_said_unreadable(upstream):
     assert floorlib["source"] == "github:someone/floorlib at %s" % upstream["floorlib"]
 
 
+def test_submodule_mirror_found_case_insensitively_or_by_a_fork_of_the_same_name(upstream, tmp_path):
+    """GitHub names ignore case (pytorch/fbgemm is pytorch+FBGEMM); 1.1.0 pins zdevito/sleef at a commit
+    shibatch/sleef holds."""
+    repo = make_repo(tmp_path / "r", {".gitmodules": (
+        '[submodule "a"]\n\tpath = a\n\turl = https://github.com/SomeOne/FloorLib\n'
+        '[submodule "b"]\n\tpath = b\n\turl = git@github.com:forker/floorlib.git\n')})
+    for path in ("a", "b"):
+        git(repo, "update-index", "--add", "--cacheinfo", "160000,%s,%s" % (upstream["floorlib"], path))
+    facts = upstream_facts.extract(upstream_facts.Git(repo), "9.9.9", commit(repo), mirrors=upstream["mirrors"])
+    got = [(e["path"], e["version"], e["source"].split(" ")[0]) for e in facts["submodule_cmake_floors"]]
+    assert got == [("a", "3.1", "github:someone/floorlib"), ("b", "3.1", "github:someone/floorlib")]
+
+
 def test_cmake_floors_highest_lowest_and_below_3_5(upstream):
     floors = upstream["facts"]["cmake_minimum_required"]
     assert floors["highest"] == {"version": "3.5", "file": "CMakeLists.txt", "line": 1}

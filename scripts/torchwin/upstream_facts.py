@@ -359,8 +359,11 @@ def submodule_floors(git, subs, mirrors):
         if mirrors and slug:
             # The exact repository first, then forks of the same name: a commit is the same tree wherever
             # it is stored (1.1.0 pins zdevito/sleef at a commit shibatch/sleef also holds).
-            bases = [Path(mirrors) / ("%s+%s" % slug)]
-            bases += sorted(p for p in Path(mirrors).glob("*+%s" % slug[1]) if p != bases[0])
+            # GitHub names are case-insensitive (pytorch/fbgemm is pytorch/FBGEMM).
+            folders = sorted(Path(mirrors).iterdir()) if Path(mirrors).is_dir() else []
+            wanted = ("%s+%s" % slug).lower()
+            bases = [p for p in folders if p.name.lower() == wanted]
+            bases += [p for p in folders if p.name.lower().endswith("+" + slug[1].lower()) and p not in bases]
             for base in bases:
                 folder = base / "repo" if (base / "repo").is_dir() else base
                 if folder.is_dir():
@@ -373,12 +376,14 @@ def submodule_floors(git, subs, mirrors):
             sub_git, label = repo
             sub_tree = Tree(sub_git, sub["commit"], is_cmake)
             floors = cmake_floors(sub_tree.text)
-            top = [f for f in floors if f[2] == "CMakeLists.txt"]
-            pick = top[0] if top else None
-            lowest = floor_summary(floors)["lowest"]
-            entry.update(version=pick[1] if pick else None, file="CMakeLists.txt" if pick else None,
-                         lowest=lowest, source="%s at %s" % (label or "the superproject repository",
-                                                             sub["commit"]))
+            # The floor a build meets first: the top CMakeLists.txt, else the shallowest (protobuf: cmake/).
+            lists = [f for f in floors if f[2].rsplit("/", 1)[-1] == "CMakeLists.txt"]
+            pick = min(lists, key=lambda f: (f[2].count("/"), f[2], f[3])) if lists else None
+            entry.update(version=pick[1] if pick else None, file=pick[2] if pick else None,
+                         lowest=floor_summary(floors)["lowest"],
+                         source="%s at %s" % (label or "the superproject repository", sub["commit"]))
+            if not floors:
+                entry["note"] = "no cmake_minimum_required at this commit (not a CMake project)"
             if sub_tree.unreadable:
                 entry["unreadable_files"] = sub_tree.unreadable
         result.append(entry)
