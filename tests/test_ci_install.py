@@ -11,6 +11,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import sys
 import tarfile
 import threading
@@ -19,12 +20,34 @@ from pathlib import Path
 
 import pytest
 import yaml
-from torchwin import ci_downloads
+from torchwin import ci_downloads, recipes
 from torchwin.cli import main
 from torchwin.errors import Failure, UserError
 
+ROOT = Path(__file__).resolve().parents[1]
 HOST = ci_downloads.host_platform()
 EXE = ".exe" if HOST == "win-64" else ""
+SOURCE = "https://example.org/manifest-that-publishes-the-hash"
+# Downloads nobody has published a hash for (README "Known limits"): only the 0.4.1 release
+# builds use CUDA 9.1 on Windows. Each test that needs a pin says so for these, and fails
+# (strict xfail) the day one is pinned, so that this list shrinks with the table.
+KNOWN_UNPINNED = {
+    "cuda 9.1 win-64 local": "no published sha256/md5 found for cuda_9.1.85_win10.exe",
+    "cudnn 9.1 win-64": "no published hash found for cudnn-9.1-windows10-x64-v7.1.zip",
+}
+NVTX = r"C:\Program Files\NVIDIA Corporation\NvToolsExt"
+
+
+def matrix_cudas(platform):
+    """The CUDA versions recipes/pytorch/variants.yaml builds for platform (any release)."""
+    values = recipes.load_variant_config(ROOT / "recipes" / "pytorch", platform).to_dict()
+    key = "pytorch_cuda_win" if platform == "win-64" else "pytorch_cuda_linux"
+    return sorted({cuda for row in values[key] for cuda in str(row).split()})
+
+
+def _unpinned_mark(*wheres):
+    reasons = [KNOWN_UNPINNED[w] for w in wheres if w in KNOWN_UNPINNED]
+    return [pytest.mark.xfail(strict=True, reason="; ".join(reasons))] if reasons else []
 
 # ---------------------------------------------------------------- the shipped table
 
@@ -51,17 +74,24 @@ def test_the_table_is_package_data_and_valid(table):
     assert table["schema"] == 1
 
 
-def test_every_cuda_version_of_the_product_is_there_for_windows(table):
-    for version in ("8.0", "9.0", "9.1", "9.2"):
-        entry = table["cuda"][version]["win-64"]
-        assert set(entry["installers"]) == {"local", "network"}
-        assert entry["version"].startswith(version + ".")
-        assert entry["cudnn"]["file"].startswith(f"cudnn-{version}-windows")
-        assert entry["install_dir"].endswith("\\v" + version)
+def test_every_cuda_version_of_the_matrix_is_there_and_nothing_else(table):
+    for platform, word in (("win-64", "windows"), ("linux-64", "linux")):
+        wanted = matrix_cudas(platform)
+        assert wanted, platform
+        have = sorted(v for v, platforms in table["cuda"].items() if platform in platforms)
+        assert have == wanted, platform  # no entry the matrix never installs
+        for version in wanted:
+            entry = table["cuda"][version][platform]
+            # Local installers only: a network installer fetches its parts unpinned.
+            assert set(entry["installers"]) == {"local"}
+            assert entry["version"].startswith(version + ".")
+            assert entry["cudnn"]["file"].startswith(f"cudnn-{version}-{word}")
+    for version in matrix_cudas("win-64"):
+        assert table["cuda"][version]["win-64"]["install_dir"].endswith("\\v" + version)
 
 
 def test_urls_are_the_vendors_own_https_addresses(table):
-    hosts = {"vs2017": {"aka.ms"}}
+    hosts = {"vs2017": {"download.visualstudio.microsoft.com"}}
     for where, download in _downloads(table):
         assert download["url"].startswith("https://"), where
         host = download["url"].split("/")[2]
@@ -77,8 +107,27 @@ def test_pinned_hashes_are_distinct(table):
     assert len(pinned) == len(set(pinned)), "two files cannot share a sha256: a pasted value is wrong"
 
 
+@pytest.mark.parametrize("where, download", list(_downloads(ci_downloads.load_table())),
+                         ids=lambda value: value if isinstance(value, str) else "")
+def test_every_download_is_pinned_with_its_source(request, where, download):
+    for mark in _unpinned_mark(where):
+        request.applymarker(mark)
+    pinned = download["sha256"] or (download.get("md5") and download.get("signer"))
+    assert pinned, f"{where}: {download['url']} has no pin"
+    assert download["source"].startswith("https://github.com/") and "/blob/" in download["source"], where
+    # A source at a fixed commit (or tag) stays readable as it was when the hash was taken.
+    assert "/blob/master/" not in download["source"] and "/blob/main/" not in download["source"], where
+
+
+def test_every_windows_executable_names_its_signer(table):
+    assert table["vs2017"]["win-64"]["download"]["signer"] == "Microsoft Corporation"
+    for version in matrix_cudas("win-64"):
+        assert table["cuda"][version]["win-64"]["installers"]["local"]["signer"] == "NVIDIA Corporation"
+
+
 def test_windows_cuda_arguments(table):
-    for version, compiler in (("8.0", "compiler"), ("9.0", "compiler"), ("9.1", "nvcc"), ("9.2", "nvcc")):
+    for version in matrix_cudas("win-64"):
+        compiler = "compiler" if version in ("8.0", "9.0") else "nvcc"
         plan = ci_downloads.cuda_plan(table, version, platform="win-64")
         toolkit, cudnn = plan.steps
         args = toolkit.args
@@ -89,8 +138,12 @@ def test_windows_cuda_arguments(table):
         assert all(a.endswith("_" + version) for a in args[1:])
         for needed in ("cudart", "cublas_dev", "curand_dev", "cufft_dev", "cusparse_dev", "nvrtc_dev"):
             assert f"{needed}_{version}" in args
+        # NvToolsExt comes with the Visual Studio integration component, and is checked afterwards.
+        assert f"visual_studio_integration_{version}" in args
         cuda_dir = rf"C:\Program Files\NVIDIA GPU Computing Toolkit\CUDA\v{version}"
-        assert toolkit.expect == [cuda_dir + r"\bin\nvcc.exe"]
+        assert toolkit.expect == [cuda_dir + r"\bin\nvcc.exe", NVTX + r"\bin\x64\nvToolsExt64_1.dll",
+                                  NVTX + r"\lib\x64\nvToolsExt64_1.lib", NVTX + r"\include\nvToolsExt.h"]
+        assert plan.env["NVTOOLSEXT_PATH"] == NVTX
         assert cudnn.action == "extract" and cudnn.strip == "cuda"
         assert plan.env["CUDA_PATH_V" + version.replace(".", "_")] == plan.env["CUDA_PATH"]
 
@@ -112,8 +165,14 @@ def test_vs2017_arguments(table):
     # CUDA 9.0/9.1 refuse MSVC newer than 14.11: the toolset component is the point of this install.
     assert "Microsoft.VisualStudio.Component.VC.Tools.14.11" in added
     assert "Microsoft.VisualStudio.Workload.VCTools" in added
+    assert "Microsoft.VisualStudio.Component.Windows10SDK.17763" in added
     install_path = args[args.index("--installPath") + 1]
     assert "{" not in install_path and install_path.endswith(r"2017\BuildTools")
+    # The release channel of VS 15 (its last minor is 15.9), and vswhere must find a 15.9 instance
+    # there afterwards -- not the VS2022 a windows-2022 runner already has.
+    assert args[args.index("--channelUri") + 1] == "https://aka.ms/vs/15/release/channel"
+    assert step.vswhere["version"] == "[15.9,16.0)" and step.vswhere["path"] == install_path
+    assert "Microsoft.VisualStudio.Component.VC.Tools.14.11" in step.vswhere["requires"]
     assert 3010 in step.ok_exit_codes  # "reboot required" is a success
     assert any(e.endswith(r"VC\Tools\MSVC\14.11.*") for e in step.expect)
 
@@ -150,6 +209,11 @@ def _write(tmp_path, data, name="table.yaml"):
         (lambda t: t["vs2017"]["win-64"]["download"].__setitem__("md5", "xyz"), "32 lowercase hex"),
         (lambda t: t["cuda"]["9.2"]["win-64"].__setitem__("subpackage", ["nvcc"]),
          r"unknown key\(s\) subpackage"),
+        (lambda t: t["cuda"]["9.0"]["win-64"]["cudnn"].pop("source"), r"cudnn\.source: a pinned hash needs"),
+        (lambda t: t["cuda"]["9.0"]["win-64"]["installers"]["local"].__setitem__("signer", "NVIDIA"),
+         "must be one of: NVIDIA Corporation, Microsoft Corporation"),
+        (lambda t: t["vs2017"]["win-64"].__setitem__("channel", "http://example.com/channel"),
+         "channel: must be the https URL"),
     ],
 )
 def test_a_broken_table_names_the_key(tmp_path, table, change, message):
@@ -179,12 +243,34 @@ def test_dry_run_shows_every_url_hash_and_argument_and_changes_nothing(tmp_path,
     entry = table["cuda"]["9.2"]["win-64"]
     for download in (entry["installers"]["local"], entry["cudnn"]):
         assert download["url"] in out
-    assert "NOT PINNED" in out  # the Windows installers have no published sha256 yet
+    assert "NOT PINNED" not in out
+    assert "sha256: " + entry["installers"]["local"]["sha256"] in out
+    assert "sha256: " + entry["cudnn"]["sha256"] in out
     assert "md5:    efaf92a93bdef21da29aba8a8768a16d" in out
+    assert "signer: NVIDIA Corporation" in out
+    assert "pinned from: https://github.com/JuliaPackaging/Yggdrasil/" in out
     assert "-s nvcc_9.2 cublas_9.2" in out
     assert "then set CUDA_PATH_V9_2=" in out
     assert "nothing was downloaded or changed" in out
     assert not downloads.exists()
+
+
+@pytest.mark.parametrize("version", [
+    pytest.param(v, marks=_unpinned_mark(f"cuda {v} win-64 local", f"cudnn {v} win-64"))
+    for v in matrix_cudas("win-64")])
+def test_dry_run_of_every_windows_cuda_of_the_matrix_is_fully_pinned(tmp_path, table, capsys, version):
+    assert main(["ci", "install-cuda", version, "--platform", "win-64", "--dry-run",
+                 "--download-dir", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    entry = table["cuda"][version]["win-64"]
+    for download in (entry["installers"]["local"], entry["cudnn"]):
+        assert "url:    " + download["url"] in out
+        assert download["sha256"] and "sha256: " + download["sha256"] in out
+    assert "signer: NVIDIA Corporation" in out
+    compiler = "compiler" if version == "9.0" else "nvcc"
+    assert f"run:    {tmp_path / 'd' / entry['installers']['local']['file']} -s {compiler}_{version}" in out
+    assert f"visual_studio_integration_{version}" in out and r"NvToolsExt\bin\x64\nvToolsExt64_1.dll" in out
+    assert "not pinned" not in out.lower()
 
 
 def test_dry_run_of_a_pinned_linux_entry_prints_its_sha256(tmp_path, table, capsys):
@@ -198,8 +284,12 @@ def test_dry_run_of_a_pinned_linux_entry_prints_its_sha256(tmp_path, table, caps
 def test_dry_run_vs2017(tmp_path, capsys):
     assert main(["ci", "install-vs2017", "--dry-run", "--download-dir", str(tmp_path / "d")]) == 0
     out = capsys.readouterr().out
-    assert "https://aka.ms/vs/15/release/vs_buildtools.exe" in out
+    entry = ci_downloads.load_table()["vs2017"]["win-64"]["download"]
+    assert "url:    " + entry["url"] in out and "sha256: " + entry["sha256"] in out
+    assert "signer: Microsoft Corporation" in out
+    assert "--channelUri https://aka.ms/vs/15/release/channel" in out
     assert "--add Microsoft.VisualStudio.Component.VC.Tools.14.11" in out
+    assert "vswhere: -version [15.9,16.0) -requires Microsoft.VisualStudio.Component.VC.Tools.14.11" in out
     assert not (tmp_path / "d").exists()
 
 
@@ -210,10 +300,10 @@ def test_a_plan_for_another_platform_does_not_run(tmp_path, table):
         ci_downloads.execute(plan, tmp_path, out=io.StringIO())
 
 
-def test_the_shipped_windows_entries_refuse_to_run_unpinned(tmp_path, table):
-    plan = ci_downloads.cuda_plan(table, "9.0", platform="win-64")
+def test_the_shipped_unpinned_entries_refuse_to_run(tmp_path, table):
+    plan = ci_downloads.cuda_plan(table, "9.1", platform="win-64")
     plan.platform = HOST  # pretend we are on Windows: the pin check comes before anything else
-    with pytest.raises(Failure, match=r"no pinned sha256.*torchwin ci hash cuda 9\.0 --platform win-64"):
+    with pytest.raises(Failure, match=r"no pinned sha256.*torchwin ci hash cuda 9\.1 --platform win-64"):
         ci_downloads.execute(plan, tmp_path / "d", out=io.StringIO())
     assert not (tmp_path / "d").exists()
 
@@ -301,7 +391,7 @@ def mirror(tmp_path):
         (root / "installer.py").write_bytes(installer)
         cudnn = _cudnn_archive(archive)
         (root / "cudnn.archive").write_bytes(cudnn)
-        local = {"url": server.url + "/installer.py", "file": "installer.py",
+        local = {"url": server.url + "/installer.py", "file": "installer.py", "source": SOURCE,
                  "sha256": _sha(installer) if installer_sha is None else installer_sha}
         if md5:
             local["md5"] = md5
@@ -313,7 +403,7 @@ def mirror(tmp_path):
             "install_dir": str(state["install_dir"]),
             "ok_exit_codes": list(ok_codes),
             "cudnn": {"version": "7.1.4", "url": server.url + "/cudnn.archive", "file": "cudnn.archive",
-                      "sha256": _sha(cudnn) if cudnn_sha is None else cudnn_sha},
+                      "source": SOURCE, "sha256": _sha(cudnn) if cudnn_sha is None else cudnn_sha},
         }
         if HOST == "win-64":
             entry["subpackages"] = ["nvcc", "cudart"]
@@ -472,3 +562,131 @@ def test_tar_symlinks_are_kept_inside(tmp_path):
     assert (tmp_path / "ok" / "lib64" / "libcudnn.so").is_symlink()
     with pytest.raises(Failure, match="points outside"):
         ci_downloads.extract(make("../../../etc/passwd"), tmp_path / "bad", "cuda", io.StringIO())
+
+
+# ---------------------------------------------------------------- signatures and vswhere
+
+# PowerShell and vswhere exist only on Windows; elsewhere a small program of that name on PATH
+# answers as they would (the edge), and records how it was called.
+posix_only = pytest.mark.skipif(HOST == "win-64", reason="uses stand-ins for Windows' own PowerShell/vswhere")
+NVIDIA_SUBJECT = "CN=NVIDIA Corporation, OU=2-J, O=NVIDIA Corporation, L=Santa Clara, S=California, C=US"
+
+
+def _fake_tool(folder, name, stdout, code=0):
+    folder.mkdir(exist_ok=True)
+    calls = folder / (name + ".calls")
+    script = folder / name
+    script.write_text(
+        f"#!{sys.executable}\nimport json, os, sys\n"
+        f"with open({str(calls)!r}, 'a') as f:\n"
+        "    f.write(json.dumps([sys.argv[1:], os.environ.get('TORCHWIN_SIGNED_FILE')]) + '\\n')\n"
+        f"sys.stdout.write({stdout!r})\nsys.exit({code})\n")
+    script.chmod(0o755)
+    return calls
+
+
+def _calls(path):
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _sign(state, signer="NVIDIA Corporation", sha256=True):
+    data = yaml.safe_load(state["table"].read_text())
+    local = data["cuda"]["9.0"][HOST]["installers"]["local"]
+    local["signer"] = signer
+    if not sha256:
+        local["sha256"] = None
+        local["md5"] = hashlib.md5(state["installer"]).hexdigest()
+    state["table"].write_text(yaml.safe_dump(data))
+
+
+@posix_only
+def test_a_signed_installer_runs_only_after_windows_accepts_its_signature(tmp_path, mirror, monkeypatch, capsys):
+    state = mirror()
+    _sign(state)
+    calls = _fake_tool(tmp_path / "bin", "powershell", f"Valid|{NVIDIA_SUBJECT}\n")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    assert _install(state, tmp_path) == 0
+    [(argv, signed_file)] = _calls(calls)
+    assert "Get-AuthenticodeSignature -LiteralPath $env:TORCHWIN_SIGNED_FILE" in argv[-1]
+    assert signed_file == str(tmp_path / "downloads" / "installer.py")
+    assert "signature valid, signed by NVIDIA Corporation" in capsys.readouterr().out
+
+
+@posix_only
+@pytest.mark.parametrize("answer", ["Valid|CN=NVIDIA Corporation, O=Someone Else, C=US\n",
+                                    "HashMismatch|" + NVIDIA_SUBJECT + "\n", "NotSigned|\n"])
+def test_a_wrong_or_broken_signature_runs_nothing(tmp_path, mirror, monkeypatch, capsys, answer):
+    state = mirror()
+    _sign(state)
+    _fake_tool(tmp_path / "bin", "powershell", answer)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    assert _install(state, tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "Authenticode signature is not a valid one by NVIDIA Corporation" in err and "Traceback" not in err
+    assert not state["install_dir"].exists()
+
+
+@posix_only
+def test_md5_and_signer_together_pin_a_file_without_a_published_sha256(tmp_path, mirror, monkeypatch, capsys):
+    state = mirror()
+    _sign(state, sha256=False)
+    _fake_tool(tmp_path / "bin", "powershell", f"Valid|{NVIDIA_SUBJECT}\n")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    assert main(["ci", "install-cuda", "9.0", "--table", str(state["table"]), "--dry-run",
+                 "--download-dir", str(tmp_path / "downloads")]) == 0
+    out = capsys.readouterr().out
+    assert "sha256: none published; pinned by md5 and signer instead" in out and "NOT PINNED" not in out
+    assert _install(state, tmp_path) == 0
+    assert f"md5 {hashlib.md5(state['installer']).hexdigest()} verified" in capsys.readouterr().out
+
+
+def test_an_md5_without_a_signer_is_not_a_pin(tmp_path, mirror, capsys):
+    state = mirror()
+    data = yaml.safe_load(state["table"].read_text())
+    local = data["cuda"]["9.0"][HOST]["installers"]["local"]
+    local["sha256"], local["md5"] = None, hashlib.md5(state["installer"]).hexdigest()
+    state["table"].write_text(yaml.safe_dump(data))
+    assert _install(state, tmp_path) == 1
+    assert "no pinned sha256" in capsys.readouterr().err
+    assert state["server"].requests == []
+
+
+def _vs_plan(tmp_path, state):
+    """A VS-shaped plan: the mirror's recording installer, and the instance vswhere must list after it."""
+    table = yaml.safe_load(state["table"].read_text())
+    local = table["cuda"]["9.0"][HOST]["installers"]["local"]
+    target = tmp_path / "BuildTools"
+    step = ci_downloads.Step(
+        title="Visual Studio 2017 Build Tools",
+        download=ci_downloads.Download("vs2017", local["url"], local["file"], local["sha256"], source=SOURCE),
+        action="run", runner=[sys.executable], args=["--toolkitpath", str(target)],
+        vswhere={"version": "[15.9,16.0)", "requires": ["Microsoft.VisualStudio.Component.VC.Tools.14.11"],
+                 "path": str(target)})
+    return ci_downloads.Plan(title="VS2017", platform=HOST, steps=[step]), target
+
+
+@posix_only
+def test_an_instance_vswhere_already_lists_is_not_installed_again(tmp_path, mirror, monkeypatch):
+    state = mirror()
+    plan, target = _vs_plan(tmp_path, state)
+    # A windows-2022 runner: VS2022 is there too, but only the 2017 instance answers [15.9,16.0).
+    calls = _fake_tool(tmp_path / "bin", "vswhere", f"{target}\n")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    out = io.StringIO()
+    assert ci_downloads.execute(plan, tmp_path / "downloads", out=out) == 0
+    assert "already installed" in out.getvalue() and state["server"].requests == []
+    [(argv, _)] = _calls(calls)
+    assert argv[argv.index("-version") + 1] == "[15.9,16.0)"
+    assert argv[argv.index("-requires") + 1] == "Microsoft.VisualStudio.Component.VC.Tools.14.11"
+
+
+@posix_only
+def test_an_install_vswhere_does_not_list_afterwards_fails(tmp_path, mirror, monkeypatch):
+    state = mirror()
+    plan, target = _vs_plan(tmp_path, state)
+    # vswhere knows only another instance (say VS2022's): the install did not give us VS2017 15.9.
+    _fake_tool(tmp_path / "bin", "vswhere", "C:\\\\Program Files\\\\Microsoft Visual Studio\\\\2022\\\\Enterprise\n")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(Failure, match=r"vswhere -version \[15\.9,16\.0\) does not list"):
+        ci_downloads.execute(plan, tmp_path / "downloads", out=io.StringIO())
+    assert (target / "installer-args.json").is_file()  # it did run, and was then judged

@@ -1,15 +1,19 @@
 """Set up a CI build machine from the pinned download table (data/ci_downloads.yaml).
 
 The table says, per tool, version and platform: what to download (URL, file
-name, sha256, optionally NVIDIA's md5), how to install it silently (arguments,
-sub-packages) and what must exist afterwards. This module turns one table
-entry into a `Plan` (a list of steps), prints it, and carries it out:
+name, sha256 and where it was published, optionally NVIDIA's md5 and the
+Authenticode signer), how to install it silently (arguments, sub-packages) and
+what must exist afterwards. This module turns one table entry into a `Plan`
+(a list of steps), prints it, and carries it out:
 
-1. refuse any file whose sha256 is not pinned (say how to pin it);
+1. refuse any file that is not pinned: a sha256, or (where the vendor only
+   published an md5) the md5 together with the signer its signature must name;
 2. download every file (or reuse a verified copy in the download folder) and
-   check its hashes -- all of them, before anything runs;
+   check its hashes -- all of them, before anything runs; check the
+   Authenticode signature of each file that names a signer;
 3. run the installers / unpack the archives, checking exit codes and the
-   files each must leave behind;
+   files each must leave behind (VS2017: vswhere must list the instance; a
+   machine that already has it skips the download);
 4. tell later CI steps where things are (GITHUB_ENV / GITHUB_PATH).
 
 `--dry-run` stops after printing the plan: nothing is downloaded or changed.
@@ -46,9 +50,11 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 _CUDA_RE = re.compile(r"^\d+\.\d+$")
 _CHUNK = 1 << 20
-VS_KEYS = {"download", "install_dir", "components", "args", "ok_exit_codes", "expect"}
+VS_KEYS = {"download", "install_dir", "components", "args", "ok_exit_codes", "expect", "channel", "vswhere"}
 CUDA_KEYS = {"version", "installers", "runner", "args", "subpackages", "install_dir", "ok_exit_codes",
-             "cudnn"}
+             "cudnn", "expect"}
+DOWNLOAD_KEYS = ("url", "file", "sha256", "md5", "signer", "source", "version")
+SIGNERS = ("NVIDIA Corporation", "Microsoft Corporation")
 
 PIN_HINT = (
     "pin it: on a trusted machine run `torchwin ci hash %s`, which downloads the file, checks "
@@ -84,9 +90,9 @@ def _need(cond, where, message):
 
 def _check_download(entry, where):
     _need(isinstance(entry, dict), where, "must be a mapping with url, file and sha256")
-    unknown = set(entry) - {"url", "file", "sha256", "md5", "version"}
+    unknown = set(entry) - set(DOWNLOAD_KEYS)
     _need(not unknown, where,
-          f"unknown key(s) {', '.join(sorted(unknown))}; allowed: url, file, sha256, md5, version")
+          f"unknown key(s) {', '.join(sorted(map(str, unknown)))}; allowed: {', '.join(DOWNLOAD_KEYS)}")
     url = entry.get("url")
     _need(isinstance(url, str) and url_allowed(url), where + ".url",
           f"{url!r} must be an https:// URL (plain http only to this machine, e.g. a local mirror)")
@@ -100,6 +106,13 @@ def _check_download(entry, where):
     md5 = entry.get("md5")
     _need(md5 is None or (isinstance(md5, str) and _MD5_RE.match(md5)), where + ".md5",
           f"{md5!r} must be 32 lowercase hex digits")
+    signer = entry.get("signer")
+    _need(signer is None or signer in SIGNERS, where + ".signer",
+          f"{signer!r} must be one of: {', '.join(SIGNERS)}")
+    # A pin nobody can trace is worth little: every hash names where it was published.
+    source = entry.get("source")
+    _need(not (sha or md5) or (isinstance(source, str) and source.startswith("https://")), where + ".source",
+          "a pinned hash needs `source:` -- the https URL of the manifest or page that publishes it")
 
 
 def _check_strings(value, where, what="a list of strings"):
@@ -131,6 +144,13 @@ def validate_table(data, where=TABLE_NAME):
         _check_strings(entry.get("expect", []), here + ".expect")
         _need(isinstance(entry.get("install_dir"), str), here + ".install_dir", "must be a path")
         _check_codes(entry.get("ok_exit_codes", [0]), here + ".ok_exit_codes")
+        _need(isinstance(entry.get("channel", ""), str) and url_allowed(entry.get("channel", "https://")),
+              here + ".channel", "must be the https URL of the release channel manifest")
+        vswhere = entry.get("vswhere", {})
+        _need(isinstance(vswhere, dict) and set(vswhere) <= {"version", "requires"}
+              and isinstance(vswhere.get("version", ""), str), here + ".vswhere",
+              "must be a mapping with version (a vswhere range like [15.9,16.0)) and requires (components)")
+        _check_strings(vswhere.get("requires", []), here + ".vswhere.requires")
 
     cuda = data.get("cuda")
     _need(isinstance(cuda, dict) and cuda, where + ".cuda", "must map CUDA versions to platforms")
@@ -163,6 +183,7 @@ def validate_table(data, where=TABLE_NAME):
                       "a Windows silent install needs its sub-package list")
             _need(isinstance(entry.get("install_dir"), str), where_p + ".install_dir", "must be a path")
             _check_codes(entry.get("ok_exit_codes", [0]), where_p + ".ok_exit_codes")
+            _check_strings(entry.get("expect", []), where_p + ".expect")
             if "cudnn" in entry:
                 _check_download(entry["cudnn"], where_p + ".cudnn")
 
@@ -189,6 +210,13 @@ class Download:
     file: str
     sha256: str | None
     md5: str | None = None
+    signer: str | None = None  # the organisation its Authenticode signature must name
+    source: str | None = None  # where the hash was published
+
+    @property
+    def pinned(self):
+        """A sha256; or, where the vendor published only an md5, the md5 and the signer together."""
+        return bool(self.sha256 or (self.md5 and self.signer))
 
 
 @dataclass
@@ -204,6 +232,7 @@ class Step:
     dest: str = ""  # for "extract": the folder to unpack into
     strip: str = ""  # for "extract": leading folder of the archive to drop
     expect: list = field(default_factory=list)  # paths (globs) that must exist afterwards
+    vswhere: dict = field(default_factory=dict)  # VS: the instance vswhere must list afterwards
 
     def argv(self, path: Path) -> list:
         return [*self.runner, str(path), *self.args]
@@ -228,7 +257,7 @@ def _fill(text, values):
 
 def _download(entry, label) -> Download:
     return Download(label=label, url=entry["url"], file=entry["file"], sha256=entry.get("sha256"),
-                    md5=entry.get("md5"))
+                    md5=entry.get("md5"), signer=entry.get("signer"), source=entry.get("source"))
 
 
 def _join(base, rel, platform):
@@ -246,8 +275,14 @@ def vs2017_plan(table, platform="win-64") -> Plan:
     entry = entries[platform]
     values = {"install_dir": entry["install_dir"], "home": str(Path.home()), "version": "15"}
     args = [_fill(a, values) for a in entry["args"]]
+    if entry.get("channel"):
+        # The release channel the bootstrapper installs from (VS 15 = 2017, now only 15.9.x).
+        args += ["--channelUri", entry["channel"]]
     for component in entry["components"]:
         args += ["--add", component]
+    vswhere = dict(entry.get("vswhere") or {})
+    if vswhere:
+        vswhere["path"] = values["install_dir"]
     step = Step(
         title="Visual Studio 2017 Build Tools",
         download=_download(entry["download"], "vs2017"),
@@ -255,9 +290,14 @@ def vs2017_plan(table, platform="win-64") -> Plan:
         args=args,
         ok_exit_codes=tuple(entry.get("ok_exit_codes", [0])),
         expect=[_join(values["install_dir"], e, platform) for e in entry.get("expect", [])],
+        vswhere=vswhere,
     )
     return Plan(title="VS2017 Build Tools with the MSVC 14.11 toolset", platform=platform, steps=[step],
                 env={"TORCHWIN_VS2017_DIR": values["install_dir"]})
+
+
+def _native(path, platform):
+    return path.replace("/", "\\") if platform.startswith("win") else path
 
 
 def subpackage_args(entry, version) -> list:
@@ -292,7 +332,9 @@ def cuda_plan(table, version, platform=None, installer="local", install_dir=None
         runner=[_fill(r, values) for r in entry.get("runner", [])],
         args=[_fill(a, values) for a in entry["args"]] + subpackage_args(entry, version),
         ok_exit_codes=tuple(entry.get("ok_exit_codes", [0])),
-        expect=[_join(target, "bin/nvcc" + exe, platform)],
+        # The table's own expectations (e.g. NvToolsExt, which lands outside the toolkit) are absolute.
+        expect=[_join(target, "bin/nvcc" + exe, platform)]
+        + [_native(_fill(e, values), platform) for e in entry.get("expect", [])],
     )
     steps = [toolkit]
     if with_cudnn and "cudnn" in entry:
@@ -325,9 +367,18 @@ def describe(plan: Plan, download_dir: Path) -> list:
         d = step.download
         lines.append(f"  {number}. {step.title}")
         lines.append(f"     url:    {d.url}")
-        lines.append("     sha256: %s" % (d.sha256 or "NOT PINNED -- the install refuses to run it"))
+        if d.sha256:
+            lines.append(f"     sha256: {d.sha256}")
+        elif d.pinned:
+            lines.append("     sha256: none published; pinned by md5 and signer instead")
+        else:
+            lines.append("     sha256: NOT PINNED -- the install refuses to run it")
         if d.md5:
             lines.append(f"     md5:    {d.md5} (NVIDIA's published checksum)")
+        if d.signer:
+            lines.append(f"     signer: {d.signer} (Authenticode signature checked before it runs)")
+        if d.source:
+            lines.append(f"     pinned from: {d.source}")
         path = download_dir / d.file
         if step.action == "run":
             lines.append("     run:    {}".format(" ".join(_quote(a) for a in step.argv(path))))
@@ -336,6 +387,10 @@ def describe(plan: Plan, download_dir: Path) -> list:
             lines.append(f"     unpack: {path} (dropping its top folder {step.strip}/) into {step.dest}")
         for pattern in step.expect:
             lines.append(f"     expect: {pattern}")
+        if step.vswhere:
+            lines.append("     vswhere: -version {} -requires {} lists {}".format(
+                step.vswhere.get("version", ""), " ".join(step.vswhere.get("requires", [])),
+                step.vswhere["path"]))
     for name, value in plan.env.items():
         lines.append(f"  then set {name}={value}")
     for folder in plan.paths:
@@ -372,7 +427,7 @@ def check_url(url):
         raise Failure(f"refusing to download {url}: only https (or http to 127.0.0.1) is allowed")
 
 
-class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+class NoDowngrade(urllib.request.HTTPRedirectHandler):
     """Follow redirects (NVIDIA's and Microsoft's short links redirect) but never away from https."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
@@ -403,12 +458,12 @@ def fetch(download: Download, download_dir: Path, out, require_pin=True, timeout
     A download is written to a temporary name and only renamed into place once it
     matches, so the folder (which CI caches) never holds a file that failed its check.
     """
-    if require_pin and not download.sha256:
+    if require_pin and not download.pinned:
         raise Failure(f"{download.url} has no pinned sha256, so it will not be run; "
                       f"{PIN_HINT % download.label}")
     download_dir.mkdir(parents=True, exist_ok=True)
     target = download_dir / download.file
-    if target.is_file() and download.sha256:
+    if target.is_file() and download.pinned:
         sha, md5 = file_hashes(target)
         if not _mismatch(download, sha, md5):
             print(f"reusing {target} (sha256 verified)", file=out, flush=True)
@@ -420,7 +475,7 @@ def fetch(download: Download, download_dir: Path, out, require_pin=True, timeout
     handle, temp_name = tempfile.mkstemp(prefix=".part-", dir=download_dir)
     temp = Path(temp_name)
     try:
-        opener = urllib.request.build_opener(_NoDowngrade())
+        opener = urllib.request.build_opener(NoDowngrade())
         with os.fdopen(handle, "wb") as sink, opener.open(download.url, timeout=timeout) as response:
             shutil.copyfileobj(response, sink, _CHUNK)
         sha, md5 = file_hashes(temp)
@@ -434,8 +489,67 @@ def fetch(download: Download, download_dir: Path, out, require_pin=True, timeout
     finally:
         if temp.exists():
             temp.unlink()
-    print(f"  sha256 {sha} verified", file=out, flush=True)
+    print(f"  sha256 {sha} verified" if download.sha256 else f"  md5 {md5} verified", file=out, flush=True)
     return target
+
+
+# ---------------------------------------------------------------- signatures and vswhere
+
+
+def _signature_matches(subject, signer):
+    """Whether a certificate subject (`CN=..., O=NVIDIA Corporation, ...`) names signer as its organisation."""
+    fields = re.findall(r'(?:^|,)\s*O=("[^"]*"|[^,]*)', subject)
+    return any(value.strip().strip('"') == signer for value in fields)
+
+
+def check_signature(path: Path, signer: str, out):
+    """Windows' own verdict on the file's Authenticode signature: Valid, and signed by signer."""
+    shell = shutil.which("powershell") or shutil.which("pwsh")
+    if shell is None:
+        raise Failure(f"cannot check the signature of {path.name}: PowerShell (Get-AuthenticodeSignature) "
+                      "was not found")
+    # The path travels in the environment, never inside the command text.
+    script = ("$s = Get-AuthenticodeSignature -LiteralPath $env:TORCHWIN_SIGNED_FILE; "
+              "Write-Output ('{0}|{1}' -f $s.Status, $s.SignerCertificate.Subject)")
+    result = subprocess.run([shell, "-NoProfile", "-NonInteractive", "-Command", script], check=False,
+                            capture_output=True, text=True, env={**os.environ, "TORCHWIN_SIGNED_FILE": str(path)})
+    status, _, subject = result.stdout.strip().partition("|")
+    if result.returncode != 0 or status != "Valid" or not _signature_matches(subject, signer):
+        seen = f"{status or 'no answer'}, {subject or 'no signer'}"
+        raise Failure(f"{path.name}: its Authenticode signature is not a valid one by {signer} ({seen}); "
+                      "nothing was run")
+    print(f"  signature valid, signed by {signer}", file=out, flush=True)
+
+
+def _vswhere():
+    found = shutil.which("vswhere")
+    if found:
+        return found
+    folder = os.environ.get("ProgramFiles(x86)", r"C:\Program Files (x86)")
+    candidate = Path(folder) / "Microsoft Visual Studio" / "Installer" / "vswhere.exe"
+    return str(candidate) if candidate.is_file() else None
+
+
+def vs_instances(query):
+    """installationPath of every instance vswhere lists for the query's version range and components."""
+    tool = _vswhere()
+    if tool is None:
+        return []
+    argv = [tool, "-products", "*", "-format", "value", "-property", "installationPath"]
+    if query.get("version"):
+        argv += ["-version", query["version"]]
+    for component in query.get("requires", []):
+        argv += ["-requires", component]
+    result = subprocess.run(argv, check=False, capture_output=True, text=True)
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()] if result.returncode == 0 else []
+
+
+def _same_path(a, b):
+    return os.path.normcase(os.path.normpath(a)).rstrip("\\/") == os.path.normcase(os.path.normpath(b)).rstrip("\\/")
+
+
+def _vs_present(query):
+    return any(_same_path(found, query["path"]) for found in vs_instances(query))
 
 
 # ---------------------------------------------------------------- carrying out
@@ -518,7 +632,7 @@ def execute(plan: Plan, download_dir: Path, out=None, dry_run=False, github_env=
     for line in describe(plan, download_dir):
         print(line, file=out)
     if dry_run:
-        unpinned = [s.download.url for s in plan.steps if not s.download.sha256]
+        unpinned = [s.download.url for s in plan.steps if not s.download.pinned]
         if unpinned:
             print(f"dry run: {len(unpinned)} file(s) are not pinned; a real run refuses them until "
                   "their sha256 is in the table (see `torchwin ci hash --help`)", file=out)
@@ -529,17 +643,30 @@ def execute(plan: Plan, download_dir: Path, out=None, dry_run=False, github_env=
                         "run it there (or use --dry-run to look)")
     # Every pin is checked, and every file fetched and verified, before the first installer runs.
     for step in plan.steps:
-        if not step.download.sha256:
+        if not step.download.pinned:
             raise Failure(f"{step.download.url} has no pinned sha256, so it will not be run; "
                           f"{PIN_HINT % step.download.label}")
-    files = [fetch(step.download, download_dir, out) for step in plan.steps]
-    for step, path in zip(plan.steps, files):
+    # An instance vswhere already lists (a self-hosted runner, a re-run) is not installed again.
+    todo = []
+    for step in plan.steps:
+        if step.vswhere and _vs_present(step.vswhere):
+            print(f"== {step.title}: already installed at {step.vswhere['path']} (vswhere)", file=out, flush=True)
+            continue
+        todo.append(step)
+    files = [fetch(step.download, download_dir, out) for step in todo]
+    for step, path in zip(todo, files):
+        if step.download.signer:
+            check_signature(path, step.download.signer, out)
+    for step, path in zip(todo, files):
         print(f"== {step.title}", file=out, flush=True)
         if step.action == "run":
             _run(step, path, out)
         else:
             extract(path, Path(step.dest), step.strip, out)
         _check_expected(step)
+        if step.vswhere and not _vs_present(step.vswhere):
+            raise Failure(f"{step.title} finished but vswhere -version {step.vswhere.get('version')} does not "
+                          f"list {step.vswhere['path']} with {', '.join(step.vswhere.get('requires', []))}")
     if github_env:
         from torchwin import gha
 
@@ -557,7 +684,9 @@ def hash_downloads(plan: Plan, download_dir: Path, out=None) -> int:
         path = fetch(step.download, download_dir, out, require_pin=False)
         sha, _md5 = file_hashes(path)
         note = ""
-        if step.download.md5:
+        if step.download.sha256 and step.download.md5:
+            note = "  # matches the pinned sha256 and NVIDIA's published md5"
+        elif step.download.md5:
             note = f"  # md5 matches NVIDIA's published {step.download.md5}"
         elif step.download.sha256:
             note = "  # matches the pinned value"
