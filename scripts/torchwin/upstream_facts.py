@@ -424,9 +424,7 @@ def nvtoolsext(tree):
         text = tree.text[path]
         if not _NVTX_NAME.search(text) and "NvToolsExt" not in text:
             continue
-        lines = text.splitlines()
-        style = _comment_style(path)
-        for number, line in _code_lines(text, style):
+        for number, line in _code_lines(text, _comment_style(path)):
             for m in _WINDOWS_PATH.finditer(line):
                 defaults.setdefault(m.group(1), []).append("%s:%d" % (path, number))
             if path.endswith(".py"):
