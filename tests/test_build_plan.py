@@ -273,6 +273,20 @@ def test_missing_nvtoolsext_on_windows_cuda_is_refused(tmp_path, key):
     machine.refused("NvToolsExt", "NVTOOLSEXT_PATH")
 
 
+FIXED_NVTX = [k for k in WIN_CUDA if FACTS[k[0]]["nvtoolsext"].get("env_var_honoured", True) is False]
+
+
+@pytest.mark.skipif(ON_WINDOWS, reason="would need NvToolsExt removed from this machine's Program Files")
+@pytest.mark.parametrize("key", FIXED_NVTX, ids=lambda k: "-".join(k))
+def test_release_linking_nvtoolsext_from_its_fixed_folder_is_refused_without_it(tmp_path, key):
+    """NVTOOLSEXT_PATH alone does not do for these (1.1.0): its CMake links from the default folder."""
+    machine = Machine(tmp_path, key)
+    default = [p for p in tmp_path.iterdir() if p.name.endswith("nvToolsExt64_1.lib")]
+    assert len(default) == 1
+    default[0].unlink()
+    machine.refused("links NvToolsExt only from", "ignores NVTOOLSEXT_PATH")
+
+
 @pytest.mark.parametrize("key", WIN_CUDA, ids=lambda k: "-".join(k))
 def test_msvc_toolset_too_new_is_refused(tmp_path, key):
     machine = Machine(tmp_path, key)
