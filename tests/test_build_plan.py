@@ -430,3 +430,22 @@ def test_script_env_passes_every_host_variable_the_driver_reads(monkeypatch):
         for name in driver.host_variables():
             assert env.get(name) == "from-host-" + name, (name, variant.target_platform)
         assert env["TORCHWIN_RELEASE"] == variant.variant["pytorch_version"]
+
+
+def test_a_nightly_plans_any_tree_with_its_rows_facts(tmp_path, monkeypatch):
+    """A nightly builds a moving ref: no version or submodule check, the release row's facts for the rest."""
+    monkeypatch.setenv("TORCHWIN_NIGHTLY", "20190601")
+    nightlies = [v for v in recipes.render([RECIPE], ["linux-64"]) if v.name == "pytorch" and ".dev" in v.version]
+    assert nightlies
+    variant = nightlies[0]
+    monkeypatch.delenv("TORCHWIN_NIGHTLY")
+    machine = Machine(tmp_path, (variant.variant["pytorch_version"], "linux-64",
+                                 variant.variant["cuda_compiler_version"]))
+    machine.environ.update(script_env(variant))
+    write(machine.src / "version.txt", "1.2.0a0\n")
+    write(machine.src / "setup.py", "print()\n")
+    out = machine.run("--plan", plan=False)  # the text form
+    assert out.returncode == 0, out.stderr
+    assert "PYTORCH_BUILD_VERSION=%s" % variant.version in out.stdout
+    assert "command: %s setup.py install" % sys.executable in out.stdout
+    assert "warning: nightly %s: the source is not checked" % variant.version in out.stderr
