@@ -328,9 +328,9 @@ def test_ninja_missing_from_path_is_refused(tmp_path):
 def test_empty_host_variables_count_as_unset(tmp_path):
     """The recipe passes an unset host variable as "": FindCUDA would take an empty CUDA_NVCC_EXECUTABLE."""
     machine = Machine(tmp_path, first(lambda r, p, c: p == "linux-64" and c != "None"))
-    machine.environ.update({"CUDA_NVCC_EXECUTABLE": "", "TORCH_CUDA_ARCH_LIST": "", "NVTOOLSEXT_PATH": ""})
+    machine.environ.update({"CUDA_NVCC_EXECUTABLE": "", "TORCH_CUDA_ARCH_LIST": "", "NVTOOLSEXT_PATH": "", "CC": ""})
     result = machine.plan()
-    assert {"CUDA_NVCC_EXECUTABLE", "TORCH_CUDA_ARCH_LIST", "NVTOOLSEXT_PATH"} <= set(result["unset"])
+    assert {"CUDA_NVCC_EXECUTABLE", "TORCH_CUDA_ARCH_LIST", "NVTOOLSEXT_PATH", "CC"} <= set(result["unset"])
     assert result["env"]["TORCH_CUDA_ARCH_LIST"] and "CUDA_NVCC_EXECUTABLE" not in result["env"]
 
 
@@ -340,14 +340,14 @@ def test_the_build_runs_the_planned_command_with_the_planned_environment(tmp_pat
     machine = Machine(tmp_path, first(lambda r, p, c: p == "linux-64" and c == "None"))
     setup = machine.src / machine.facts["declared_version_file"]
     setup.write_text(setup.read_text() + "import os, sys\nprint('SETUP', sys.argv[1:], os.environ['NO_CUDA'], "
-                     "os.environ['PYTORCH_BUILD_VERSION'], 'CUDA_NVCC_EXECUTABLE' in os.environ)\n")
-    machine.environ["CUDA_NVCC_EXECUTABLE"] = ""
+                     "os.environ['PYTORCH_BUILD_VERSION'], 'CUDA_NVCC_EXECUTABLE' in os.environ, 'CC' in os.environ)\n")
+    machine.environ.update({"CUDA_NVCC_EXECUTABLE": "", "CC": ""})
     planned = machine.plan()
     out = subprocess.run([sys.executable, str(DRIVER)], cwd=machine.src, env=machine.environ, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "  NO_CUDA=1" in out.stdout
-    assert "SETUP %s 1 %s False" % (planned["commands"][-1][2:], machine.variant.version) in out.stdout
+    assert "SETUP %s 1 %s False False" % (planned["commands"][-1][2:], machine.variant.version) in out.stdout
 
 
 def test_usage_errors_exit_2(tmp_path):

@@ -56,6 +56,11 @@ HOST_VARIABLES = ("CUDA_HOME", "CUDA_PATH", "CUDNN_ROOT", "NVTOOLSEXT_PATH", "CU
                   "TORCH_CUDA_ARCH_LIST", "MAX_JOBS", "VCToolsVersion", "SCCACHE_DIR", "SCCACHE_CACHE_SIZE")
 
 
+# Passed by the recipe for the compiler activations; empty, 1.1.0's
+# build_pytorch_libs.py would keep CC="" instead of its default `cl`.
+PASSED_EMPTY_TOO = ("CC", "CXX")
+
+
 def host_variables():
     """HOST_VARIABLES plus the CUDA installer's CUDA_PATH_V9_0 for every CUDA this driver builds."""
     return HOST_VARIABLES + tuple("CUDA_PATH_V" + v.replace(".", "_") for v in sorted(CUDA_ARCH_LIST))
@@ -479,7 +484,7 @@ def make_plan(environ, platform):
 
     Removes the host variables the recipe passed empty from `environ`.
     """
-    unset = sorted(name for name in host_variables() if environ.get(name) == "")
+    unset = sorted(name for name in host_variables() + PASSED_EMPTY_TOO if environ.get(name) == "")
     for name in unset:
         del environ[name]
     variant = variant_from_environ(environ)
