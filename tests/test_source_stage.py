@@ -139,6 +139,20 @@ def test_expected_commit_still_guards_the_release_clone(tmp_path):
     assert error is not None and other in error and commit in error
 
 
+def test_local_checkout_without_the_dead_submodule_builds_through_a_path_source(tmp_path):
+    """TORCHWIN_SOURCE_DIR: a checkout made as recipes/pytorch/README.md says is copied whole, submodules too."""
+    url, _, _, _ = make_upstream(tmp_path)
+    checkout = tmp_path / "checkout"
+    git(tmp_path, "clone", "-q", "-b", "v0.4.1", url, str(checkout))
+    # The README's command: every submodule but the skipped one.
+    git(checkout, "-c", "submodule.third_party/nervanagpu.update=none", "submodule", "update", "--init", "--recursive")
+    listing = tmp_path / "listing.txt"
+    assert engine_build(tmp_path, [{"path": str(checkout)}], listing_script(listing)) is None
+    files = listing.read_text().split()
+    assert "./third_party/live/pinned.txt" in files and "./setup.py" in files
+    assert not any(f.startswith("./third_party/nervanagpu/") for f in files)
+
+
 def test_git_config_from_the_environment_reaches_the_engines_submodule_step(tmp_path, monkeypatch):
     """The opt-in test below redirects and skips submodules this way; the build script never sees it."""
     url, commit, _, _ = make_upstream(tmp_path)
