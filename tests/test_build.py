@@ -35,10 +35,13 @@ def test_build_index_and_install_a_small_recipe(tmp_path, capsys):
     names = [p["name"] for p in {**repodata["packages"], **repodata.get("packages.conda", {})}.values()]
     assert names == ["nvcc_linux-64"]
 
-    # Building again replaces the package (new timestamps inside, same name) instead of failing.
+    # Building again replaces the package (new timestamps inside, same name) instead of failing, and says so.
     assert main(["build", str(ROOT / "recipes" / "nvcc"), "--target-platform", "linux-64",
                  "--channel-dir", str(channel), "--variant", "cuda_compiler_version=9.2"]) == 0
-    assert "1 built, 0 failed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 built, 0 failed" in out
+    assert ("recipes/nvcc: replaced 1 package(s) in %s: a rebuild has the same file names and new bytes "
+            "(timestamps); build replaces in its own local channel, where `channel add` needs --force" % channel) in out
     assert main(["channel", "verify", "--channel-dir", str(channel)]) == 0
 
     prefix = tmp_path / "env"
@@ -56,7 +59,7 @@ def test_pytorch_is_rendered_and_reported_skipped_here(tmp_path, capsys):
                  "--channel-dir", str(channel), "--variant", "python=3.6", "--variant", "pytorch_version=1.1.0"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "0 built, 0 failed, 3 skipped" in out
+    assert "0 built, 0 failed, 2 skipped" in out  # pytorch-cpu has no python key: --variant python drops it
     assert "needs a Windows build machine" in out
     assert "pytorch for win-64 (2 variants): compiling for win-64 needs a Windows build machine" in out
     assert "e.g. on Windows with VS2017 + CUDA: torchwin build recipes/pytorch --channel defaults --variant" in out
@@ -112,6 +115,54 @@ def test_a_failing_build_fails_the_command_and_leaves_the_channel_alone(tmp_path
     assert not list(channel.rglob("*.conda"))
 
 
+@pytest.mark.parametrize("where", ["file", "file/sub"])
+def test_a_channel_dir_that_is_a_file_stops_before_building(tmp_path, where):
+    (tmp_path / "file").write_text("not a channel")
+    channel = tmp_path / where
+    out = subprocess.run([sys.executable, "-m", "torchwin", "build", str(ROOT / "recipes" / "pytorch-select"),
+                          "--channel-dir", str(channel), "--no-test"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2
+    what = "is a file" if where == "file" else "is inside %s, which is a file" % (tmp_path / "file")
+    assert out.stderr == "torchwin: error: --channel-dir %s: %s; give a folder (created when missing)\n" % (
+        channel, what)
+    assert "building" not in out.stdout
+    assert (tmp_path / "file").read_text() == "not a channel"
+
+
+TWO_OUTPUTS = """\
+recipe: {name: pair, version: "1.0"}
+outputs:
+  - package: {name: pair-a-fine}
+    build: {noarch: generic, script: {interpreter: python, content: "pass"}}
+  - package: {name: pair-b-broken}
+    build: {noarch: generic, script: {interpreter: python, content: "raise SystemExit('deliberate failure')"}}
+"""
+
+
+def test_a_recipe_whose_second_output_fails_adds_none_of_its_packages(tmp_path, capsys):
+    recipe = tmp_path / "pair"
+    recipe.mkdir()
+    (recipe / "recipe.yaml").write_text(TWO_OUTPUTS)
+    channel = tmp_path / "channel"
+    assert main(["build", str(recipe), "--channel-dir", str(channel)]) == 1
+    out = capsys.readouterr().out
+    assert out.index("pair-a-fine 1.0") < out.index("pair-b-broken 1.0")  # the fine one was built first
+    assert "0 built, 1 failed, 0 skipped, 1 built but not added (a package of their recipe failed)" in out
+    assert re.search(r"^recipes/pair: 1 built package\(s\) not added to the channel: pair-b-broken 1\.0 \S+ "
+                     r"failed, and a recipe's packages go into the channel together$", out, re.M), out
+    assert "Try it" not in out
+    assert not list(channel.rglob("*.conda"))
+
+
+def test_a_variant_key_builds_only_the_variants_that_have_it(tmp_path, capsys):
+    channel = tmp_path / "channel"
+    assert main(["build", str(ROOT / "recipes" / "pytorch-select"), "--channel-dir", str(channel), "--no-test",
+                 "--variant", "mutex_build=cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "1 built, 0 failed, 0 skipped" in out
+    assert [p.name.split("-")[:2] for p in channel.rglob("*.conda")] == [["pytorch", "mutex"]]
+
+
 def test_package_format_follows_the_benchmark_decision():
     from torchwin import build
 
@@ -140,9 +191,9 @@ def test_a_recipe_that_names_a_label_is_built_into_that_label(tmp_path, capsys, 
     config.write_text(CHANNEL_CONFIG)
     monkeypatch.setenv("TORCHWIN_CHANNEL_CONFIG", str(config))
     channel = tmp_path / "channel"
+    # No --variant: a key the pinned recipe lacks would drop it.
     code = main(["build", str(ROOT / "recipes" / "nvcc"), str(labelled_recipe(tmp_path / "pinned", "{label: special}")),
-                 "--target-platform", "linux-64", "--variant", "cuda_compiler_version=9.2",
-                 "--channel-dir", str(channel)])
+                 "--target-platform", "linux-64", "--channel-dir", str(channel)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "pinned 1.0" in out and "building into label special..." in out
@@ -154,7 +205,7 @@ def test_a_recipe_that_names_a_label_is_built_into_that_label(tmp_path, capsys, 
             found += [p["name"] for p in {**data["packages"], **data.get("packages.conda", {})}.values()]
         return found
 
-    assert names(channel) == ["nvcc_linux-64"]
+    assert set(names(channel)) == {"nvcc_linux-64"}
     assert names(channel / "label" / "special") == ["pinned"]
     uri = channel.resolve().as_uri()
     # One line per label: the label's as users type it for anaconda.org, main first.

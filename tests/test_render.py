@@ -159,6 +159,16 @@ def test_variant_filter(capsys):
     assert {(i["variant"]["cuda_compiler_version"], i["variant"]["python"]) for i in torch_items} == {("9.0", "3.6")}
 
 
+def test_a_variant_key_drops_the_variants_without_it(capsys):
+    # pytorch-select: pytorch-mutex has mutex_build; cpuonly and the cudaXY packages do not, so they go.
+    items = render_json(capsys, str(ROOT / "recipes" / "pytorch-select"), "--variant", "mutex_build=cpu")
+    assert [(i["name"], i["build_string"]) for i in items] == [("pytorch-mutex", "cpu")]
+    items = render_json(capsys, str(ROOT / "recipes" / "pytorch"), "--target-platform", "win-64",
+                        "--variant", "pytorch_version=1.1.0")
+    assert {i["name"] for i in items} == {"pytorch", "pytorch-cpu"}  # both have the key: both stay
+    assert {i["version"] for i in items} == {"1.1.0"}
+
+
 def test_table_output_names_the_columns(capsys):
     assert main(["render", str(ROOT / "recipes" / "pytorch"), "--target-platform", "win-64"]) == 0
     out = capsys.readouterr().out
@@ -169,10 +179,20 @@ def test_table_output_names_the_columns(capsys):
 BAD_INPUT = [
     (["render", "recipes/does-not-exist"], "recipes/does-not-exist: no such recipe folder"),
     (["render", "--target-platform", "osx-arm64"], "unknown target platform 'osx-arm64'; allowed: linux-64, win-64"),
-    (["render", "recipes/pytorch", "--variant", "cuda=9.0"], "--variant cuda: unknown key; allowed:"),
+    (["render", "recipes/pytorch", "--variant", "cuda=9.0"],
+     "--variant cuda: unknown key (no variant of recipes/pytorch has it); allowed: c_compiler"),
+    (["render", "recipes/pytorch", "--variant", "mutex_build=cpu"],
+     "--variant mutex_build: unknown key (no variant of recipes/pytorch has it); allowed:"),
     (["render", "recipes/pytorch", "--variant", "cuda_compiler_version=9.3"],
      "--variant cuda_compiler_version=9.3: unknown value; allowed: None, 8.0, 9.0, 9.1, 9.2"),
     (["render", "recipes/pytorch", "--variant", "python"], "expected KEY=VALUE"),
+    (["render", "recipes/pytorch", "--json", "--markdown"], "--json and --markdown: give one"),
+    (["render", "recipes/nvcc", "--markdown"],
+     "--markdown: recipes/nvcc has no pytorch variants; the table is the pytorch matrix: allowed with "
+     "recipes/pytorch or no RECIPE_DIR"),
+    (["render", "recipes/pytorch", "--markdown", "--target-platform", "linux-64", "--variant",
+      "cuda_compiler_version=8.0", "--variant", "pytorch_version=1.1.0"],
+     "--markdown: no pytorch variant matches the --variant values"),
 ]
 
 

@@ -1,8 +1,12 @@
 """`torchwin build`: build recipes with the engine, run their tests, index the results into a channel.
 
 Recipes are built in dependency order, one variant at a time, into a staging
-folder; only packages that built and passed their tests go into the channel
-(through `torchwin.channel.add_packages`, which locks and re-indexes it).
+folder per recipe. A recipe's packages go into the channel together once all of
+its variants built and passed their tests (through
+`torchwin.channel.add_packages`, which locks and re-indexes it), or not at all:
+a failed pytorch build must not leave its noarch `pytorch-cpu` pointing at it.
+A rebuild replaces the local channel's copies of the same file names (new
+timestamps inside) and says how many it replaced.
 A recipe that compiles code (it uses a compiler from variants.yaml) is only
 built where the toolchain is: on other hosts it is rendered and reported as
 skipped, with the reason and the command to run on a build machine.
@@ -105,8 +109,11 @@ def run(args) -> int:
     package_format = args.package_format or default_package_format()
     check_package_format(package_format)
     channel_dir = Path(args.channel_dir) if args.channel_dir else channel.default_channel_dir()
+    check_channel_dir(channel_dir, "--channel-dir" if args.channel_dir else "the channel folder")
     ordered = recipes.build_order(recipe_dirs, platforms) if not args.recipe_dirs else recipe_dirs
-    rendered = recipes.render(ordered, platforms)
+    # render() sorts by recipe name; building needs the dependency order back.
+    position = {recipe_dir: index for index, recipe_dir in enumerate(ordered)}
+    rendered = sorted(recipes.render(ordered, platforms), key=lambda v: position[v.recipe_dir])
     elsewhere = other_platform_notes(ordered, platforms, rendered)
     variants = recipes.select(rendered, overrides, ordered, platforms) if overrides else rendered
     labels = channel_labels(variants)  # a label channel.yaml lacks stops the run before any build
@@ -122,6 +129,17 @@ def run(args) -> int:
     for note in elsewhere:
         print("\nnot built: %s" % note)
     return 1 if any(o.result == "failed" for o in outcomes) else 0
+
+
+def check_channel_dir(channel_dir: Path, what: str) -> None:
+    """The channel folder, or the first of its parents that exists, must be a folder: found before
+    hours of building, not when the first package is added."""
+    for path in (channel_dir, *channel_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "is a file" if path == channel_dir else "is inside %s, which is a file" % path
+                raise UserError("%s %s: %s; give a folder (created when missing)" % (what, channel_dir, where))
+            return
 
 
 def other_platform_notes(recipe_dirs, platforms, rendered) -> list:
@@ -272,7 +290,9 @@ def build_command_hint(variant: recipes.Variant) -> str:
 
 def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
                    package_format=RELEASE_PACKAGE_FORMAT, out=None, labels=None) -> list:
-    """Build each variant in order; each success goes into the channel before the next one builds.
+    """Build each variant in order, a recipe's variants into one staging folder; when a recipe's
+    last variant is done its packages go into the channel together, before the next recipe builds
+    (which may need them), or, if one of its variants failed, none of them do.
 
     labels maps id(variant) to the channel label its packages go into (default: main).
     """
@@ -280,6 +300,8 @@ def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
     labels = labels or {}
     outcomes = []
     total = len(variants)
+    staging = {}  # recipe_dir -> its staging folder; the engine also uses it as a channel for the recipe's
+    #               later outputs (pytorch-cpu's test installs the pytorch CPU build staged before it)
     reasons = {id(v): why_not_buildable(v, extra_channels) for v in variants}
     # A recipe's script-only outputs (pytorch-cpu) point at its compiled ones:
     # build them only where at least one compiled output can be built.
@@ -300,38 +322,90 @@ def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
         else:
             into = "" if channel_label == "main" else " into label %s" % channel_label
             print("%s building%s..." % (label, into), file=out, flush=True)
-            outcome = build_one(variant, channel_dir, extra_channels, test, package_format, channel_label)
+            if variant.recipe_dir not in staging:
+                staging[variant.recipe_dir] = Path(tempfile.mkdtemp(prefix="torchwin-build-"))
+            try:
+                outcome = build_one(variant, channel_dir, extra_channels, test, package_format,
+                                    staging[variant.recipe_dir])
+            except BaseException:
+                shutil.rmtree(staging.pop(variant.recipe_dir), ignore_errors=True)
+                raise
             detail = "" if outcome.result == "built" else ": " + outcome.reason
             print("%s %s in %.1fs%s" % (label, outcome.result, outcome.seconds, detail), file=out, flush=True)
         outcome.label = channel_label
         outcomes.append(outcome)
+        last_of_recipe = index == total or variants[index].recipe_dir != variant.recipe_dir
+        if last_of_recipe and variant.recipe_dir in staging:
+            try:
+                add_recipe([o for o in outcomes if o.variant.recipe_dir == variant.recipe_dir], channel_dir, out)
+            finally:
+                shutil.rmtree(staging.pop(variant.recipe_dir), ignore_errors=True)
     return outcomes
 
 
-def build_one(variant, channel_dir: Path, extra_channels, test, package_format, label="main") -> Outcome:
+def build_one(variant, channel_dir: Path, extra_channels, test, package_format, staging: Path) -> Outcome:
+    """Build and test one variant into staging; its files stay there until add_recipe()."""
     from rattler_build import ToolConfiguration
-
-    from torchwin import channel
 
     channels = local_channels(variant, channel_dir) + list(extra_channels)
     started = time.monotonic()
-    staging = Path(tempfile.mkdtemp(prefix="torchwin-build-"))
     try:
-        try:
-            result = variant.rendered.run_build(
-                tool_config=ToolConfiguration(test_strategy="native" if test else "skip"),
-                output_dir=staging, channels=channels, no_build_id=True, package_format=package_format)
-        except Exception as exc:  # the engine's errors carry the reason in their text
-            return Outcome(variant, "failed", time.monotonic() - started, reason=_short(exc))
-        try:
-            # A rebuild replaces the local channel's copy: the same name, but new timestamps inside.
-            files = channel.add_packages(channel_dir, [Path(p) for p in result.packages], label=label,
-                                         force=True)
-        except (UserError, Failure) as exc:
-            return Outcome(variant, "failed", time.monotonic() - started, reason=str(exc))
-        return Outcome(variant, "built", time.monotonic() - started, files=tuple(files))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        result = variant.rendered.run_build(
+            tool_config=ToolConfiguration(test_strategy="native" if test else "skip"),
+            output_dir=staging, channels=channels, no_build_id=True, package_format=package_format)
+    except Exception as exc:  # the engine's errors carry the reason in their text
+        return Outcome(variant, "failed", time.monotonic() - started, reason=_short(exc))
+    return Outcome(variant, "built", time.monotonic() - started, files=tuple(Path(p) for p in result.packages))
+
+
+def add_recipe(outcomes, channel_dir: Path, out) -> None:
+    """Put one recipe's built packages into the channel, all of them or (after a failure) none.
+
+    Built variants that are held back become "not added". A rebuild replaces the channel's copies
+    of the same file names, which `channel add` refuses without --force: here it is what was asked
+    for (build writes its own local channel, and a rebuild differs only in the timestamps inside),
+    so it replaces them and says how many.
+    """
+    from torchwin import channel
+    from torchwin.channel_store import label_root
+    from torchwin.package_check import file_digest
+
+    built = [o for o in outcomes if o.result == "built"]
+    failed = [o for o in outcomes if o.result == "failed"]
+    if not built:
+        return
+    recipe = built[0].variant.recipe
+    if failed:
+        first = failed[0].variant
+        for o in built:
+            o.result, o.files = "not added", ()
+            o.reason = "%s %s %s failed, and a recipe's packages go into the channel together" % (
+                first.name, first.version, first.build_string)
+        print("recipes/%s: %d built package(s) not added to the channel: %s" % (recipe, len(built), built[0].reason),
+              file=out, flush=True)
+        return
+    replaced = 0
+    try:
+        for label in sorted({o.label for o in built}):
+            members = [o for o in built if o.label == label]
+            files = [f for o in members for f in o.files]
+            root = label_root(channel_dir, label)
+            for f in files:
+                dest = root / f.parent.name / f.name
+                replaced += dest.is_file() and file_digest(dest)[0] != file_digest(f)[0]
+            placed = channel.add_packages(channel_dir, files, label=label, force=True)
+            where = dict(zip(files, placed))
+            for o in members:
+                o.files = tuple(where[f] for f in o.files)
+    except (UserError, Failure) as exc:
+        for o in built:
+            o.result, o.files, o.reason = "failed", (), str(exc)
+        print("recipes/%s: not added to the channel: %s" % (recipe, exc), file=out, flush=True)
+        return
+    if replaced:
+        print("recipes/%s: replaced %d package(s) in %s: a rebuild has the same file names and new bytes "
+              "(timestamps); build replaces in its own local channel, where `channel add` needs --force"
+              % (recipe, replaced, channel_dir), file=out, flush=True)
 
 
 def local_channels(variant, channel_dir: Path) -> list:
@@ -388,8 +462,10 @@ def print_summary(outcomes, channel_dir: Path, out=None):
     print("", file=out)
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
-    counts = {k: sum(1 for o in outcomes if o.result == k) for k in ("built", "failed", "skipped")}
-    print("%(built)d built, %(failed)d failed, %(skipped)d skipped" % counts, file=out)
+    counts = {k: sum(1 for o in outcomes if o.result == k) for k in ("built", "failed", "skipped", "not added")}
+    print("%(built)d built, %(failed)d failed, %(skipped)d skipped" % counts
+          + (", %d built but not added (a package of their recipe failed)" % counts["not added"]
+             if counts["not added"] else ""), file=out)
     print_skipped(outcomes, out)
     lines = install_lines(outcomes, channel_dir)
     if lines:

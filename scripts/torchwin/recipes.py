@@ -312,20 +312,32 @@ def known_variant_values(recipe_dirs, platforms) -> dict:
 
 
 def select(variants, overrides, recipe_dirs, platforms) -> list[Variant]:
-    """Keep the variants that match every KEY=VALUE; a variant that does not use a key stays."""
+    """Keep the variants that have every KEY with one of its VALUEs; a variant without a KEY goes.
+
+    A KEY no variant of the selected recipes has is bad input (a typo, or the wrong recipe), and
+    so is a VALUE their variants.yaml does not offer.
+    """
     known = known_variant_values(recipe_dirs, platforms)
+    used: dict = {}
+    for variant in variants:
+        for key, value in variant.variant.items():
+            if key != "target_platform":
+                values = used.setdefault(key, [])
+                if str(value) not in values:
+                    values.append(str(value))
     for key, values in overrides.items():
-        if key not in known:
-            raise UserError("--variant %s: unknown key; allowed: %s" % (key, ", ".join(sorted(known)) or "none"))
+        if key not in used:
+            allowed = sorted(k for k in used if not k.startswith(FACT_KEY_PREFIXES))
+            raise UserError("--variant %s: unknown key (no variant of %s has it); allowed: %s" % (
+                key, ", ".join(display_path(d) for d in recipe_dirs), ", ".join(allowed) or "none"))
+        offered = known.get(key) or used[key]
         for value in values:
-            if value not in known[key]:
-                raise UserError("--variant %s=%s: unknown value; allowed: %s" % (key, value, ", ".join(known[key])))
+            if value not in offered:
+                raise UserError("--variant %s=%s: unknown value; allowed: %s" % (key, value, ", ".join(offered)))
 
     def keep(variant):
-        for key, values in overrides.items():
-            if key in variant.variant and str(variant.variant[key]) not in values:
-                return False
-        return True
+        return all(key in variant.variant and str(variant.variant[key]) in values
+                   for key, values in overrides.items())
 
     return [v for v in variants if keep(v)]
 

@@ -11,6 +11,7 @@ import json
 import sys
 
 from torchwin import recipes
+from torchwin.errors import UserError
 
 EPILOG = """\
 examples:
@@ -40,7 +41,8 @@ def add_parser(subparsers):
                         help="keep only variants with this value (repeatable)")
     parser.add_argument("--json", action="store_true", help="print a JSON list for other tools")
     parser.add_argument("--markdown", action="store_true",
-                        help="print the pytorch matrix as the Markdown table README.md embeds")
+                        help="print the pytorch matrix as the Markdown table README.md embeds (recipes/pytorch "
+                             "only; not with --json)")
     parser.set_defaults(func=run)
 
 
@@ -51,10 +53,20 @@ def _formatter():
 
 
 def run(args) -> int:
+    if args.json and args.markdown:
+        raise UserError("--json and --markdown: give one (--json for tools, --markdown for README's matrix table)")
     platforms = recipes.check_platform(args.target_platform)
     recipe_dirs = recipes.find_recipes(args.recipe_dirs)
     overrides = recipes.parse_overrides(args.variant)
     variants = recipes.render(recipe_dirs, platforms, overrides)
+    if args.markdown and not any(v.name == "pytorch" for v in variants):
+        # The table tabulates pytorch releases; for any other recipe it would be an empty table.
+        if any(d.name == "pytorch" for d in recipe_dirs):
+            raise UserError("--markdown: no pytorch variant matches the --variant values (see `torchwin render "
+                            "recipes/pytorch`)")
+        raise UserError("--markdown: %s has no pytorch variants; the table is the pytorch matrix: allowed with "
+                        "recipes/pytorch or no RECIPE_DIR (use the plain table or --json for other recipes)"
+                        % ", ".join(recipes.display_path(d) for d in recipe_dirs))
     if args.markdown:
         sys.stdout.write(markdown_matrix(variants))
     elif args.json:
