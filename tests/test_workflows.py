@@ -208,8 +208,10 @@ def test_nightly_triggers_and_inputs(workflows):
     nightly = workflows["nightly.yml"]
     assert nightly["on"]["schedule"][0]["cron"]
     inputs = nightly["on"]["workflow_dispatch"]["inputs"]
-    assert set(inputs) == {"git_ref", "variants", "label", "dry_run"}
+    assert set(inputs) == {"git_ref", "force", "variants", "label", "dry_run"}
     assert inputs["dry_run"]["type"] == "boolean" and inputs["label"]["default"] == "nightly"
+    # force rebuilds a commit the last published nightly was already built from.
+    assert inputs["force"] == {"description": inputs["force"]["description"], "type": "boolean", "default": False}
     assert nightly["concurrency"] == {"group": "nightly", "cancel-in-progress": False}
 
 
@@ -470,8 +472,8 @@ def test_every_torchwin_command_line_in_the_workflows_is_accepted_by_the_cli(wor
                 except SystemExit:
                     pytest.fail(f"{name}: {job_name}: `{line}` is not accepted by the torchwin CLI")
                 seen.add(" ".join(argv[:2]) if argv[0] == "ci" else argv[0])
-    assert {"nightly-version", "render", "ci matrix", "ci install-vs2017", "ci install-cuda",
-            "ci variant-file", "doctor", "build", "channel", "publish"} <= seen
+    assert {"nightly-version", "render", "ci upstream", "ci nightly-gate", "ci matrix", "ci install-vs2017",
+            "ci install-cuda", "ci variant-file", "doctor", "build", "channel", "publish"} <= seen
 
 
 # ---------------------------------------------------------------- the plan job, run for real
@@ -585,7 +587,8 @@ def test_each_variant_file_makes_conda_build_pick_exactly_that_build(plan, workf
     for entry in entries:
         variant_file = plan["tmp"] / f"{entry['id']}.yaml"
         argv = _arguments(_logical_lines(step["run"])[0],
-                          {"VARIANT": json.dumps(entry["variant"]), "RUNNER_TEMP": str(plan["tmp"])})
+                          {"VARIANT": json.dumps(entry["variant"]), "RUNNER_TEMP": str(plan["tmp"]),
+                           "TARGET_PLATFORM": entry["target_platform"]})
         argv[argv.index("--output") + 1] = str(variant_file)
         assert main(argv[1:]) == 0
         platform = entry["target_platform"]
@@ -718,3 +721,20 @@ def test_variant_file_pins_one_value_per_key(tmp_path, capsys):
     assert pinned["cuda_compiler_version"] == ["9.0"] and pinned["cudnn"] == ["7"]
     assert "pytorch_version" not in pinned
     assert main(["ci", "variant-file", "--variant-json", "[1]", "--output", str(out)]) == 2
+
+
+@pytest.mark.parametrize("variant, message", [
+    ('{"python": "2.7"}', "--variant-json: python='2.7' is not in recipes/pytorch/variants.yaml (for win-64); "
+                          "allowed: 3.5, 3.6, 3.7"),
+    ('{"pyhton": "3.6"}', "--variant-json: pyhton is not a key of recipes/pytorch/variants.yaml (for win-64)"),
+    ('{"cuda_compiler_version": "9.0", "cudnn": "None"}', "--variant-json: no row of the zip"),
+    ('{"python": "3.6", "target_platform": "linux-64"}', "target_platform='linux-64' is not in"),
+])
+def test_variant_file_refuses_a_pin_the_matrix_does_not_have(tmp_path, capsys, monkeypatch, variant, message):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "sub" / "v.yaml"
+    assert main(["ci", "variant-file", "--variant-json", variant, "--output", str(out),
+                 "--target-platform", "win-64"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert not (tmp_path / "sub").exists()  # nothing written

@@ -4,6 +4,8 @@ The workflows in .github/workflows call these instead of carrying inline
 scripts, so what a CI step does is testable and the same on a maintainer's
 machine:
 
+  ci upstream        which upstream repository, ref and next version the nightly builds
+  ci nightly-gate    refuse a ref the matrix cannot build; skip one already published
   ci matrix          render output -> the build matrix of the nightly
   ci variant-file    one matrix entry -> a variants.yaml for `conda build -m`
   ci package-format  the package format and zstd level `torchwin build` would use here
@@ -12,7 +14,8 @@ machine:
   ci hash            download the installers and print their sha256 (to pin them)
 
 Downloads come from data/ci_downloads.yaml; each is checked against its
-pinned sha256 before anything runs, and an entry without one is refused.
+pinned sha256 (or NVIDIA's md5 and the Authenticode signer) before anything
+runs, and an entry without a pin is refused.
 """
 
 import argparse
@@ -21,10 +24,14 @@ import sys
 from pathlib import Path
 
 from torchwin import ci_downloads, ci_matrix, gha
-from torchwin.errors import UserError
+from torchwin.errors import Failure, UserError
 
 EXAMPLES = """\
 examples:
+  # the plan job: the default upstream (from variants.yaml), then is this commit new and buildable?
+  torchwin ci upstream
+  torchwin ci nightly-gate --repo upstream --commit HEAD
+
   # what the nightly of 2019-06-01 would build (the plan job runs these two)
   TORCHWIN_NIGHTLY=20190601 torchwin render --target-platform all --json > render.json
   torchwin ci matrix render.json --only 'pytorch-win-64-*-cuda9.0'
@@ -65,6 +72,42 @@ def add_parser(subparsers):
         description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="ci_command", metavar="STEP")
     sub.required = True
+
+    p = sub.add_parser(
+        "upstream", help="print the upstream repository, ref and <next> version the nightly builds",
+        description="The nightly follows --repo/--ref when given (TORCHWIN_UPSTREAM_REPO/REF, a dispatch "
+        "input), else the newest release line of recipes/pytorch/variants.yaml that has a "
+        "pytorch_nightly_base: its upstream release branch (refs/heads/vX.Y.Z) of pytorch/pytorch. "
+        "base is --base, else that line's pytorch_nightly_base (nightly-version's --base).",
+        epilog="example (GitHub Actions):\n  torchwin ci upstream --repo \"$UPSTREAM_REPO\" --ref \"$UPSTREAM_REF\" "
+        "--base \"$NIGHTLY_BASE\" --github-output\n", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repo", default="", metavar="OWNER/NAME", help="GitHub repository (empty: pytorch/pytorch)")
+    p.add_argument("--ref", default="", metavar="REF", help="branch, tag or commit (empty: the default line)")
+    p.add_argument("--base", default="", metavar="X.Y.Z", help="<next> for refs without version.txt "
+                   "(empty: the line's pytorch_nightly_base)")
+    p.add_argument("--recipe", default=None, metavar="RECIPE_DIR", help="default: recipes/pytorch")
+    p.add_argument("--github-output", action="store_true", help="also append repo, ref, base to $GITHUB_OUTPUT")
+    p.set_defaults(func=run_upstream)
+
+    p = sub.add_parser(
+        "nightly-gate", help="refuse an unsupported upstream version; skip a commit already published",
+        description="Exit 2 (one line) when the commit declares a version (version.txt, else setup.py's "
+        "`version = '...'`) outside the release lines variants.yaml builds nightlies for. Otherwise "
+        "compare the commit with the one the newest pytorch-cpu file of the label on anaconda.org "
+        "was built from (its info/about.json extra.upstream_commit): the same commit prints a notice "
+        "and build=false; --force builds anyway.",
+        epilog="example (GitHub Actions):\n  torchwin ci nightly-gate --repo upstream --commit \"$COMMIT\" "
+        "--force \"$FORCE\" --github-output\n", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repo", default=".", metavar="PATH", help="local clone of upstream (default: .)")
+    p.add_argument("--commit", default="HEAD", help="the commit the nightly would build (default: HEAD)")
+    p.add_argument("--label", default="nightly", help="anaconda.org label of the nightlies (default: nightly)")
+    p.add_argument("--force", default="false", metavar="true|false",
+                   help="true: build even when the commit was already published (a dispatch input)")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="channel.yaml naming the anaconda.org owner and API (default: channel/channel.yaml)")
+    p.add_argument("--recipe", default=None, metavar="RECIPE_DIR", help="default: recipes/pytorch")
+    p.add_argument("--github-output", action="store_true", help="also append build=true|false to $GITHUB_OUTPUT")
+    p.set_defaults(func=run_nightly_gate)
 
     p = sub.add_parser(
         "matrix", help="turn `torchwin render --json` output into the GitHub build matrix",
@@ -166,6 +209,37 @@ def _read(source):
         raise UserError(f"{source}: cannot read ({exc.strerror or exc})") from None
 
 
+def run_upstream(args):
+    from torchwin import nightly
+
+    repo, ref, base = nightly.upstream_source(args.repo, args.ref, args.base, args.recipe)
+    pairs = [("repo", repo), ("ref", ref), ("base", base)]
+    for name, value in pairs:
+        print(f"{name}={value}")
+    if args.github_output:
+        gha.write_outputs(pairs)
+    return 0
+
+
+def run_nightly_gate(args):
+    from torchwin import nightly
+    from torchwin.channel_config import load_channel_config
+
+    if args.force not in ("true", "false"):
+        raise UserError(f"--force {args.force!r}: allowed: true, false")
+    config = load_channel_config(args.config)
+    if args.label not in config.labels:
+        raise UserError(f"--label {args.label!r} is not a label of {config.path or 'channel.yaml'} "
+                        f"(it lists: {', '.join(config.labels)})")
+    build, message = nightly.nightly_gate(args.repo, args.commit, config.api_url, config.owner, args.label,
+                                          force=args.force == "true", recipe_dir=args.recipe)
+    # A workflow command: GitHub shows it on the run's summary page.
+    print(message if build else f"::notice title=nightly skipped::{message}")
+    if args.github_output:
+        gha.write_outputs([("build", "true" if build else "false")])
+    return 0
+
+
 def run_matrix(args):
     import json
 
@@ -199,7 +273,14 @@ def run_variant_file(args):
 
     recipe_dir = Path(args.recipe) if args.recipe else recipes.require_repo_root() / "recipes" / "pytorch"
     platform = recipes.check_platform(args.target_platform or recipes.host_platform())[0]
-    variant = ci_matrix.complete_zips(variant, *ci_matrix.recipe_zip_info(recipe_dir, platform))
+    zips, values = ci_matrix.recipe_zip_info(recipe_dir, platform)
+    where = recipes.display_path(recipe_dir / "variants.yaml")
+    # A pin the matrix does not have would make conda build render a variant nobody tested.
+    ci_matrix.check_pins(variant, values, where, platform)
+    try:
+        variant = ci_matrix.complete_zips(variant, zips, values)
+    except Failure as exc:
+        raise UserError(f"--variant-json: {exc}") from None
     text = ci_matrix.variant_file_text(variant)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     temp = args.output.with_name(args.output.name + ".tmp")
@@ -210,7 +291,10 @@ def run_variant_file(args):
 
 
 def run_package_format(args):
+    from torchwin import recipes
     from torchwin.build import default_package_format
+
+    recipes.check_environment()  # TORCHWIN_NIGHTLY must be a date, as for every build
 
     kind, _, level = default_package_format().partition(":")
     pairs = [("package-format", kind), ("zstd-level", level)]

@@ -140,6 +140,21 @@ def complete_zips(variant, zip_groups, values):
     return out
 
 
+def check_pins(variant, values, where, platform):
+    """UserError naming the key unless every pinned value is one the recipe's variants.yaml has."""
+    for key, value in sorted(variant.items()):
+        if key == "target_platform":
+            allowed = [platform]
+        elif key in values:
+            allowed = [str(v) for v in values[key]]
+        else:
+            raise UserError(f"--variant-json: {key} is not a key of {where} (for {platform}); "
+                            f"keys: {', '.join(sorted(values))}")
+        if str(value) not in allowed:
+            raise UserError(f"--variant-json: {key}={value!r} is not in {where} (for {platform}); "
+                            f"allowed: {', '.join(allowed)}")
+
+
 def recipe_zip_info(recipe_dir, platform):
     """zip_keys and values of the recipe's variants.yaml, selectors evaluated for `platform`."""
     from torchwin import recipes

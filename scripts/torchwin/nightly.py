@@ -11,6 +11,17 @@ ref's own commit is used and D is its commit date.
 `<next>` is the X.Y.Z at the start of `version.txt` at that commit (upstream
 writes e.g. `1.2.0a0` there); refs from before upstream had that file need
 --base.
+
+Exit codes: 2 (bad input) whenever the question cannot be answered as asked --
+--repo is not a local clone, --ref names nothing, no commit is older than
+--date, or the commit has no version.txt and no --base was given: a different
+argument (or a deeper clone) answers it. 1 only when git itself fails or the
+repository holds something unreadable (a version.txt that is not X.Y.Z...).
+
+The nightly's plan job also uses this module (through `torchwin ci upstream`
+and `torchwin ci nightly-gate`): which upstream ref the nightly follows by
+default, whether a ref declares a version this toolchain builds, and whether
+the last published nightly was already built from the same commit.
 """
 
 import argparse
@@ -87,13 +98,25 @@ def _git(repo, *args):
     return result.returncode, result.stdout, result.stderr.strip()
 
 
-def _resolve(repo, ref):
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://|^[^/\\\s]+@[^/\\\s]+:")
+
+
+def check_repo(repo):
+    """--repo as given; a URL is refused: history is read from a local clone."""
+    repo = str(repo)
+    if _URL_RE.match(repo):
+        raise UserError(f"--repo {repo} is a URL; nightly-version reads a local clone: "
+                        f"git clone --filter=tree:0 {repo} upstream, then --repo upstream")
+    return repo
+
+
+def _resolve(repo, ref, option="--ref"):
     code, out, _ = _git(repo, "rev-parse", "--git-dir")
     if code != 0:
         raise UserError(f"--repo {repo} is not a git repository (or git cannot read it)")
     code, out, _ = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
     if code != 0 or not out.strip():
-        raise UserError(f"--ref {ref!r} does not name a commit in {repo}")
+        raise UserError(f"{option} {ref!r} does not name a commit in {repo}")
     return out.strip()
 
 
@@ -116,9 +139,10 @@ def _commit_before(repo, tip, cutoff):
         if last_time < limit:
             return sha, last_time
     shallow = _git(repo, "rev-parse", "--is-shallow-repository")[1].strip() == "true"
-    hint = " (the clone is shallow: fetch more history)" if shallow else ""
-    raise Failure(
-        "no commit on {} before {}{}".format(tip[:12], cutoff.strftime("%Y-%m-%d %H:%M UTC"), hint)
+    hint = "the clone is shallow: fetch more history" if shallow else "pass a later --date"
+    # Bad input, like a ref that names nothing: the question has no answer in this history.
+    raise UserError(
+        "--date: no commit on {} before {} ({})".format(tip[:12], cutoff.strftime("%Y-%m-%d %H:%M UTC"), hint)
     )
 
 
@@ -140,7 +164,7 @@ def nightly_version(repo=".", ref="HEAD", date=None, base=None):
     midnight that ends it), or None (the ref's own commit, dated by its commit time).
     base: X.Y.Z to use when the commit has no version.txt.
     """
-    repo = Path(repo)
+    repo = check_repo(repo)
     if base is not None and not _BASE_RE.match(base):
         raise UserError(f"--base {base!r} is not a version of the form X.Y.Z (e.g. 1.1.0)")
     tip = _resolve(repo, ref)
@@ -174,6 +198,193 @@ def nightly_version(repo=".", ref="HEAD", date=None, base=None):
         next=next_version,
         next_source=source,
     )
+
+
+# ---------------------------------------------------------------- the nightly's upstream
+
+DEFAULT_UPSTREAM_REPO = "pytorch/pytorch"
+# The package whose last nightly says which commit it was built from: the noarch
+# pytorch-cpu metapackage, a few KB, built by the same recipe as every build.
+PROBE_PACKAGE = "pytorch-cpu"
+COMMIT_KEY = "upstream_commit"  # recipes/pytorch/recipe.yaml `extra:`
+_SETUP_VERSION_RE = re.compile(r"""^version\s*=\s*['"]([^'"]+)['"]""", re.MULTILINE)
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class ReleaseLine:
+    """A row of recipes/pytorch/variants.yaml that nightlies build on."""
+
+    release: str  # pytorch_version, e.g. 1.1.0
+    next: str  # pytorch_nightly_base, e.g. 1.2.0
+
+    @property
+    def branch(self):
+        # Upstream's release branch of that line (v1.1.0: the tag plus later fixes).
+        return f"v{self.release}"
+
+
+def nightly_lines(recipe_dir=None):
+    """The release lines variants.yaml gives a pytorch_nightly_base, oldest first."""
+    from torchwin import recipes
+
+    recipe_dir = Path(recipe_dir) if recipe_dir else recipes.require_repo_root() / "recipes" / "pytorch"
+    # pytorch_* keys carry no selectors: any platform renders them the same.
+    values = recipes.load_variant_config(recipe_dir, "linux-64").to_dict()
+    releases, bases = values.get("pytorch_version") or [], values.get("pytorch_nightly_base") or []
+    lines = [ReleaseLine(str(r), str(b)) for r, b in zip(releases, bases) if str(b or "")]
+    if not lines:
+        raise Failure(f"{recipe_dir}/variants.yaml names no pytorch_nightly_base: no release line builds nightlies")
+    return sorted(lines, key=lambda line: _version_key(line.release))
+
+
+def _version_key(text):
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+def upstream_source(repo="", ref="", base="", recipe_dir=None):
+    """(repo, ref, base) the nightly builds: the given values, else the newest release line's."""
+    newest = nightly_lines(recipe_dir)[-1]
+    repo = repo or DEFAULT_UPSTREAM_REPO
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repo):
+        raise UserError(f"TORCHWIN_UPSTREAM_REPO={repo}: expected a GitHub owner/name, e.g. pytorch/pytorch")
+    if base and not _BASE_RE.match(base):
+        raise UserError(f"TORCHWIN_NIGHTLY_BASE={base}: expected a version X.Y.Z, e.g. {newest.next}")
+    # A full ref name: upstream has both a branch and a tag called v1.1.0, and the branch carries
+    # the fixes made after the release.
+    return repo, ref or f"refs/heads/{newest.branch}", base or newest.next
+
+
+def declared_version(repo, commit):
+    """(version, file) upstream declares at commit: version.txt, else setup.py's `version = '...'`."""
+    for name in ("version.txt", "setup.py"):
+        code, out, _ = _git(repo, "show", f"{commit}:{name}")
+        if code != 0:
+            continue
+        if name == "version.txt":
+            text = out.strip().splitlines()[0].strip() if out.strip() else ""
+            if text:
+                return text, name
+        else:
+            match = _SETUP_VERSION_RE.search(out)
+            if match:
+                return match.group(1), name
+    return None, None
+
+
+def check_supported(repo, commit, recipe_dir=None):
+    """The release line a commit belongs to; UserError when its declared version is not one we build.
+
+    Supported: a line's own release (its release branch, e.g. 1.1.0) or the release it leads up
+    to (e.g. 1.2.0a0 on master after 1.1.0), whose matrix the nightly builds with.
+    """
+    lines = nightly_lines(recipe_dir)
+    declared, where = declared_version(repo, commit)
+    allowed = sorted({v for line in lines for v in (line.release, line.next)}, key=_version_key)
+    if declared is None:
+        raise UserError(f"upstream commit {commit[:12]} declares no version (no version.txt, no "
+                        f"`version = '...'` in setup.py); the nightly builds {', '.join(allowed)}")
+    match = _NEXT_RE.match(declared)
+    xyz = "{}.{}.{}".format(*match.groups()) if match else None
+    for line in lines:
+        if xyz in (line.release, line.next):
+            return line
+    raise UserError(
+        f"upstream commit {commit[:12]} declares version {declared} ({where}); the nightly builds only "
+        f"{', '.join(allowed)} (pytorch_nightly_base in recipes/pytorch/variants.yaml): point "
+        f"TORCHWIN_UPSTREAM_REF at one of those lines (default refs/heads/{lines[-1].branch})"
+    )
+
+
+def last_published_commit(api_url, owner, label, package=PROBE_PACKAGE, attempts=3, sleep=None, timeout=60):
+    """The upstream commit the newest `package` file under `label` on anaconda.org was built from.
+
+    None when the package or label has no file yet (the first nightly), or when that file
+    does not record one (built before the recipe did).
+    """
+    import time
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from torchwin import ci_downloads
+
+    sleep = sleep or time.sleep
+    base = api_url.rstrip("/")
+    quote = urllib.parse.quote
+
+    def get(url):
+        ci_downloads.check_url(url)
+        opener = urllib.request.build_opener(ci_downloads.NoDowngrade())
+        for attempt in range(attempts):
+            try:
+                with opener.open(url, timeout=timeout) as response:
+                    return response.read()
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    return None
+                if exc.code < 500 and exc.code != 429 or attempt == attempts - 1:
+                    raise Failure(f"{url}: HTTP {exc.code} {exc.reason}; cannot tell whether the ref "
+                                  "changed (re-run, or dispatch with force)") from None
+            except OSError as exc:
+                if attempt == attempts - 1:
+                    reason = getattr(exc, "reason", None) or exc
+                    raise Failure(f"{url}: {reason}; cannot tell whether the ref changed "
+                                  "(re-run, or dispatch with force)") from None
+            sleep(2 ** (attempt + 1))
+
+    body = get(f"{base}/package/{quote(owner)}/{quote(package)}")
+    if body is None:
+        return None
+    try:
+        files = json.loads(body).get("files") or []
+    except (ValueError, AttributeError):
+        raise Failure(f"{base}/package/{owner}/{package}: the answer is not the JSON package record") from None
+    labelled = [f for f in files if isinstance(f, dict) and label in (f.get("labels") or ["main"])]
+    if not labelled:
+        return None
+    newest = max(labelled, key=_published_at)
+    data = get("{}/download/{}/{}/{}/{}".format(base, quote(owner), quote(package), quote(str(newest["version"])),
+                                                quote(newest["basename"])))
+    if data is None:
+        return None
+    return _commit_in(data, newest["basename"])
+
+
+def _published_at(record):
+    attrs = record.get("attrs") or {}
+    stamp = attrs.get("timestamp")
+    # index.json's timestamp (ms) when there is one, else the upload time; the version breaks ties.
+    return (float(stamp) if isinstance(stamp, (int, float)) else 0.0, str(record.get("upload_time", "")),
+            _version_key(str(record.get("version", ""))))
+
+
+def _commit_in(data, basename):
+    import tempfile
+
+    from torchwin import package_check
+
+    name = basename.rsplit("/", 1)[-1]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_bytes(data)
+        commit = package_check.about_extra(path).get(COMMIT_KEY)
+    return commit if isinstance(commit, str) and _SHA_RE.match(commit) else None
+
+
+def nightly_gate(repo, commit, api_url, owner, label="nightly", force=False, recipe_dir=None):
+    """(build?, message): refuse an unsupported ref; skip one the last published nightly was built from."""
+    repo = check_repo(repo)
+    commit = _resolve(repo, commit, "--commit")
+    line = check_supported(repo, commit, recipe_dir)
+    if force:
+        return True, f"building {commit[:12]} (release line {line.release}): a rebuild was asked for"
+    last = last_published_commit(api_url, owner, label)
+    if last == commit:
+        return False, (f"upstream commit {commit[:12]} is the one the last published nightly "
+                       f"({owner}/label/{label}) was built from: nothing to build")
+    since = f"last published: {last[:12]}" if last else "no nightly published yet"
+    return True, f"building {commit[:12]} (release line {line.release}; {since})"
 
 
 def add_parser(subparsers):

@@ -190,13 +190,27 @@ def _first_line(exc) -> str:
     return text.splitlines()[0]
 
 
+def _is_yyyymmdd(text) -> bool:
+    """A real calendar date written YYYYMMDD (20191399 is not one)."""
+    import datetime
+    import re
+
+    if not re.fullmatch(r"20\d{6}", text):
+        return False
+    try:
+        datetime.datetime.strptime(text, "%Y%m%d")
+    except ValueError:
+        return False
+    return True
+
+
 def check_environment(environ=None) -> None:
     """The recipe switches read from the environment, checked before the engine sees them."""
     import re
 
     environ = os.environ if environ is None else environ
     nightly = environ.get("TORCHWIN_NIGHTLY", "")
-    if nightly and not re.fullmatch(r"20\d{6}", nightly):
+    if nightly and not _is_yyyymmdd(nightly):
         raise UserError("TORCHWIN_NIGHTLY=%s: expected a date as YYYYMMDD, e.g. 20190601" % nightly)
     base = environ.get("TORCHWIN_NIGHTLY_BASE", "")
     if base and not re.fullmatch(r"\d+\.\d+\.\d+", base):
