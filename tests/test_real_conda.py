@@ -57,9 +57,10 @@ pytestmark = [
 
 
 def conda(*args, env=None, cwd=None, check=True):
-    """Run the real conda; offline and quiet whatever the user's condarc says."""
+    """Run the real conda; offline, quiet and with the classic solver whatever the user's condarc says
+    (README's per-solver statements are about classic; libmamba is not installable here)."""
     full = dict(os.environ, CONDA_OFFLINE="true", CONDA_REPORT_ERRORS="false", CONDA_ALWAYS_YES="true",
-                CONDA_NOTIFY_OUTDATED_CONDA="false")
+                CONDA_NOTIFY_OUTDATED_CONDA="false", CONDA_SOLVER="classic")
     full.update(env or {})
     out = subprocess.run([CONDA, *args], capture_output=True, text=True, env=full, cwd=cwd, timeout=600)
     if check:
