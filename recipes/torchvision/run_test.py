@@ -1,0 +1,139 @@
+"""Package test of recipes/torchvision: import it, run a transform and, where the release has them, its ops.
+
+Environment (set by the recipe's test section):
+    TORCHWIN_EXPECT_VERSION=V    torchvision.__version__ must be V (a local part like "+cpu" is ignored)
+    TORCHWIN_EXPECT_VARIANT=...  cpu, or cudaX.Y: the pytorch under it must be that build, and from 0.3.0
+                                 on torchvision's own ops must be compiled with (or without) CUDA
+    TORCHWIN_REQUIRE_CUDA=1      the CUDA checks FAIL instead of SKIP when no GPU is visible
+
+Checks: a Normalize transform on a tensor; nms and roi_align on the CPU (0.3.0+); the same ops on the
+GPU, compared with the CPU results, for CUDA builds when a GPU is there. Prints PASS/FAIL/SKIP lines;
+exit 0 when nothing failed, else 1. It runs under the variant's own Python: keep it Python 3.5.
+"""
+
+# ruff: noqa: UP031, BLE001
+# %-formatting for Python 3.5; blind excepts turn whatever a broken build throws into a FAIL line.
+
+import os
+import sys
+import traceback
+
+
+def expected(environ):
+    version = environ.get("TORCHWIN_EXPECT_VERSION", "")
+    variant = environ.get("TORCHWIN_EXPECT_VARIANT", "")
+    if variant and variant != "cpu" and not variant.startswith("cuda"):
+        raise ValueError("TORCHWIN_EXPECT_VARIANT=%s: expected cpu or cudaX.Y" % variant)
+    return version, variant, environ.get("TORCHWIN_REQUIRE_CUDA", "0") == "1"
+
+
+def release(version):
+    """(0, 3) of '0.3.0' and of '0.3.0+cpu'."""
+    parts = version.split("+")[0].split(".")
+    return int(parts[0]), int(parts[1])
+
+
+def check_versions(torch, torchvision, want_version, want_variant):
+    got = torchvision.__version__.split("+")[0]
+    if want_version and got != want_version:
+        raise AssertionError("torchvision.__version__ is %s, expected %s" % (torchvision.__version__, want_version))
+    cuda = getattr(torch.version, "cuda", None)
+    if want_variant == "cpu" and cuda:
+        raise AssertionError("a CPU build must sit on a CPU torch, but torch.version.cuda is %s" % cuda)
+    if want_variant.startswith("cuda") and cuda != want_variant[len("cuda"):]:
+        raise AssertionError("torch.version.cuda is %s, expected %s" % (cuda, want_variant[len("cuda"):]))
+    return "torchvision %s on torch %s (CUDA %s)" % (torchvision.__version__, torch.__version__, cuda)
+
+
+def check_transform(torch, torchvision):
+    from torchvision import transforms
+
+    image = torch.ones(3, 4, 4)
+    out = transforms.Normalize(mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])(image)
+    if abs(float(out.min()) - 2.0) > 1e-6 or abs(float(out.max()) - 2.0) > 1e-6:
+        raise AssertionError("Normalize gave values from %s to %s, expected 2.0" % (out.min(), out.max()))
+    return "transforms.Normalize"
+
+
+def run_ops(torch, ops, device):
+    """nms keeps the best of two overlapping boxes and the far one; roi_align averages a constant map."""
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 11.0, 11.0], [50.0, 50.0, 60.0, 60.0]], device=device)
+    scores = torch.tensor([0.9, 0.8, 0.7], device=device)
+    keep = ops.nms(boxes, scores, 0.5).cpu().tolist()
+    if keep != [0, 2]:
+        raise AssertionError("nms on %s kept %s, expected [0, 2]" % (device, keep))
+    features = torch.full((1, 1, 8, 8), 3.0, device=device)
+    rois = torch.tensor([[0.0, 1.0, 1.0, 6.0, 6.0]], device=device)
+    pooled = ops.roi_align(features, rois, (2, 2), 1.0, 2)
+    if tuple(pooled.shape) != (1, 1, 2, 2) or abs(float(pooled.min()) - 3.0) > 1e-5:
+        raise AssertionError("roi_align on %s gave %s" % (device, pooled))
+    return keep, pooled.cpu()
+
+
+def check_ops(torch, torchvision, want_variant):
+    from torchvision import _C, ops
+
+    compiled_cuda = hasattr(_C, "CUDA_VERSION")
+    if want_variant == "cpu" and compiled_cuda:
+        raise AssertionError("a CPU build has CUDA ops (torchvision._C.CUDA_VERSION is set)")
+    if want_variant.startswith("cuda") and not compiled_cuda:
+        raise AssertionError("a CUDA build has no CUDA ops (torchvision._C.CUDA_VERSION is missing)")
+    run_ops(torch, ops, "cpu")
+    return "ops.nms and ops.roi_align on the CPU"
+
+
+def check_ops_cuda(torch, torchvision):
+    from torchvision import ops
+
+    keep, pooled = run_ops(torch, ops, "cuda")
+    want_keep, want_pooled = run_ops(torch, ops, "cpu")
+    if keep != want_keep or float((pooled - want_pooled).abs().max()) > 1e-5:
+        raise AssertionError("GPU and CPU results differ: %s / %s" % (pooled, want_pooled))
+    return "ops.nms and ops.roi_align on %s, equal to the CPU's" % torch.cuda.get_device_name(0)
+
+
+def main(environ=None):
+    environ = os.environ if environ is None else environ
+    try:
+        want_version, want_variant, require_cuda = expected(environ)
+    except ValueError as exc:
+        print("error: %s" % exc)
+        return 2
+    results = []
+
+    def record(status, text):
+        results.append(status)
+        print("%s %s" % (status, text))
+
+    try:
+        import torch
+        import torchvision
+    except Exception:
+        record("FAIL", "import: %s" % traceback.format_exc().strip().splitlines()[-1])
+        return 1
+    checks = [("versions", lambda: check_versions(torch, torchvision, want_version, want_variant)),
+              ("transform", lambda: check_transform(torch, torchvision))]
+    has_ops = release(torchvision.__version__) >= (0, 3)
+    if has_ops:
+        checks.append(("ops", lambda: check_ops(torch, torchvision, want_variant)))
+    for name, run in checks:
+        try:
+            record("PASS", run())
+        except Exception as exc:
+            record("FAIL", "%s: %s" % (name, exc))
+    if want_variant.startswith("cuda") and has_ops:
+        if torch.cuda.is_available():
+            try:
+                record("PASS", check_ops_cuda(torch, torchvision))
+            except Exception as exc:
+                record("FAIL", "ops on the GPU: %s" % exc)
+        elif require_cuda:
+            record("FAIL", "ops on the GPU: no GPU visible and TORCHWIN_REQUIRE_CUDA=1")
+        else:
+            record("SKIP", "ops on the GPU: no GPU visible")
+    print("%d passed, %d failed, %d skipped" % (results.count("PASS"), results.count("FAIL"), results.count("SKIP")))
+    return 1 if "FAIL" in results else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
