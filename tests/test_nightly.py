@@ -16,7 +16,7 @@ import pytest
 import yaml
 from torchwin import nightly
 from torchwin.cli import main
-from torchwin.errors import UserError
+from torchwin.errors import Failure, UserError
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,6 +226,7 @@ class FakeAnacondaOrg(ThreadingHTTPServer):
     def __init__(self):
         self.packages = {}  # name -> [(record, bytes)]
         self.requests = []
+        self.unavailable = 0  # answer this many requests with 503 first
         super().__init__(("127.0.0.1", 0), _Handler)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
@@ -243,6 +244,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         server = self.server
         server.requests.append(self.path)
+        if server.unavailable:
+            server.unavailable -= 1
+            return self._send(503, b"busy", "text/plain")
         parts = [unquote(p) for p in self.path.split("/") if p]
         if parts[:2] == ["package", OWNER] and len(parts) == 3 and parts[2] in server.packages:
             body = json.dumps({"name": parts[2], "files": [r for r, _ in server.packages[parts[2]]]}).encode()
@@ -468,3 +472,19 @@ def test_gate_bad_input(tmp_path, capsys, anaconda):
     assert main(["ci", "upstream", "--repo", "https://github.com/pytorch/pytorch"]) == 2
     assert "TORCHWIN_UPSTREAM_REPO=https://github.com/pytorch/pytorch: expected a GitHub owner/name" in \
         capsys.readouterr().err
+
+
+def test_anaconda_org_hiccups_are_retried_and_an_outage_is_one_line(tmp_path, anaconda, capsys):
+    upstream, release = upstream_history(tmp_path)
+    tip = upstream.git("rev-parse", f"v{release}")
+    anaconda.publish(built_probe(tmp_path / "built", tip))
+    sleeps = []
+    anaconda.unavailable = 2
+    assert nightly.last_published_commit(anaconda.url, OWNER, "nightly", sleep=sleeps.append) == tip
+    assert sleeps == [2, 4]
+    anaconda.unavailable = 3
+    with pytest.raises(Failure, match=r"HTTP 503 .*cannot tell whether the ref changed"):
+        nightly.last_published_commit(anaconda.url, OWNER, "nightly", sleep=sleeps.append)
+    # Another label, or a package never published: nothing to compare with, so the nightly builds.
+    assert nightly.last_published_commit(anaconda.url, OWNER, "main", sleep=sleeps.append) is None
+    assert nightly.last_published_commit(anaconda.url, OWNER, "nightly", package="nope") is None

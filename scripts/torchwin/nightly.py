@@ -340,7 +340,8 @@ def last_published_commit(api_url, owner, label, package=PROBE_PACKAGE, attempts
         files = json.loads(body).get("files") or []
     except (ValueError, AttributeError):
         raise Failure(f"{base}/package/{owner}/{package}: the answer is not the JSON package record") from None
-    labelled = [f for f in files if isinstance(f, dict) and label in (f.get("labels") or ["main"])]
+    labelled = [f for f in files if isinstance(f, dict) and label in (f.get("labels") or ["main"])
+                and isinstance(f.get("basename"), str) and f.get("version") is not None]
     if not labelled:
         return None
     newest = max(labelled, key=_published_at)
@@ -368,7 +369,11 @@ def _commit_in(data, basename):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / name
         path.write_bytes(data)
-        commit = package_check.about_extra(path).get(COMMIT_KEY)
+        try:
+            commit = package_check.about_extra(path).get(COMMIT_KEY)
+        except (UserError, Failure, OSError, ValueError) as exc:
+            # The channel's file, not the user's input: a broken one is a failure to look into.
+            raise Failure(f"the last published {basename} cannot be read ({exc})") from None
     return commit if isinstance(commit, str) and _SHA_RE.match(commit) else None
 
 
