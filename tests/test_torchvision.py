@@ -245,3 +245,74 @@ def test_run_test_fails_when_torchvision_is_missing():
                          env={"PATH": "", "PYTHONPATH": ""})
     assert out.returncode == 1, out.stdout + out.stderr
     assert out.stdout.startswith("FAIL import:")
+
+
+# ---- the same selection with the real conda (classic solver) --------------------------------------
+
+def find_conda():
+    import os
+    import shutil
+
+    named = os.environ.get("TORCHWIN_TEST_CONDA")
+    return (shutil.which(named) or named) if named else shutil.which("conda")
+
+
+CONDA = find_conda()
+real_conda = pytest.mark.real_conda
+needs_conda = pytest.mark.skipif(
+    not CONDA or sys.platform == "win32",
+    reason="no real conda: set TORCHWIN_TEST_CONDA to a conda command (../shared/tools/real-conda/setup.sh "
+           "prints one) or put conda on PATH; POSIX hosts only")
+
+
+@pytest.fixture(scope="module")
+def conda_channels(rendered, tmp_path_factory):
+    """The channels of the solver tests above, plus the `pip` record conda makes every python depend on."""
+    pip = repodata.record("pip", "19.1.1", "py_0", subdir="noarch", noarch="python")
+    return write_channels(rendered, tmp_path_factory.mktemp("conda-channels"),
+                          defaults=defaults_with_torchvision_deps() + [pip])
+
+
+def conda_dry_run(channels, line, platform, specs, priority, tmp_path):
+    """conda create --dry-run --json offline with the classic solver; {name: (version, build)} or None."""
+    import json
+    import os
+
+    args = [CONDA, "create", "-p", str(tmp_path / "env"), "--dry-run", "--json", "--override-channels"]
+    for name in line:
+        args += ["-c", channels[name].as_uri()]
+    env = dict(os.environ, CONDA_OFFLINE="true", CONDA_REPORT_ERRORS="false", CONDA_ALWAYS_YES="true",
+               CONDA_NOTIFY_OUTDATED_CONDA="false", CONDA_SOLVER="classic", CONDA_SUBDIR=platform,
+               CONDA_CHANNEL_PRIORITY=priority)
+    out = subprocess.run(args + specs, capture_output=True, text=True, env=env, timeout=600)
+    data = json.loads(out.stdout)
+    if not data.get("success"):
+        return None
+    return {p["name"]: (p["version"], p["build_string"]) for p in data["actions"]["LINK"]}
+
+
+@pytest.mark.parametrize("priority", PRIORITIES)
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("specs,torch,vision,flavour_", [
+    (["pytorch", "torchvision"], "1.1.0", "0.3.0", "cuda90"),
+    (["pytorch", "torchvision", "cuda90"], "1.1.0", "0.3.0", "cuda90"),
+    (["pytorch", "torchvision", "cpuonly"], "1.1.0", "0.3.0", "cpu"),
+    (["torchvision=0.3.0"], "1.1.0", "0.3.0", "cuda90"),
+    (["torchvision=0.2.1", "cuda90"], "0.4.1", "0.2.1", "cuda90"),
+])
+@real_conda
+@needs_conda
+def test_real_conda_picks_matching_builds(conda_channels, platform, specs, torch, vision, flavour_, priority,
+                                          tmp_path):
+    got = conda_dry_run(conda_channels, MAIN_LINE, platform, specs + ["python 3.7.*"], priority, tmp_path)
+    assert got is not None, specs
+    assert got["pytorch"][0] == torch and got["torchvision"][0] == vision
+    assert "_%s_" % flavour_ in got["pytorch"][1] and "_%s_" % flavour_ in got["torchvision"][1]
+
+
+@real_conda
+@needs_conda
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_real_conda_refuses_a_cpu_torchvision_on_a_cuda_pytorch(conda_channels, platform, tmp_path):
+    specs = ["torchvision=*=*_cpu_*", "pytorch=*=*cuda90*", "python 3.7.*"]
+    assert conda_dry_run(conda_channels, MAIN_LINE, platform, specs, "flexible", tmp_path) is None
