@@ -212,3 +212,21 @@ def test_package_test_fails_when_the_library_is_missing(tmp_path, capsys):
 
 def test_windows_library_path():
     assert check.library_path("C:\\env", True).endswith(os.path.join("Library", "bin", "magma.dll"))
+
+
+def batch_steps_without_check(path):
+    """Lines of a batch file that run something and are not followed by an error-level check."""
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    steps = [i for i, line in enumerate(lines) if line and not line.startswith(("::", "@echo", "rem ", "if errorlevel"))]
+    return [lines[i] for i in steps if i + 1 >= len(lines) or lines[i + 1].lower() != "if errorlevel 1 exit 1"]
+
+
+@pytest.mark.parametrize("recipe", ["magma", "torchvision"])
+def test_every_windows_step_checks_its_error_level(recipe):
+    assert batch_steps_without_check(ROOT / "recipes" / recipe / "bld.bat") == []
+
+
+def test_the_error_level_check_finds_a_step_without_one(tmp_path):
+    script = tmp_path / "bld.bat"
+    script.write_text('@echo off\n"%PYTHON%" a.py\nif errorlevel 1 exit 1\n"%PYTHON%" b.py\n')
+    assert batch_steps_without_check(script) == ['"%PYTHON%" b.py']
