@@ -326,8 +326,12 @@ def run_remove(args):
     config = load_channel_config(args.config)
     label = config.check_label(args.label)
     channel_dir = _dir(args)
-    with channel_store.session(channel_dir, writes=not args.dry_run):
+    with channel_store.session(channel_dir, writes=not args.dry_run) as finished:
         victims = find_packages(channel_dir, args.specs, label, args.platform)
+        if not victims and _finished_removal(finished, channel_dir, label):
+            # The same command, run again after it was killed: finishing its journal removed them.
+            print("nothing left to remove: the interrupted update just finished removed them")
+            return 0
         if not victims:
             raise UserError(f"no package in label {label} matches {' '.join(args.specs)}")
         for subdir, filename in victims:
@@ -336,6 +340,13 @@ def run_remove(args):
         if not args.dry_run:
             channel_store.remove_locked(channel_dir, label, victims)
     return 0
+
+
+def _finished_removal(journal, channel_dir, label):
+    if journal is None:
+        return False
+    root = channel_store.label_root(channel_dir, label).relative_to(channel_dir).as_posix()
+    return journal["root"] == root and any(c["drop"] for c in journal["subdirs"].values())
 
 
 def run_prune(args):
@@ -378,8 +389,10 @@ def run_page(args):
 
     config = load_channel_config(args.config)
     channel_dir = _dir(args)
-    with channel_store.session(channel_dir, writes=False):  # a mistyped folder is refused, not created
-        output, entries = write_page(channel_dir, config, channel_url=args.channel_url, output=args.output)
+    # A mistyped folder is refused, not created; a change a killed command left is finished first.
+    with channel_store.session(channel_dir, writes=False):
+        pass
+    output, entries = write_page(channel_dir, config, channel_url=args.channel_url, output=args.output)
     print(f"wrote {output} ({len(entries)} package file(s))")
     return 0
 

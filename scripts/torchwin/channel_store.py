@@ -161,17 +161,17 @@ def session(channel_dir, writes):
 
     writes=False (dry runs, verify, page, serve): a channel no torchwin command has changed
     has no lock file and nothing to finish, and a read-only command creates nothing.
+    Yields the journal of the change it finished, or None.
     """
     channel_dir = Path(channel_dir)
     check_channel_dir(channel_dir, create=writes)
     if not writes and not (channel_dir / STATE_DIR / "lock").exists():
-        yield
+        yield None
         return
     if writes:
         channel_dir.mkdir(parents=True, exist_ok=True)
     with channel_lock(channel_dir):
-        recover(channel_dir)
-        yield
+        yield recover(channel_dir)
 
 
 def add_packages(channel_dir, files, label=MAIN, force=False):
@@ -273,10 +273,14 @@ def _transact(channel_dir, root, add, drop):
 
 
 def recover(channel_dir):
-    """Finish the change a killed command journaled, and clear staging leftovers (caller holds the lock)."""
+    """Finish the change a killed command journaled, and clear staging leftovers (caller holds the lock).
+
+    Returns the journal it finished, or None.
+    """
     channel_dir = Path(channel_dir)
     state = channel_dir / STATE_DIR
     path = state / JOURNAL
+    journal = None
     if path.exists():
         journal = _read_journal(path)
         count = sum(len(c["add"]) + len(c["drop"]) for c in journal["subdirs"].values())
@@ -292,6 +296,7 @@ def recover(channel_dir):
             shutil.rmtree(leftover, ignore_errors=True)
         for leftover in state.glob("tmp-*"):
             leftover.unlink(missing_ok=True)
+    return journal
 
 
 def _read_journal(path):
