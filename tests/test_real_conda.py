@@ -209,7 +209,8 @@ def test_strict_priority_with_the_label_and_a_plain_pytorch_differs_between_solv
     assert "_cuda91_" in linked["pytorch"]["build_string"]
     # And defaults' 9.0 is out of reach through the label line, as README warns.
     linked, data = dry_run(channels, names, ["pytorch", "cuda90"], platform, "strict", tmp_path)
-    assert linked is None and "cudatoolkit" in json.dumps(data)
+    # (classic's explanation of the conflict varies between runs: only the verdict is asserted)
+    assert linked is None and data.get("exception_name") == "UnsatisfiableError", data
 
 
 # -- torchwin build's "Try it" lines, solved by conda -----------------------------------------------------
