@@ -99,12 +99,27 @@ os._exit(1 if error else 0)  # py-rattler may crash while the interpreter finali
 """
 
 
-def engine_build(tmp_path, sources, script, child=False):
-    """Build a one-file recipe with these sources (dicts, as the recipe renders them); the engine's error or None."""
+def engine_build(tmp_path, sources, script, child=False, engine="py-rattler-build"):
+    """Build a one-file recipe with these sources (dicts, as the recipe renders them); the engine's error or None.
+
+    engine "conda-build": the real conda-build 26.7.1 (it hands v1 recipes to py-rattler-build).
+    """
     recipe = {"schema_version": 1, "package": {"name": "source-stage", "version": "1.0"}, "source": sources,
               "build": {"number": 0, "script": script}}
     text = yaml.safe_dump(recipe, sort_keys=False)
     out = tmp_path / "out"
+    if engine == "conda-build":
+        from test_build_env import conda_build
+
+        folder = tmp_path / "recipe"
+        folder.mkdir()
+        (folder / "recipe.yaml").write_text(text)
+        channel = tmp_path / "empty-channel"
+        for subdir in ("noarch", "linux-64"):
+            (channel / subdir).mkdir(parents=True)
+            (channel / subdir / "repodata.json").write_text(json.dumps({"info": {"subdir": subdir}, "packages": {}}))
+        proc = conda_build(folder, out, channel, check=False)
+        return (proc.stdout + proc.stderr) if proc.returncode else None
     if not child:
         return build_recipe_text(text, out)
     path = tmp_path / "recipe.yaml"
@@ -114,26 +129,35 @@ def engine_build(tmp_path, sources, script, child=False):
     return proc.stderr if proc.returncode else None
 
 
+def engines():
+    from test_build_env import needs_conda
+
+    return ["py-rattler-build", pytest.param("conda-build", marks=[needs_conda, pytest.mark.real_conda])]
+
+
 def listing_script(listing):
     return [f"(cd \"$SRC_DIR\" && find . -path ./.git -prune -o -type f -print | sort) > {shlex.quote(str(listing))}"]
 
 
-def test_engine_clones_submodules_recursively_and_a_dead_url_fails_the_source_step(tmp_path):
+@pytest.mark.parametrize("engine", engines())
+def test_engine_clones_submodules_recursively_and_a_dead_url_fails_the_source_step(engine, tmp_path):
     url, commit, _, _ = make_upstream(tmp_path)
-    error = engine_build(tmp_path, [{"git": url, "tag": "v0.4.1", "expected_commit": commit}], ["true"])
+    error = engine_build(tmp_path, [{"git": url, "tag": "v0.4.1", "expected_commit": commit}], ["true"],
+                         engine=engine)
     assert error is not None
     assert "submodule update --recursive --init" in error and "third_party/nervanagpu" in error
 
 
 @posix_script
-def test_listed_submodules_survive_the_dead_one_and_keep_their_pins(tmp_path):
+@pytest.mark.parametrize("engine", engines())
+def test_listed_submodules_survive_the_dead_one_and_keep_their_pins(engine, tmp_path):
     url, commit, live_url, pinned = make_upstream(tmp_path)
     listing = tmp_path / "listing.txt"
     sources = [
         {"git": url, "tag": "v0.4.1", "expected_commit": commit, "submodules": False},
         {"git": live_url, "rev": pinned, "target_directory": "third_party/live"},
     ]
-    assert engine_build(tmp_path, sources, listing_script(listing)) is None
+    assert engine_build(tmp_path, sources, listing_script(listing), engine=engine) is None
     files = listing.read_text().split()
     # The pinned commit, not the live repository's newest; the dead submodule's folder stays empty.
     assert "./third_party/live/pinned.txt" in files and "./third_party/live/later.txt" not in files
