@@ -21,6 +21,7 @@ memory. Its sha256, md5 and size are measured so the channel can record them.
 
 import bz2
 import hashlib
+import io
 import json
 import posixpath
 import re
@@ -209,7 +210,7 @@ def _check_zip_bounds(path):
 
 def _read_tar_bz2(path, contents):
     try:
-        with open(path, "rb") as raw, bz2.BZ2File(raw) as stream:
+        with open(path, "rb") as raw, io.BufferedReader(_Bz2Reader(raw, path), _CHUNK) as stream:
             if not stream.peek(1):
                 raise UserError(f"{path}: empty .tar.bz2 (no data in the bzip2 stream)")
             _read_tar(stream, contents, path.name, None)
@@ -221,6 +222,39 @@ def _read_tar_bz2(path, contents):
         raise UserError(f"{path}: not a readable .tar.bz2 archive ({_first_line(exc)})") from None
     if not contents.members:
         raise UserError(f"{path}: not a readable .tar.bz2 archive (no files in it)")
+
+
+class _Bz2Reader(io.RawIOBase):
+    """One bzip2 stream, decompressed a chunk at a time; EOFError when it ends early, UserError for data after it.
+
+    (bz2.BZ2File reads further streams and silently drops what is not one: a .tar.bz2
+    could carry anything after its archive.)
+    """
+
+    def __init__(self, raw, path):
+        self.raw, self.path = raw, path
+        self.decompressor = bz2.BZ2Decompressor()
+        self.pending, self.offset = b"", 0
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        while self.offset >= len(self.pending):
+            if self.decompressor.eof:
+                if self.decompressor.unused_data or self.raw.read(1):
+                    raise UserError(f"{self.path}: data after the bzip2 stream; refused")
+                return 0
+            data = b""
+            if self.decompressor.needs_input:
+                data = self.raw.read(_CHUNK)
+                if not data:
+                    raise EOFError("the bzip2 stream ends early")
+            self.pending, self.offset = self.decompressor.decompress(data, _CHUNK), 0
+        count = min(len(buffer), len(self.pending) - self.offset)
+        buffer[:count] = self.pending[self.offset : self.offset + count]
+        self.offset += count
+        return count
 
 
 def _read_tar(stream, contents, where, part):
@@ -250,13 +284,13 @@ class _Contents:
     def add(self, archive, member, where, part):
         name = member.name
         _check_name(self, where, name)
-        if name in self.members:
-            self.refuse(where, name, "appears twice in the package")
         in_info = name == "info" or name.startswith("info/")
         if part == "info" and not in_info:
             self.refuse(where, name, "outside info/ in the info part")
         if part == "pkg" and in_info:
             self.refuse(where, name, "an info/ file in the payload part")
+        if name in self.members:
+            self.refuse(where, name, "appears twice in the package")
         if member.isfile():
             limit = INFO_LIMITS.get(name)
             if limit is not None and member.size > limit:
@@ -276,7 +310,7 @@ class _Contents:
             self.members[name] = ("dir",)
         elif member.issym():
             target = member.linkname
-            _check_name(self, where, target, what="symlink target")
+            _check_name(self, where, name, target, what="symlink target")
             if _is_absolute(target):
                 self.refuse(where, name, f"a symlink to the absolute path {_show(target)}")
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target.replace("\\", "/")))
@@ -285,7 +319,7 @@ class _Contents:
             self.members[name] = ("symlink", target)
         elif member.islnk():
             target = member.linkname
-            _check_name(self, where, target, what="hard link target")
+            _check_name(self, where, name, target, what="hard link target")
             if (self.members.get(target) or ("",))[0] != "file":
                 self.refuse(where, name, f"a hard link to {_show(target)}, which is not a file earlier in the package")
             self.members[name] = self.members[target]
@@ -335,28 +369,28 @@ def _is_absolute(name):
     return name.startswith(("/", "\\")) or bool(_DRIVE.match(name))
 
 
-def _check_name(contents, where, name, what="name"):
+def _check_name(contents, where, name, value=None, what="name"):
+    """Refuse a member whose name (or link target: value) is not UTF-8, has a NUL, or escapes the package."""
+    value = name if value is None else value
     try:
-        name.encode("utf-8")
+        value.encode("utf-8")
     except UnicodeEncodeError:
         contents.refuse(where, name, f"its {what} is not UTF-8")
-    if not name or "\x00" in name:
+    if not value or "\x00" in value:
         contents.refuse(where, name, f"an empty {what} or one with a NUL")
-    if what == "name" and _is_absolute(name):
-        contents.refuse(where, name, "an absolute path")
-    if what != "symlink target":
-        if _is_absolute(name):
-            contents.refuse(where, name, f"its {what} is an absolute path")
-        if ".." in re.split(r"[/\\]", name):
-            contents.refuse(where, name, f"its {what} has a '..' component")
-    elif "\\" in name:
-        contents.refuse(where, name, f"its {what} has a backslash")
+    if what == "symlink target":
+        if "\\" in value:
+            contents.refuse(where, name, f"its {what} has a backslash")
+        return
+    if _is_absolute(value):
+        contents.refuse(where, name, "an absolute path" if what == "name" else f"its {what} is an absolute path")
+    if ".." in re.split(r"[/\\]", value):
+        contents.refuse(where, name, f"its {what} has a '..' component")
 
 
 def _show(name):
-    """A member name for a message: non-UTF-8 bytes shown escaped, never as raw bytes."""
-    return ascii(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))[1:-1] \
-        if any("\udc80" <= c <= "\udcff" for c in name) else name
+    """A member name for a message: bytes that are not UTF-8 shown as \\xNN, never raw."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def read_info_file(path, member_name):
