@@ -274,3 +274,62 @@ def test_records_naming_paths_never_reach_outside_the_channel(tmp_path, config_f
     assert len(problems) == len(victims)
     assert {p.name for p in folder.iterdir() if p.name.endswith(".conda")} == {p.name for p in nightly}
     assert channel_store.safe_filename(nightly[0].name)
+
+
+# ---------------------------------------------------------------- --channel-dir and --config mistakes
+
+COMMANDS = [
+    ["add", "PKG"],
+    ["remove", "hello"],
+    ["remove", "--dry-run", "hello"],
+    ["prune"],
+    ["prune", "--dry-run"],
+    ["verify"],
+    ["page"],
+    ["serve", "--port", "0"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_a_channel_dir_that_is_a_file_is_one_line_exit_2(command, tmp_path, config_file, capsys):
+    pkg = make_package(tmp_path / "out", "hello")
+    target = tmp_path / "afile"
+    target.write_text("not a channel")
+    args = [pkg if a == "PKG" else a for a in command]
+    assert cli(*args, "--channel-dir", target, "--config", config_file) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"torchwin: error: {target}: not a folder") and len(err.strip().splitlines()) == 1, err
+    assert target.read_text() == "not a channel"
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c[0] != "add"], ids=" ".join)
+def test_a_mistyped_channel_dir_is_refused_and_nothing_is_created(command, tmp_path, config_file, capsys):
+    missing = tmp_path / "chanel"
+    assert cli(*command, "--channel-dir", missing, "--config", config_file) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: no such channel folder" in err and len(err.strip().splitlines()) == 1, err
+    assert not missing.exists()
+
+
+def test_dry_runs_on_a_channel_write_nothing(tmp_path, config_file, capsys):
+    """A channel made by another tool (no .torchwin/): dry runs and verify leave it byte for byte, lock file included."""
+    chan = tmp_path / "chan"
+    assert cli("add", make_package(tmp_path / "out", "hello"), "--channel-dir", chan, "--config", config_file) == 0
+    import shutil
+
+    shutil.rmtree(chan / ".torchwin")
+    before = tree_digest(chan)
+    for command in (["prune", "--dry-run"], ["remove", "--dry-run", "hello"], ["verify"]):
+        assert cli(*command, "--channel-dir", chan, "--config", config_file) == 0, command
+        assert tree_digest(chan) == before and not (chan / ".torchwin").exists(), command
+
+
+@pytest.mark.parametrize("command", [["verify"], ["serve", "--port", "0"]], ids=" ".join)
+def test_serve_and_verify_refuse_a_missing_config(command, tmp_path, config_file, capsys):
+    chan = tmp_path / "chan"
+    assert cli("add", make_package(tmp_path / "out", "hello"), "--channel-dir", chan, "--config", config_file) == 0
+    capsys.readouterr()
+    missing = tmp_path / "chanel.yaml"
+    assert cli(*command, "--channel-dir", chan, "--config", missing) == 2
+    err = capsys.readouterr().err
+    assert f"{missing}: cannot read channel config" in err and len(err.strip().splitlines()) == 1, err

@@ -156,19 +156,20 @@ def channel_lock(channel_dir, timeout=3600.0):
 
 
 @contextmanager
-def session(channel_dir, writes):
+def session(channel_dir, writes, create=False):
     """Hold the channel lock and finish any change a killed command left; for every channel command.
 
     writes=False (dry runs, verify, page, serve): a channel no torchwin command has changed
     has no lock file and nothing to finish, and a read-only command creates nothing.
-    Yields the journal of the change it finished, or None.
+    Only add creates a missing channel folder (create=True). Yields the journal of the
+    change it finished, or None.
     """
     channel_dir = Path(channel_dir)
-    check_channel_dir(channel_dir, create=writes)
+    check_channel_dir(channel_dir, create=create)
     if not writes and not (channel_dir / STATE_DIR / "lock").exists():
         yield None
         return
-    if writes:
+    if create:
         channel_dir.mkdir(parents=True, exist_ok=True)
     with channel_lock(channel_dir):
         yield recover(channel_dir)
@@ -190,7 +191,7 @@ def add_packages(channel_dir, files, label=MAIN, force=False):
         if other.sha256 != pkg.sha256:
             raise UserError(f"{other.path} and {pkg.path}: same file name, different content")
     root = label_root(channel_dir, label)
-    with session(channel_dir, writes=True):
+    with session(channel_dir, writes=True, create=True):
         to_add = []
         for pkg in {(p.subdir, p.filename): p for p in packages}.values():
             dest = root / pkg.subdir / pkg.filename
