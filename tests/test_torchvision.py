@@ -74,6 +74,7 @@ def test_records_pin_their_pytorch_release_and_flavour(rendered):
         assert v.build_string == "py%s_%s_%d" % (v.variant["python"].replace(".", ""), flavour(v), v.build_number)
         assert bool(v.track_features) == (flavour(v) == "cpu"), v.key
         assert ("tqdm" in v.depends) == (v.version == "0.2.2")
+        assert "pillow >=4.1.1,<7" in v.depends  # these releases import PIL.PILLOW_VERSION, gone in Pillow 7
         compiled = v.version == "0.3.0"
         assert (pin in v.host_requirements) == compiled, v.key
         assert any(r.startswith("nvcc_") for r in v.build_requirements) == (compiled and flavour(v) != "cpu")
@@ -122,7 +123,8 @@ def test_sources_are_pinned():
 def defaults_with_torchvision_deps():
     out = external_records()
     for subdir in PLATFORMS:
-        for name, version in (("pillow", "5.4.1"), ("six", "1.12.0"), ("tqdm", "4.31.1")):
+        # A Pillow 7 too, as today's defaults has: the pin must keep it out.
+        for name, version in (("pillow", "5.4.1"), ("pillow", "7.0.0"), ("six", "1.12.0"), ("tqdm", "4.31.1")):
             out.append(repodata.record(name, version, "h0_0", subdir=subdir))
     return out
 
@@ -152,6 +154,7 @@ def test_pytorch_torchvision_picks_matching_builds(channels, platform, python, e
     got = solved(channels, MAIN_LINE, platform, ["pytorch", "torchvision"] + extra + ["python %s.*" % python],
                  priority)
     assert (got["pytorch"].version, got["torchvision"].version) == ("1.1.0", "0.3.0")
+    assert got["pillow"].version == "5.4.1"
     assert got["torchvision"].build == "py%s_%s_%d" % (python.replace(".", ""), flavour_,
                                                        201 if flavour_ == "cuda90" else 1)
     assert "_%s_" % flavour_ in got["pytorch"].build
@@ -307,6 +310,7 @@ def test_real_conda_picks_matching_builds(conda_channels, platform, specs, torch
     got = conda_dry_run(conda_channels, MAIN_LINE, platform, specs + ["python 3.7.*"], priority, tmp_path)
     assert got is not None, specs
     assert got["pytorch"][0] == torch and got["torchvision"][0] == vision
+    assert got["pillow"][0] == "5.4.1"
     assert "_%s_" % flavour_ in got["pytorch"][1] and "_%s_" % flavour_ in got["torchvision"][1]
 
 
