@@ -133,6 +133,11 @@ def hostile_condas(tmp_path):
                                      "holds exactly metadata.json, info-hello-1.0-h0_0.tar.zst")
         swapped = {names[0]: members[names[0]], names[1]: members[names[2]], names[2]: members[names[1]]}
         cases["info and pkg swapped"] = (Conda(good).write(dest("swapped"), swapped), "outside info/ in the info part")
+    hidden = Conda(good)
+    after_end = {names[0]: hidden.metadata, names[1]: zstd.compress(tar_bytes(hidden.info)),
+                 names[2]: zstd.compress(tar_bytes(hidden.pkg) + b"a payload no extractor reads")}
+    cases["data after the tar end"] = (hidden.write(dest("after-end"), after_end),
+                                       "data after the end of the tar archive in pkg-hello-1.0-h0_0.tar.zst")
     cases["data before the zip"] = (Conda(good).write(dest("prefix"), prefix=b"MZ" * 40), "data before the zip")
     cases["data after the zip"] = (Conda(good).write(dest("suffix"), suffix=b"#!/bin/sh\n"), "data after the zip")
     cases["dot-dot member"] = (

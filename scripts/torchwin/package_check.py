@@ -20,11 +20,13 @@ memory. Its sha256, md5 and size are measured so the channel can record them.
 """
 
 import bz2
+import collections
 import hashlib
 import io
 import json
 import posixpath
 import re
+import struct
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -182,13 +184,14 @@ def _read_conda(path, contents):
                 # Read to the end: the zip member's CRC is checked when its last byte is read.
                 with archive.open(member) as raw, ZSTD.ZstdFile(raw) as stream:
                     _read_tar(stream, contents, member, part)
-                    while stream.read(_CHUNK):
-                        pass
                     while raw.read(_CHUNK):
                         pass
     except EOFError:
         raise UserError(f"{path}: truncated (a compressed stream ends early)") from None
-    except (zipfile.BadZipFile, OSError, tarfile.TarError, *ZSTD_ERRORS) as exc:
+    # zipfile says "damaged" in several ways: NotImplementedError for an unknown compression method,
+    # ValueError/struct.error for impossible header fields.
+    except (zipfile.BadZipFile, OSError, tarfile.TarError, NotImplementedError, ValueError, struct.error,
+            *ZSTD_ERRORS) as exc:
         raise UserError(f"{path}: not a readable .conda archive ({_first_line(exc)})") from None
 
 
@@ -213,9 +216,7 @@ def _read_tar_bz2(path, contents):
         with open(path, "rb") as raw, io.BufferedReader(_Bz2Reader(raw, path), _CHUNK) as stream:
             if not stream.peek(1):
                 raise UserError(f"{path}: empty .tar.bz2 (no data in the bzip2 stream)")
-            _read_tar(stream, contents, path.name, None)
-            while stream.read(_CHUNK):  # the whole bzip2 stream, and nothing after it
-                pass
+            _read_tar(stream, contents, path.name, None)  # to the end of the bzip2 stream, and nothing after it
     except EOFError:
         raise UserError(f"{path}: truncated (the bzip2 stream ends before its end marker)") from None
     except (OSError, tarfile.TarError) as exc:
@@ -258,9 +259,35 @@ class _Bz2Reader(io.RawIOBase):
 
 
 def _read_tar(stream, contents, where, part):
-    with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape") as archive:
+    """Check every member; then only zero bytes may follow the tar's end marker (nothing a reader skips)."""
+    tail = _Tail(stream)
+    with tarfile.open(fileobj=tail, mode="r|", encoding="utf-8", errors="surrogateescape") as archive:
         for member in archive:
             contents.add(archive, member, where, part)
+        beyond = tail.position - archive.offset  # read ahead by tarfile, past the end marker
+    if tail.kept[len(tail.kept) - beyond :].count(0) != min(beyond, len(tail.kept)):
+        raise UserError(f"{contents.path}: data after the end of the tar archive in {where}; refused")
+    for chunk in iter(lambda: stream.read(_CHUNK), b""):
+        if chunk.count(0) != len(chunk):
+            raise UserError(f"{contents.path}: data after the end of the tar archive in {where}; refused")
+
+
+class _Tail:
+    """A reader that counts what it hands out and keeps its last reads, to see what tarfile read ahead."""
+
+    def __init__(self, stream):
+        self.stream, self.position = stream, 0
+        self.recent = collections.deque(maxlen=16)  # tarfile reads ahead at most one 10 KiB record
+
+    def read(self, size=-1):
+        data = self.stream.read(size)
+        self.position += len(data)
+        self.recent.append(data)
+        return data
+
+    @property
+    def kept(self):
+        return b"".join(self.recent)
 
 
 def _read_limited(stream, limit, path, name):
@@ -415,7 +442,8 @@ def read_info_file(path, member_name):
             return _member_bytes(stream, member_name, limit, path)
     except EOFError:
         raise UserError(f"{path}: cannot read {member_name} (the file is truncated)") from None
-    except (zipfile.BadZipFile, OSError, tarfile.TarError, *ZSTD_ERRORS) as exc:
+    except (zipfile.BadZipFile, OSError, tarfile.TarError, NotImplementedError, ValueError, struct.error,
+            *ZSTD_ERRORS) as exc:
         raise UserError(f"{path}: cannot read {member_name} ({_first_line(exc)})") from None
 
 
