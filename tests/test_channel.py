@@ -407,6 +407,23 @@ def test_prune_keeps_newest_k_and_young_builds_and_never_main(tmp_path, chan, co
     assert cli("verify", "--channel-dir", chan) == 0
 
 
+def test_a_timestamp_past_year_9999_is_an_unknown_age_not_a_crash(tmp_path, chan, config_file, capsys):
+    from torchwin.retention import from_millis
+
+    assert from_millis(1e20) is None and from_millis(float("inf")) is None
+    assert from_millis(1554076800000).year == 2019
+    old = [make_package(tmp_path / "out", "night", version=f"1.{i}", build="h_0") for i in range(4)]
+    assert cli("add", "--label", "nightly", *old, "--channel-dir", chan, "--config", config_file) == 0
+    folder = chan / "label" / "nightly" / "linux-64"
+    data = json.loads((folder / "repodata.json").read_text())
+    for record in data["packages.conda"].values():
+        record["timestamp"] = 1e20
+    (folder / "repodata.json").write_text(json.dumps(data))
+    capsys.readouterr()
+    assert cli("prune", "--dry-run", "--channel-dir", chan, "--config", config_file) == 0
+    assert capsys.readouterr().out.strip() == "nothing to prune"
+
+
 def test_retention_plan_groups_by_variant():
     from torchwin.retention import Build, plan, variant_of
 

@@ -42,7 +42,10 @@ def from_millis(value):
         return None
     if value > 1e11:  # later than 1973 in ms, i.e. certainly not seconds
         value = value / 1000.0
-    return datetime.fromtimestamp(value, tz=timezone.utc)
+    try:
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    except (OverflowError, ValueError, OSError):  # past year 9999 (e.g. 1e20 from a server): age unknown
+        return None
 
 
 def _newest_first_key(build):
