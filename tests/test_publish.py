@@ -588,6 +588,7 @@ def test_a_timestamp_out_of_range_is_said_and_the_upload_time_is_used(fake, conf
     assert (f"warning: {spec(**records[2])}: attrs.timestamp 1e+20 is not a date (out of range); "
             "its upload_time is used instead") in out
     # 3 days old by its upload time: younger than keep_days, it stays; the 400-day-old one goes.
+    assert "attrs.timestamp -1e+30 is not a date (out of range)" in out
     assert f"would remove {spec(**records[2])}" not in out
     assert f"would remove {spec(**records[3])} -- nightly: built" in out
     assert fake.requests_to("DELETE", "/") == []

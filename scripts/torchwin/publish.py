@@ -415,12 +415,10 @@ class Publisher:
         bad value must never make a removal more likely, nor stop the pruning of other files."""
         where = f"{self.owner}/{name}/{record.get('version')}/{record.get('basename')}"
         raw = (record.get("attrs") or {}).get("timestamp")
-        try:
-            stamp = retention.from_millis(raw)
-        except (ValueError, OverflowError, OSError):
+        stamp = retention.from_millis(raw)
+        if stamp is None and isinstance(raw, (int, float)) and not isinstance(raw, bool) and raw != 0:
             self.say(f"warning: {where}: attrs.timestamp {raw!r} is not a date (out of range); "
                      "its upload_time is used instead")
-            stamp = None
         if stamp is None and record.get("upload_time"):
             try:
                 stamp = datetime.fromisoformat(str(record["upload_time"]).replace("Z", "+00:00"))
