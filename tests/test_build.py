@@ -154,6 +154,22 @@ def test_a_recipe_whose_second_output_fails_adds_none_of_its_packages(tmp_path, 
     assert not list(channel.rglob("*.conda"))
 
 
+def test_recipes_build_after_the_recipes_whose_packages_they_need(tmp_path, capsys):
+    # Named in the wrong order, and "a-user" sorts before "z-lib": z-lib must still build first.
+    for name, host in (("a-user", "[z-lib]"), ("z-lib", "[]")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "recipe.yaml").write_text(
+            "package: {name: %s, version: '1.0'}\n"
+            "build: {noarch: generic, script: {interpreter: python, content: 'pass'}}\n"
+            "requirements: {host: %s}\n" % (name, host))
+    channel = tmp_path / "channel"
+    code = main(["build", str(tmp_path / "a-user"), str(tmp_path / "z-lib"), "--channel-dir", str(channel)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.index("] z-lib 1.0") < out.index("] a-user 1.0")
+    assert "2 built, 0 failed" in out
+
+
 def test_a_variant_key_builds_only_the_variants_that_have_it(tmp_path, capsys):
     channel = tmp_path / "channel"
     assert main(["build", str(ROOT / "recipes" / "pytorch-select"), "--channel-dir", str(channel), "--no-test",

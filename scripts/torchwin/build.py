@@ -110,7 +110,8 @@ def run(args) -> int:
     check_package_format(package_format)
     channel_dir = Path(args.channel_dir) if args.channel_dir else channel.default_channel_dir()
     check_channel_dir(channel_dir, "--channel-dir" if args.channel_dir else "the channel folder")
-    ordered = recipes.build_order(recipe_dirs, platforms) if not args.recipe_dirs else recipe_dirs
+    # Named recipes too: a recipe must come after those whose packages it needs from the local channel.
+    ordered = recipes.build_order(recipe_dirs, platforms)
     # render() sorts by recipe name; building needs the dependency order back.
     position = {recipe_dir: index for index, recipe_dir in enumerate(ordered)}
     rendered = sorted(recipes.render(ordered, platforms), key=lambda v: position[v.recipe_dir])
