@@ -51,6 +51,11 @@ class Host:
 
 NVTX = r"C:\Program Files\NVIDIA Corporation\NvToolsExt"
 NVTX_LIB = NVTX + r"\lib\x64\nvToolsExt64_1.lib"
+NVTX_HEADER = NVTX + r"\include\nvToolsExt.h"
+
+
+def nvtx_files(home):
+    return {home + r"\lib\x64\nvToolsExt64_1.lib", home + r"\include\nvToolsExt.h"}
 
 
 def win_cuda_host(version="9.0", home=WIN_CUDA90, cudnn=True, nvtx=True, extra=()):
@@ -59,7 +64,7 @@ def win_cuda_host(version="9.0", home=WIN_CUDA90, cudnn=True, nvtx=True, extra=(
     if cudnn:
         files.add(home + r"\include\cudnn.h")
     if nvtx:
-        files.add(NVTX_LIB)
+        files.update(nvtx_files(NVTX))
     files.update(extra)
     return Host(files, nvcc={nvcc: version})
 
@@ -220,7 +225,7 @@ def test_nvtoolsext_default_folder_is_found_and_passed_on():
 
 def test_nvtoolsext_from_the_environment_wins_and_is_normalized():
     other = r"D:\nvtx"
-    host = win_cuda_host(nvtx=False, extra={other + r"\lib\x64\nvToolsExt64_1.lib"})
+    host = win_cuda_host(nvtx=False, extra=nvtx_files(other))
     env, _ = plan(variant(), dict(WIN_ENV, NVTOOLSEXT_PATH=other + "\\"), True, host)
     assert env["NVTOOLSEXT_PATH"] == other
 
@@ -229,6 +234,51 @@ def test_windows_cuda_build_without_nvtoolsext_is_refused():
     with pytest.raises(driver.BuildConfigError) as info:
         plan(variant(), WIN_ENV, True, win_cuda_host(nvtx=False))
     assert "NvToolsExt" in str(info.value) and "NVTOOLSEXT_PATH" in str(info.value)
+
+
+def test_nvtoolsext_without_its_header_is_refused():
+    """torch/csrc/autograd/profiler.h includes nvToolsExt.h: the library alone does not compile."""
+    host = win_cuda_host(nvtx=False, extra={NVTX_LIB})
+    with pytest.raises(driver.BuildConfigError) as info:
+        plan(variant(), WIN_ENV, True, host)
+    assert "no " + NVTX_HEADER in str(info.value)
+    host.files.add(NVTX_HEADER)
+    env, _ = plan(variant(), WIN_ENV, True, host)
+    assert env["NVTOOLSEXT_PATH"] == NVTX
+
+
+def test_plan_program_files_stands_for_the_fixed_windows_folders(tmp_path):
+    """Under --plan a folder can stand for C:\\Program Files (fake machines); a build never reads it."""
+    root = str(tmp_path / "pf")
+    host = Host({root + "/NVIDIA GPU Computing Toolkit/CUDA/v9.0/bin/nvcc.exe",
+                 root + "/NVIDIA GPU Computing Toolkit/CUDA/v9.0/include/cudnn.h"}
+                | {root + "/NVIDIA Corporation/NvToolsExt/" + p for p in ("lib/x64/nvToolsExt64_1.lib",
+                                                                         "include/nvToolsExt.h")},
+                nvcc={root + "/NVIDIA GPU Computing Toolkit/CUDA/v9.0/bin/nvcc.exe": "9.0"})
+    probe = host.driver_host()
+    probe.program_files = root
+    environ = {k: v for k, v in WIN_ENV.items() if k != "CUDA_PATH_V9_0"}
+    result = driver.plan(variant("1.1.0"), environ, True, NVTX_1_1_0, probe)
+    assert result["env"]["NVTOOLSEXT_PATH"] == root + "/NVIDIA Corporation/NvToolsExt"
+    assert result["env"]["CUDA_HOME"] == root + "/NVIDIA GPU Computing Toolkit/CUDA/v9.0"
+    with pytest.raises(driver.BuildConfigError, match="no CUDA 9.0 toolkit was found"):
+        driver.plan(variant("1.1.0"), environ, True, NVTX_1_1_0, host.driver_host())
+
+
+def test_plan_program_files_is_read_under_plan_only(tmp_path, monkeypatch):
+    seen = []
+    real_plan = driver.plan
+    monkeypatch.setattr(driver, "plan", lambda variant, environ, is_windows, facts, host:
+                        seen.append(host.program_files) or real_plan(variant, environ, is_windows, facts, host))
+    # A nightly skips the source checks: only the host matters here.
+    environ = {"TORCHWIN_PYTORCH_VERSION": "1.2.0.dev20190601", "TORCHWIN_RELEASE": "1.1.0",
+               "TORCHWIN_BUILD_NUMBER": "1", "SRC_DIR": str(tmp_path), "PATH": str(tmp_path),
+               "PREFIX": str(tmp_path), driver.PLAN_PROGRAM_FILES: str(tmp_path / "pf")}
+    (tmp_path / "ninja").write_text("#!/bin/sh\n")
+    (tmp_path / "ninja").chmod(0o755)
+    for plan_only in (True, False):
+        driver.make_plan(dict(environ), "linux-64", plan_only=plan_only)
+    assert seen == [str(tmp_path / "pf"), None]
 
 
 def test_nvtoolsext_not_needed_on_linux_or_cpu():
@@ -280,7 +330,7 @@ def test_windows_and_1_1_0_need_ninja_on_path_only():
 
 def test_toolkit_version_is_read_from_version_txt_where_nvcc_cannot_run():
     """Planning win-64 on Linux: nvcc.exe cannot run; CUDA 8-10 ship version.txt."""
-    files = {WIN_CUDA90 + r"\bin\nvcc.exe", WIN_CUDA90 + r"\version.txt", WIN_CUDA90 + r"\include\cudnn.h", NVTX_LIB}
+    files = {WIN_CUDA90 + r"\bin\nvcc.exe", WIN_CUDA90 + r"\version.txt", WIN_CUDA90 + r"\include\cudnn.h"} | nvtx_files(NVTX)
     host = Host(files).driver_host(can_run_nvcc=False)
     host.read_text = {WIN_CUDA90 + r"\version.txt": "CUDA Version 9.0.176\n"}.get
     result = driver.plan(variant(), WIN_ENV, True, {}, host)
@@ -362,11 +412,11 @@ NVTX_1_1_0 = {"release": "1.1.0", "nvtoolsext": {
 def test_release_whose_cmake_ignores_nvtoolsext_path_needs_the_default_folder():
     """1.1.0's torch/CMakeLists.txt links nvToolsExt64_1.lib from the fixed folder only."""
     other = r"D:\nvtx"
-    host = win_cuda_host(nvtx=False, extra={other + r"\lib\x64\nvToolsExt64_1.lib"})
+    host = win_cuda_host(nvtx=False, extra=nvtx_files(other))
     with pytest.raises(driver.BuildConfigError) as info:
         plan(variant("1.1.0"), dict(WIN_ENV, NVTOOLSEXT_PATH=other), True, host, NVTX_1_1_0)
     assert "only from " + NVTX in str(info.value) and "ignores NVTOOLSEXT_PATH" in str(info.value)
-    host.files.add(NVTX_LIB)
+    host.files.update(nvtx_files(NVTX))
     env, _ = plan(variant("1.1.0"), dict(WIN_ENV, NVTOOLSEXT_PATH=other), True, host, NVTX_1_1_0)
     assert env["NVTOOLSEXT_PATH"] == other
 

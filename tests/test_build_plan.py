@@ -101,6 +101,7 @@ class Machine:
             write(self.cuda_home / "version.txt", "CUDA Version %s.176\n" % self.cuda)
             self.nvtx = self.root / "NvToolsExt"
             write(self.nvtx / "lib" / "x64" / "nvToolsExt64_1.lib")
+            write(self.nvtx / "include" / "nvToolsExt.h")
             self.environ["NVTOOLSEXT_PATH"] = str(self.nvtx)
             # The installer's variable, with the trailing separator setup.py would stumble on.
             self.environ["CUDA_PATH_V" + self.cuda.replace(".", "_")] = str(self.cuda_home) + os.sep
@@ -115,12 +116,14 @@ class Machine:
         write(self.cuda_home / "include" / "cudnn.h")
 
     def add_default_nvtoolsext(self):
-        # The driver probes upstream's fixed folder as it is spelled; on Linux that is a
-        # relative name, so it lies in the folder the driver runs in.
-        if ON_WINDOWS:
-            pytest.skip("would need NvToolsExt in this machine's own Program Files")
-        default = self.facts["nvtoolsext"]["default_path"].replace("/", "\\")
-        write(self.root / (default + r"\lib\x64\nvToolsExt64_1.lib"))
+        # Under --plan, TORCHWIN_PLAN_PROGRAM_FILES stands for C:\Program Files, where upstream's fixed folder is.
+        self.program_files = self.root / "Program Files"
+        self.environ["TORCHWIN_PLAN_PROGRAM_FILES"] = str(self.program_files)
+        default = self.facts["nvtoolsext"]["default_path"].replace("\\", "/")
+        assert default.lower().startswith("c:/program files/"), default
+        self.default_nvtx = self.program_files / default[len("c:/program files/"):]
+        write(self.default_nvtx / "lib" / "x64" / "nvToolsExt64_1.lib")
+        write(self.default_nvtx / "include" / "nvToolsExt.h")
 
     def run(self, *args, plan=True):
         command = [sys.executable, str(DRIVER)] + (["--plan", "--json", "--platform", self.platform] if plan else [])
@@ -276,14 +279,13 @@ def test_missing_nvtoolsext_on_windows_cuda_is_refused(tmp_path, key):
 FIXED_NVTX = [k for k in WIN_CUDA if FACTS[k[0]]["nvtoolsext"].get("env_var_honoured", True) is False]
 
 
-@pytest.mark.skipif(ON_WINDOWS, reason="would need NvToolsExt removed from this machine's Program Files")
+@pytest.mark.skipif(ON_WINDOWS, reason="the build (not --plan) would probe this machine's own Program Files")
 @pytest.mark.parametrize("key", FIXED_NVTX, ids=lambda k: "-".join(k))
 def test_release_linking_nvtoolsext_from_its_fixed_folder_is_refused_without_it(tmp_path, key):
     """NVTOOLSEXT_PATH alone does not do for these (1.1.0): its CMake links from the default folder."""
     machine = Machine(tmp_path, key)
-    default = [p for p in tmp_path.iterdir() if p.name.endswith("nvToolsExt64_1.lib")]
-    assert len(default) == 1
-    default[0].unlink()
+    assert machine.plan()["env"]["NVTOOLSEXT_PATH"] == str(machine.nvtx)
+    (machine.default_nvtx / "lib" / "x64" / "nvToolsExt64_1.lib").unlink()
     machine.refused("links NvToolsExt only from", "ignores NVTOOLSEXT_PATH")
 
 

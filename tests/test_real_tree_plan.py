@@ -62,10 +62,12 @@ def fake_host(root, platform, cuda):
         env.update({f"CUDA_PATH_V{cuda.replace('.', '_')}": str(home), "NVTOOLSEXT_PATH": str(nvtx),
                     "VCToolsVersion": "14.11.25503"})
         # 1.1.0's CMake links NvToolsExt from its fixed folder whatever NVTOOLSEXT_PATH says, so the driver
-        # looks there too. On this host that Windows path is a relative file name (backslashes are
-        # ordinary characters): a file of that name in the driver's working folder stands for it.
-        fixed = up.facts("1.1.0")["nvtoolsext"]["default_path"].replace("/", "\\")
-        touch(root / (fixed + "\\lib\\x64\\nvToolsExt64_1.lib"))
+        # looks there too: under --plan, TORCHWIN_PLAN_PROGRAM_FILES stands for C:\Program Files.
+        program_files = root / "Program Files"
+        env["TORCHWIN_PLAN_PROGRAM_FILES"] = str(program_files)
+        fixed = program_files / "NVIDIA Corporation" / "NvToolsExt"
+        touch(fixed / "lib" / "x64" / "nvToolsExt64_1.lib")
+        touch(fixed / "include" / "nvToolsExt.h")
     else:
         home = root / f"cuda-{cuda}"
         nvcc = touch(home / "bin" / "nvcc", f"#!/bin/sh\necho 'Cuda compilation tools, release {cuda}, V{release}'\n")

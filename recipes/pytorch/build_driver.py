@@ -43,8 +43,16 @@ CUDA_ARCH_LIST_BEFORE_1_0 = {"9.0": "3.5;5.0+PTX;6.0;6.1;7.0"}
 MAX_MSVC_TOOLSET = {"8.0": (14, 11), "9.0": (14, 11), "9.1": (14, 11), "9.2": (14, 13)}
 
 # The library every Windows CUDA build of these releases links (setup.py of
-# 0.4.1-1.0.1, torch/CMakeLists.txt of 1.1.0).
+# 0.4.1-1.0.1, torch/CMakeLists.txt of 1.1.0), and the header the compile
+# includes (torch/csrc/autograd/profiler.h).
 NVTOOLSEXT_LIB = ("lib", "x64", "nvToolsExt64_1.lib")
+NVTOOLSEXT_HEADER = ("include", "nvToolsExt.h")
+
+# Upstream's fixed Windows folders start here. Under --plan only, the
+# variable below names a folder that stands for it (a fake machine in tests);
+# a real build always probes the real one, as upstream's CMake does.
+PROGRAM_FILES = "C:\\Program Files"
+PLAN_PROGRAM_FILES = "TORCHWIN_PLAN_PROGRAM_FILES"
 
 PLATFORMS = ("win-64", "linux-64")
 
@@ -163,7 +171,7 @@ class Host:
     """What the plan reads from the machine; tests pass their own."""
 
     def __init__(self, exists=os.path.exists, which=None, nvcc_version=nvcc_version, read_text=read_text,
-                 glob=glob.glob, can_run_nvcc=True, cpu_count=None):
+                 glob=glob.glob, can_run_nvcc=True, cpu_count=None, program_files=None):
         self.exists = exists
         self.which = which or shutil.which
         self.nvcc_version = nvcc_version
@@ -171,6 +179,16 @@ class Host:
         self.glob = glob
         self.can_run_nvcc = can_run_nvcc
         self.cpu_count = cpu_count or os.cpu_count() or 1
+        self.program_files = program_files
+
+    def fixed(self, path):
+        r"""Where to look for a fixed `C:\Program Files\...` folder: there, or under the plan's stand-in."""
+        if not self.program_files:
+            return path
+        normal = path.replace("/", "\\")
+        if normal.lower().startswith(PROGRAM_FILES.lower() + "\\"):
+            return join(self.program_files, *normal[len(PROGRAM_FILES) + 1:].split("\\"))
+        return path
 
 
 def toolkit_version(home, is_windows, host):
@@ -195,7 +213,8 @@ def find_cuda_home(cuda_version, environ, is_windows, host):
         environ.get("CUDA_PATH"),
     ]
     if is_windows:
-        candidates.append(r"C:\Program Files\NVIDIA GPU Computing Toolkit\CUDA\v%s" % cuda_version)
+        candidates.append(host.fixed(join(PROGRAM_FILES, "NVIDIA GPU Computing Toolkit", "CUDA",
+                                          "v" + cuda_version)))
     else:
         candidates.append("/usr/local/cuda-%s" % cuda_version)
     seen = []
@@ -242,22 +261,27 @@ def find_nvtoolsext(facts, environ, host):
     """NvToolsExt for a Windows CUDA build: NVTOOLSEXT_PATH, else the folder upstream defaults to."""
     info = facts.get("nvtoolsext") or {}
     env_var = info.get("env_var") or "NVTOOLSEXT_PATH"
-    default = join(info.get("default_path") or r"C:\Program Files\NVIDIA Corporation\NvToolsExt")
+    default = join(info.get("default_path") or join(PROGRAM_FILES, "NVIDIA Corporation", "NvToolsExt"))
+    probed_default = host.fixed(default)
     release = facts.get("release", "?")
     given = environ.get(env_var)
-    home = normalize_dir(given or default)
-    lib = join(home, *NVTOOLSEXT_LIB)
-    if not host.exists(lib):
-        raise BuildConfigError(
-            "NvToolsExt not found: no %s (%s); PyTorch %s links it in every Windows CUDA build; install it "
-            "(the CUDA installer's Nsight NVTX component) or set %s"
-            % (lib, "from %s" % env_var if given else "the default folder, %s is unset" % env_var, release, env_var))
+    home = normalize_dir(given or probed_default)
+    for part in (NVTOOLSEXT_LIB, NVTOOLSEXT_HEADER):
+        path = join(home, *part)
+        if not host.exists(path):
+            raise BuildConfigError(
+                "NvToolsExt not found: no %s (%s); PyTorch %s compiles and links it in every Windows CUDA build; "
+                "install it (the CUDA installer's Nsight NVTX component) or set %s"
+                % (path, "from %s" % env_var if given else "the default folder, %s is unset" % env_var, release,
+                   env_var))
     # 1.1.0's torch/CMakeLists.txt links from the fixed folder whatever the variable says.
-    default_lib = join(default, *NVTOOLSEXT_LIB)
-    if info.get("env_var_honoured", True) is False and not host.exists(default_lib):
-        raise BuildConfigError(
-            "PyTorch %s links NvToolsExt only from %s (its CMake ignores %s=%s) and %s is missing; install "
-            "NvToolsExt into that folder" % (release, default, env_var, given, default_lib))
+    if info.get("env_var_honoured", True) is False:
+        for part in (NVTOOLSEXT_LIB, NVTOOLSEXT_HEADER):
+            path = join(probed_default, *part)
+            if not host.exists(path):
+                raise BuildConfigError(
+                    "PyTorch %s links NvToolsExt only from %s (its CMake ignores %s=%s) and %s is missing; "
+                    "install NvToolsExt into that folder" % (release, default, env_var, given, path))
     return env_var, home
 
 
@@ -479,7 +503,7 @@ def check_source(variant, facts, skipped, src_dir):
     return []
 
 
-def make_plan(environ, platform):
+def make_plan(environ, platform, plan_only=False):
     """Everything the build and --plan share: the variant, the source checks, the plan.
 
     Removes the host variables the recipe passed empty from `environ`.
@@ -494,7 +518,8 @@ def make_plan(environ, platform):
     warnings = check_source(variant, facts, load_skipped(recipe_dir, variant["release"]), src_dir)
     is_windows = platform == "win-64"
     host = Host(which=lambda name: shutil.which(name, path=environ.get("PATH", "")),
-                can_run_nvcc=is_windows == (sys.platform == "win32"))
+                can_run_nvcc=is_windows == (sys.platform == "win32"),
+                program_files=environ.get(PLAN_PROGRAM_FILES) if plan_only else None)
     result = plan(variant, environ, is_windows, facts, host)
     result["warnings"] = warnings + result["warnings"]
     result.update({"release": variant["release"], "version": variant["version"], "platform": platform,
@@ -531,7 +556,7 @@ def main(argv=None):
     environ = dict(os.environ)
     platform = args.platform or ("win-64" if sys.platform == "win32" else "linux-64")
     try:
-        result = make_plan(environ, platform)
+        result = make_plan(environ, platform, plan_only=args.plan)
     except BuildConfigError as exc:
         print("torchwin build driver: error: %s" % exc, file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
