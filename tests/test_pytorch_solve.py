@@ -223,15 +223,20 @@ def test_build_string_spec_and_toolkit_pin(rendered, channels, platform, python,
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
-def test_under_strict_priority_the_label_hides_defaults_toolkits(channels, platform):
+def test_under_strict_priority_the_label_hides_defaults_toolkits(rendered, channels, platform):
     """Why the label line is only for 9.1 and Windows 9.2 (README says so): under strict priority the
     first channel that has any cudatoolkit is the only one cudatoolkit comes from, so with the label
-    named, defaults' 8.0/9.0/9.2 are out of reach and a plain `pytorch` falls back to 0.4.1. It is also
+    named, defaults' 8.0/9.0/9.2 are out of reach and a plain `pytorch` falls back to the newest release
+    with a build for a toolkit only the label has (win-64: 9.2; linux-64: 9.1, i.e. 0.4.x). It is also
     why no cudatoolkit may ever be in main (test_main_holds_no_cuda_runtime_package)."""
     with pytest.raises(SolverError):
         solve(channels, LABEL_LINE, platform, ["pytorch", "cuda90", "python 3.6.*"], "strict")
+    label_only = {"9.1", "9.2"} - {row[0] for row in DEFAULTS_CUDA[platform]}
+    reachable = [v for v in pytorch_builds(rendered, platform, "3.6") if v.variant["cuda_compiler_version"] in label_only]
+    want = max(reachable, key=lambda v: (recipes._version_key(v.version), v.build_number))
     got = solve(channels, LABEL_LINE, platform, ["pytorch", "python 3.6.*"], "strict")
-    assert got["pytorch"].version == "0.4.1" and from_label(got["cudatoolkit"])
+    assert (got["pytorch"].version, got["pytorch"].build) == (want.version, want.build_string)
+    assert from_label(got["cudatoolkit"])
     if platform == "linux-64":  # defaults' 9.2: named with the label, strict priority cannot reach it
         with pytest.raises(SolverError):
             solve(channels, LABEL_LINE, platform, ["pytorch", "cuda92", "python 3.6.*"], "strict")

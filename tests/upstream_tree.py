@@ -52,6 +52,15 @@ def releases():
     return [str(v) for v in yaml.safe_load((RECIPE / "variants.yaml").read_text())["pytorch_version"]]
 
 
+def releases_on(platform):
+    """The releases with builds for `platform` (a release may build on Linux only: 1.7.x, no VS2017 build)."""
+    import yaml
+
+    table = yaml.safe_load((RECIPE / "variants.yaml").read_text())
+    pythons = table["pytorch_python_win" if platform == "win-64" else "pytorch_python_linux"]
+    return [str(v) for v, py in zip(table["pytorch_version"], pythons) if str(py).split()]
+
+
 def tree_entries(repo, commit):
     """[(mode, type, sha, path)] of a commit's whole tree."""
     out = git(repo, "ls-tree", "-r", "-z", commit).stdout.decode("utf-8", "surrogateescape")
