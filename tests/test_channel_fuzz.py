@@ -2,7 +2,7 @@
 real `torchwin channel` processes SIGKILLed at random moments.
 
 Sized for CI (a few seconds). TORCHWIN_FUZZ_SCALE=N runs N times as many cases
-(benchmarks/run.py --fuzz runs a larger one); TORCHWIN_FUZZ_SEED picks another
+(TORCHWIN_FUZZ_SCALE=50: about a minute); TORCHWIN_FUZZ_SEED picks another
 random sequence. A failure message names the seed and case, so it can be replayed.
 """
 
