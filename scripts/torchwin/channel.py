@@ -27,10 +27,11 @@ DESCRIPTION = """\
 Manage the local conda channel that `torchwin build` fills and users install from.
 
 Layout: label main is DIR/<subdir>/, another label L is DIR/label/L/<subdir>/,
-each with its repodata.json (+ .zst) written by py-rattler's indexer. Every
-change takes the channel lock and replaces repodata atomically, so readers
-(conda, `channel serve`) never see a half-written channel. Labels and
-retention come from channel/channel.yaml.
+each with its repodata.json (+ .zst), records as py-rattler's indexer writes
+them. Every change takes the channel lock, journals itself and replaces
+repodata atomically, so readers (conda, `channel serve`) never see a
+half-written channel, and the next command finishes a change whose process
+was killed. Labels and retention come from channel/channel.yaml.
 """
 
 EPILOG = """\
@@ -209,9 +210,10 @@ def add_parser(subparsers):
         formatter_class=fmt,
         help="check package files and add them to the channel",
         description=_wrap(
-            "Check each package (readable archive, info/index.json agrees with the file name "
-            "and folder), copy it in with mode 0644 and re-index. A file name already present with other "
-            "content is refused unless --force."
+            "Check each package (the archive reads to its end, members safe to extract, payload "
+            "matches info/paths.json, info/index.json agrees with the file name and folder), copy it in "
+            "with mode 0644 and add its record. A file name already present with other content is "
+            "refused unless --force."
         ),
         epilog="example:\n  torchwin channel add --label nightly output/win-64/pytorch-*.tar.bz2",
     )
