@@ -85,7 +85,7 @@ WIN_ENV = {"PREFIX": r"C:\b\h_env", "LIBRARY_PREFIX": r"C:\b\h_env\Library", "VC
 # (variant, platform, host) -> the values that must be chosen
 CASES = [
     pytest.param(variant("1.0.1", "9.0"), True, WIN_ENV, win_cuda_host(), {
-        "USE_CUDA": "1", "NO_CUDA": "0", "TORCH_CUDA_ARCH_LIST": "3.5;5.0+PTX;6.0;7.0", "CUDA_HOME": WIN_CUDA90,
+        "USE_CUDA": "1", "NO_CUDA": "0", "TORCH_CUDA_ARCH_LIST": "3.5;5.0;6.0;6.1;7.0+PTX", "CUDA_HOME": WIN_CUDA90,
         "CUDA_PATH": WIN_CUDA90, "DISTUTILS_USE_SDK": "1", "CMAKE_GENERATOR": "Ninja", "USE_DISTRIBUTED": "0",
         "CUDNN_LIB_DIR": WIN_CUDA90 + r"\lib\x64", "CMAKE_INCLUDE_PATH": r"C:\b\h_env\Library\include",
         "PYTORCH_BUILD_VERSION": "1.0.1", "PYTORCH_BUILD_NUMBER": "201", "MAX_JOBS": "2", "BUILD_TEST": "0",
@@ -93,7 +93,7 @@ CASES = [
     pytest.param(variant("0.4.1", "9.2", 121), True, dict(WIN_ENV, VCToolsVersion="14.13.26128",
                                                          CUDA_PATH_V9_2=WIN_CUDA90.replace("9.0", "9.2")),
                  win_cuda_host("9.2", WIN_CUDA90.replace("9.0", "9.2")), {
-        "NO_CUDA": "0", "TORCH_CUDA_ARCH_LIST": "3.5;5.0+PTX;6.0;6.1;7.0", "NO_DISTRIBUTED": "1", "NO_TEST": "1",
+        "NO_CUDA": "0", "TORCH_CUDA_ARCH_LIST": "3.5;5.0;6.0;6.1;7.0+PTX", "NO_DISTRIBUTED": "1", "NO_TEST": "1",
     }, id="win-0.4.1-cuda92-old-spelling"),
     pytest.param(variant("0.4.1", "None", 1), True, WIN_ENV, Host(), {
         "NO_CUDA": "1", "NO_CUDNN": "1", "PYTORCH_BUILD_NUMBER": "1",
@@ -177,13 +177,26 @@ def test_variant_from_environ_requires_the_recipe_variables():
 
 
 def test_every_supported_cuda_has_arch_list_and_limits():
-    assert set(driver.CUDA_ARCH_LIST) == set(driver.MAX_MSVC_TOOLSET)
+    assert set(driver.NEWEST_ARCH) == set(driver.MAX_MSVC_TOOLSET)
 
 
-def test_0_4_1_keeps_sm61_with_cuda90():
-    env, _ = plan(variant("0.4.1", "9.0"), WIN_ENV, True, win_cuda_host())
-    assert env["TORCH_CUDA_ARCH_LIST"] == "3.5;5.0+PTX;6.0;6.1;7.0"
+KEPLER_FACTS = {"release": "1.0.1", "cuda_arch": {"oldest": "3.0"}}
+
+
+def test_arch_list_runs_from_the_oldest_gpu_the_source_allows_to_the_toolkits_newest_with_ptx():
+    """Kepler 3.0 where the release compiles for it (its facts say so), else from 3.5; PTX on the newest."""
+    env, _ = plan(variant("1.0.1", "9.0"), WIN_ENV, True, win_cuda_host(), KEPLER_FACTS)
+    assert env["TORCH_CUDA_ARCH_LIST"] == "3.0;3.5;5.0;6.0;6.1;7.0+PTX"
+    env, _ = plan(variant("1.1.0", "9.0"), WIN_ENV, True, win_cuda_host(), {"cuda_arch": {"oldest": "3.5"}})
+    assert env["TORCH_CUDA_ARCH_LIST"] == "3.5;5.0;6.0;6.1;7.0+PTX"
+    assert driver.cuda_arch_list(KEPLER_FACTS, "8.0") == "3.0;3.5;5.0;6.0;6.1+PTX"  # CUDA 8 has no Volta
     assert env["NO_MKLDNN"] == "1"
+
+
+def test_arch_list_from_the_environment_wins():
+    env, _ = plan(variant("1.0.1", "9.0"), dict(WIN_ENV, TORCH_CUDA_ARCH_LIST="6.1"), True, win_cuda_host(),
+                  KEPLER_FACTS)
+    assert env["TORCH_CUDA_ARCH_LIST"] == "6.1"
 
 
 def test_windows_cuda_folder_must_end_in_version():

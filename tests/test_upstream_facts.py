@@ -306,6 +306,49 @@ def test_version_txt_when_setup_py_declares_none(tmp_path):
     assert facts["python_requires"] == ">=2.7, !=3.0.*"
 
 
+def test_python_requires_built_from_python_min_version(tmp_path):
+    """1.7 on: python_requires='>={}'.format(python_min_version_str)."""
+    repo = make_repo(tmp_path / "r", {"setup.py": ("python_min_version = (3, 6, 2)\nversion = '1.7.0a0'\n"
+                                                   "setup(python_requires='>={}'.format(python_min_version_str))\n")})
+    facts = upstream_facts.extract(upstream_facts.Git(repo), "1.7.1", commit(repo))
+    assert facts["python_requires"] == ">=3.6.2"
+
+
+SELECT_ARCH = 'set(CUDA_KNOWN_GPU_ARCHITECTURES "Kepler")\nset(CUDA_COMMON_GPU_ARCHITECTURES "%s" "5.0")\n'
+GUARDED = ("__device__ T load(const T* p) {\n#if __CUDA_ARCH__ >= 350\n  return __ldg(p);\n#else\n"
+           "  return *p;\n#endif\n}\n__device__ Half __ldg(const Half* p);\n// __ldg(p) in a comment\n")
+
+
+@pytest.mark.parametrize("common,sources,oldest,unguarded", [
+    ("3.0", {"aten/src/THC/Load.cuh": GUARDED}, "3.0", []),
+    ("3.0", {"aten/src/THC/Load.cuh": GUARDED, "caffe2/utils/math/elementwise.cu":
+             "#ifdef USE_X\n#endif\n__global__ void k(const float* x) { y = __ldg(x + 1); }\n"},
+     "3.5", ["caffe2/utils/math/elementwise.cu:3"]),
+    ("3.5", {"aten/src/THC/Load.cuh": GUARDED}, "3.5", []),
+    # An __ldg in an #else branch of an arch test is not guarded by it.
+    ("3.0", {"c10/util/L.h": "#if __CUDA_ARCH__ < 350\n#else\n  return __ldg(p);\n#endif\n"},
+     "3.5", ["c10/util/L.h:3"]),
+])
+def test_oldest_gpu_architecture_from_the_cmake_list_and_unguarded_ldg(tmp_path, common, sources, oldest,
+                                                                        unguarded):
+    """__ldg needs compute capability 3.2: one call outside an __CUDA_ARCH__ test stops a 3.0 compile."""
+    files = {"cmake/Modules_CUDA_fix/upstream/FindCUDA/select_compute_arch.cmake": SELECT_ARCH % common,
+             "torch/csrc/jit/codegen.cpp": 'env.s("access", format("__ldg(&t.data[i])", env));\n'}
+    files.update(sources)
+    repo = make_repo(tmp_path / "r", files)
+    arch = upstream_facts.extract(upstream_facts.Git(repo), "9.9.9", commit(repo))["cuda_arch"]
+    assert (arch["oldest"], arch["unguarded_ldg"], arch["cmake_common_oldest"]) == (oldest, unguarded, common)
+    assert arch["generated_ldg"] == ["torch/csrc/jit/codegen.cpp:1"]  # run-time kernels: not a build stopper
+    assert arch["cmake_common_at"].endswith("select_compute_arch.cmake:2")
+
+
+def test_committed_tables_name_the_oldest_architecture_with_its_evidence():
+    for path in sorted(TABLES.glob("*.json")):
+        arch = json.loads(path.read_text())["cuda_arch"]
+        assert arch["oldest"] in ("3.0", "3.5"), path.name
+        assert (arch["oldest"] == "3.0") == (arch["cmake_common_oldest"] == "3.0" and not arch["unguarded_ldg"])
+
+
 # ---- the command: write, check, bad input ------------------------------------------------------------------
 
 def run_cli(capsys, *args):

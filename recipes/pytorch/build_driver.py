@@ -26,17 +26,24 @@ import shutil
 import subprocess
 import sys
 
-# Compute capabilities per CUDA version: what pytorch/builder shipped for these
-# releases. "+PTX" keeps newer GPUs working through the JIT.
-CUDA_ARCH_LIST = {
-    "8.0": "3.5;5.0+PTX;6.0;6.1",
-    "9.0": "3.5;5.0+PTX;6.0;7.0",
-    "9.1": "3.5;5.0+PTX;6.0;6.1;7.0",
-    "9.2": "3.5;5.0+PTX;6.0;6.1;7.0",
-}
-# 0.4.x shipped 6.1 kernels with CUDA 9.0 too; builder split the lists per
-# release only from 1.0 on.
-CUDA_ARCH_LIST_BEFORE_1_0 = {"9.0": "3.5;5.0+PTX;6.0;6.1;7.0"}
+# Compute capabilities compiled in. One package serves every GPU from the
+# oldest the release's source allows (upstream/<release>.json `cuda_arch.oldest`:
+# 3.0 Kepler where it compiles, else 3.5) to the newest the toolkit knows:
+# machine code for each family's first member (sm_35 code also runs on 3.7,
+# sm_50 on 5.2, sm_60 on 6.2), plus 6.1 (GeForce Pascal) as upstream shipped,
+# and PTX of the newest so later GPUs JIT-compile it.
+ARCH_STEPS = ("3.0", "3.5", "5.0", "6.0", "6.1", "7.0")
+NEWEST_ARCH = {"8.0": "6.1", "9.0": "7.0", "9.1": "7.0", "9.2": "7.0"}
+# Where a facts table predates the `cuda_arch` record: what upstream's binaries started at.
+DEFAULT_OLDEST_ARCH = "3.5"
+
+
+def cuda_arch_list(facts, cuda):
+    """TORCH_CUDA_ARCH_LIST for this release's facts and CUDA version, e.g. `3.0;3.5;5.0;6.0;6.1;7.0+PTX`."""
+    oldest = version_tuple((facts.get("cuda_arch") or {}).get("oldest") or DEFAULT_OLDEST_ARCH)
+    newest = version_tuple(NEWEST_ARCH[cuda])
+    steps = [a for a in ARCH_STEPS if oldest <= version_tuple(a) <= newest]
+    return ";".join(steps[:-1] + [steps[-1] + "+PTX"])
 
 # nvcc of CUDA 9.0/9.1 rejects MSVC newer than toolset 14.11 (VS2017 15.4):
 # "expression must have a constant value" (pytorch/pytorch#14203).
@@ -71,7 +78,7 @@ PASSED_EMPTY_TOO = ("CC", "CXX")
 
 def host_variables():
     """HOST_VARIABLES plus the CUDA installer's CUDA_PATH_V9_0 for every CUDA this driver builds."""
-    return HOST_VARIABLES + tuple("CUDA_PATH_V" + v.replace(".", "_") for v in sorted(CUDA_ARCH_LIST))
+    return HOST_VARIABLES + tuple("CUDA_PATH_V" + v.replace(".", "_") for v in sorted(NEWEST_ARCH))
 
 
 class BuildConfigError(Exception):
@@ -348,9 +355,9 @@ def plan(variant, environ, is_windows, facts=None, host=None):
     check_ninja(facts, environ, is_windows, host)
 
     if use_cuda:
-        if cuda not in CUDA_ARCH_LIST:
+        if cuda not in NEWEST_ARCH:
             raise BuildConfigError("CUDA %s is not supported; supported: %s"
-                                   % (cuda, ", ".join(sorted(CUDA_ARCH_LIST))))
+                                   % (cuda, ", ".join(sorted(NEWEST_ARCH))))
         # On Linux the nvcc package's activation has already refused a gcc this CUDA rejects.
         if is_windows:
             check_msvc(cuda, environ)
@@ -358,9 +365,7 @@ def plan(variant, environ, is_windows, facts=None, host=None):
         env["CUDA_HOME"] = home
         env["CUDA_PATH"] = home
         env["CUDA_TOOLKIT_ROOT_DIR"] = home
-        arch_lists = CUDA_ARCH_LIST_BEFORE_1_0 if version_tuple(variant["version"]) < (1, 0) else {}
-        env["TORCH_CUDA_ARCH_LIST"] = (environ.get("TORCH_CUDA_ARCH_LIST") or arch_lists.get(cuda)
-                                       or CUDA_ARCH_LIST[cuda])
+        env["TORCH_CUDA_ARCH_LIST"] = environ.get("TORCH_CUDA_ARCH_LIST") or cuda_arch_list(facts, cuda)
         env["TORCH_NVCC_FLAGS"] = "-Xfatbin -compress-all"
         cudnn_root = normalize_dir(environ.get("CUDNN_ROOT") or home)
         env["CUDNN_INCLUDE_DIR"] = join(cudnn_root, "include")

@@ -183,9 +183,19 @@ def _group_of(path):
     return None
 
 
+# CUDA sources a torch build compiles (ATen/THC, c10, torch/csrc, the caffe2 core and math it links):
+# where an intrinsic an old GPU lacks would stop the compile for that architecture.
+_CUDA_SOURCE_DIRS = ("aten/src/", "c10/", "torch/csrc/", "caffe2/core/", "caffe2/utils/")
+_CUDA_SOURCE_EXTS = (".cu", ".cuh", ".h", ".cpp", ".cc")
+
+
+def _is_cuda_source(path):
+    return path.startswith(_CUDA_SOURCE_DIRS) and path.endswith(_CUDA_SOURCE_EXTS) and "/hip/" not in path
+
+
 def _wanted(path):
     return (path in (".gitmodules", "version.txt") or path.endswith((".py", ".sh", ".bat"))
-            or is_cmake(path))
+            or is_cmake(path) or _is_cuda_source(path))
 
 
 def _is_build_file(path):
@@ -312,10 +322,16 @@ def declared_version(tree):
 
 
 def python_requires(tree):
-    m = _PYTHON_REQUIRES.search(tree.text.get("setup.py", ""))
+    setup = tree.text.get("setup.py", "")
+    m = _PYTHON_REQUIRES.search(setup)
     if not m:
         return None
-    return m.group(2) if m.group(1) else m.group(3).strip()
+    text = m.group(2) if m.group(1) else m.group(3).strip()
+    # 1.7 on: python_requires='>={}'.format(python_min_version_str), from python_min_version = (3, 6, 1).
+    minimum = re.search(r"^python_min_version\s*=\s*\(([\d,\s]+)\)", setup, re.M)
+    if "{}" in text and minimum:
+        text = text.replace("{}", ".".join(p.strip() for p in minimum.group(1).split(",") if p.strip()))
+    return text
 
 
 def submodules(git, tree):
@@ -547,6 +563,85 @@ def ninja(tree, env_by_group):
     }
 
 
+_ARCH_NUMBER = re.compile(r'"(\d\.\d)(?:\+PTX)?"')
+_CAPABILITY_WARNING = re.compile(r"minimum cuda capability that we support is (\d\.\d)")
+_LDG_CALL = re.compile(r"\b__ldg\s*\(")
+# CUDA 9.x compiles for compute capability 3.0 and up (sm_20, Fermi, was dropped in CUDA 9).
+CUDA9_OLDEST_ARCH = "3.0"
+
+
+def unguarded_ldg(path, text):
+    """(lines calling __ldg, compute capability >= 3.2, outside an `#if`/`#elif` on __CUDA_ARCH__,
+    lines writing it into a string: kernels generated at run time, compiled for the GPU at hand)."""
+    found, generated, stack = [], [], []  # stack: per open #if, whether its branch tests __CUDA_ARCH__
+    for number, line in _code_lines(text, "//"):
+        directive = re.match(r"\s*#\s*(if|ifdef|ifndef|elif|else|endif)\b(.*)", line)
+        if directive:
+            kind, rest = directive.groups()
+            if kind in ("if", "ifdef", "ifndef"):
+                stack.append("__CUDA_ARCH__" in rest)
+            elif kind == "elif" and stack:
+                stack[-1] = "__CUDA_ARCH__" in rest
+            elif kind == "else" and stack:
+                stack[-1] = False
+            elif kind == "endif" and stack:
+                stack.pop()
+            continue
+        call = _LDG_CALL.search(line)
+        # A declaration of an overload (`__device__ Half __ldg(const Half* p)`) is not a call.
+        if not call or any(stack) or re.search(r"\b(?!return\b)\w+\s+__ldg\s*\(", line):
+            continue
+        (generated if line[:call.start()].count('"') % 2 else found).append("%s:%d" % (path, number))
+    return found, generated
+
+
+def cuda_arch(tree):
+    """The oldest GPU architecture this tree compiles for, with the evidence.
+
+    What the tree allows: its CMake's own list of common architectures (FindCUDA's
+    select_compute_arch.cmake, CUDA_COMMON_GPU_ARCHITECTURES) and the sources: __ldg needs
+    compute capability 3.2, so a call outside an `#if __CUDA_ARCH__ ...` stops a 3.0 compile.
+    The toolkit's floor (3.0 for CUDA 9.x, as for 8.0 here) is applied on top.
+    """
+    select = [p for p in tree.files(lambda p: p.endswith("select_compute_arch.cmake")) if "third_party" not in p]
+    common, common_at = [], None
+    for path in select:
+        for number, line in _code_lines(tree.text[path], "#"):
+            if re.match(r"\s*set\s*\(\s*CUDA_COMMON_GPU_ARCHITECTURES\b", line):
+                common = sorted(set(_ARCH_NUMBER.findall(line)), key=_version_tuple)
+                common_at = "%s:%d" % (path, number)
+                break
+        if common_at:
+            break
+    warning, warning_at = None, None
+    init = tree.text.get("torch/cuda/__init__.py", "")
+    for number, line in _code_lines(init, "#"):
+        m = _CAPABILITY_WARNING.search(line)
+        if m:
+            warning, warning_at = m.group(1), "torch/cuda/__init__.py:%d" % number
+    ldg, generated = [], []
+    for path in tree.files(_is_cuda_source):
+        calls, strings = unguarded_ldg(path, tree.text[path])
+        ldg += calls
+        generated += strings
+    floors = [CUDA9_OLDEST_ARCH] + ([common[0]] if common else []) + (["3.5"] if ldg else [])
+    oldest = max(floors, key=_version_tuple)
+    return {
+        "oldest": oldest,
+        "cmake_common_oldest": common[0] if common else None,
+        "cmake_common_at": common_at,
+        "unguarded_ldg": ldg,
+        # The JIT fuser's generated kernels: they fail at run time on a GPU below 3.2, the build does not.
+        "generated_ldg": generated,
+        "runtime_warning_below": warning,
+        "runtime_warning_at": warning_at,
+        "how": "oldest is the newest of: CUDA 9's floor %s; the CMake common list's first, %s (%s); %s"
+               % (CUDA9_OLDEST_ARCH, common[0] if common else "none", common_at or "no select_compute_arch.cmake",
+                  "3.5, for %d __ldg call(s) outside an __CUDA_ARCH__ guard" % len(ldg) if ldg
+                  else "no __ldg call outside an __CUDA_ARCH__ guard"),
+    }
+
+
 def extract(git, release, commit, mirrors=None, source=SOURCE):
     """The facts table of one release (a dict, JSON-ready)."""
     if not git.has_commit(commit):
@@ -585,6 +680,7 @@ def extract(git, release, commit, mirrors=None, source=SOURCE):
         "bare_yaml_load": yaml_calls,
         "nvtoolsext": nvtoolsext(tree),
         "ninja": ninja(tree, env),
+        "cuda_arch": cuda_arch(tree),
         "python_requires": python_requires(tree),
         # distutils' _get_vc_env runs vcvarsall for the newest toolset unless DISTUTILS_USE_SDK is set.
         "distutils_vc_env_calls": [
