@@ -262,6 +262,30 @@ CUDA_BUILDS = sorted(k for k in BUILDS if k[2] != "None")
 WIN_CUDA = [k for k in CUDA_BUILDS if k[1] == "win-64"]
 
 
+def package_test_env(variant):
+    """The environment of the recipe's run_test.py test of this variant."""
+    tests = variant.rendered.recipe.to_dict()["tests"]
+    return next(t["script"]["env"] for t in tests if "run_test.py" in str(t.get("script", {}).get("content")))
+
+
+@pytest.mark.parametrize("key", CUDA_BUILDS, ids=lambda k: "-".join(k))
+def test_the_package_test_expects_every_architecture_the_build_compiles(tmp_path, key):
+    """One source: the driver's rule and the release's facts give both TORCH_CUDA_ARCH_LIST and the
+    list run_test.py checks the installed package against."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("torchwin_run_test", RECIPE / "run_test.py")
+    run_test = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_test)
+    machine = Machine(tmp_path, key)
+    env = package_test_env(machine.variant)
+    promised = run_test.expected_archs(env["TORCHWIN_EXPECT_ARCHS"], env["TORCHWIN_EXPECT_VARIANT"], "env")
+    compiled = machine.plan()["env"]["TORCH_CUDA_ARCH_LIST"]
+    assert promised == compiled
+    oldest = machine.facts["cuda_arch"]["oldest"]
+    assert compiled.startswith(oldest + ";") and compiled.endswith("+PTX"), compiled
+
+
 @pytest.mark.parametrize("key", CUDA_BUILDS, ids=lambda k: "-".join(k))
 def test_missing_cudnn_is_refused(tmp_path, key):
     machine = Machine(tmp_path, key)

@@ -247,6 +247,60 @@ def test_torch_missing_attributes_fails_each_check_with_a_message(tmp_path):
     assert_no_traceback(proc)
 
 
+CUDA_TORCH = """\
+__version__ = "{version}"
+class version:
+    cuda = "9.2"
+class _C:
+    {flags}
+"""
+# What build_driver.py derives for 1.0.1 (facts: Kepler 3.0 compiles) with CUDA 9.2.
+KEPLER_FLAGS = "sm_30 sm_35 sm_50 sm_60 sm_61 sm_70 compute_70"
+
+
+@pytest.mark.parametrize("flags,status,reason", [
+    (KEPLER_FLAGS, "PASS", "compiled for sm_30 sm_35 sm_50 sm_60 sm_61 sm_70 compute_70, as expected"),
+    (KEPLER_FLAGS.replace("sm_30 ", ""), "FAIL", "but sm_30 is not compiled in"),
+    (KEPLER_FLAGS.replace(" compute_70", ""), "FAIL", "but compute_70 is not compiled in"),
+    (None, "SKIP", "does not report the GPU architectures compiled in"),
+])
+def test_architectures_compiled_in_are_checked_against_the_promise(tmp_path, flags, status, reason):
+    """TORCHWIN_EXPECT_ARCHS=facts:X.Y.Z: the list the build driver derives from upstream/X.Y.Z.json.
+
+    The torch here is a stand-in for a CUDA build (none can be installed without a GPU toolkit):
+    only torch._C._cuda_getArchFlags, which reads what the build compiled in, matters to this check."""
+    method = ("@staticmethod\n    def _cuda_getArchFlags():\n        return %r" % flags) if flags else "pass"
+    env = fake_torch(tmp_path, CUDA_TORCH.format(version="1.6.0", flags=method))
+    env.update(TORCHWIN_EXPECT_ARCHS="facts:1.0.1", TORCHWIN_EXPECT_VARIANT="cuda9.2")
+    proc = run(["--json", "--only", "config.cuda_archs"], env=env)
+    result = by_name(json.loads(proc.stdout))["config.cuda_archs"]
+    assert (result["status"], proc.returncode) == (status, 1 if status == "FAIL" else 0), result
+    assert reason in result["reason"]
+    if flags is None:
+        assert "expected 3.0;3.5;5.0;6.0;6.1;7.0+PTX" in result["reason"]
+    assert_no_traceback(proc)
+
+
+def test_architectures_without_an_expectation_are_reported(tmp_path):
+    env = fake_torch(tmp_path, CUDA_TORCH.format(version="1.7.1", flags=(
+        "@staticmethod\n    def _cuda_getArchFlags():\n        return 'sm_35 sm_70 compute_70'")))
+    proc = run(["--json", "--only", "config.cuda_archs"], env=env)
+    result = by_name(json.loads(proc.stdout))["config.cuda_archs"]
+    assert result["status"] == "PASS" and "compiled for sm_35 sm_70 compute_70 (nothing expected" in result["reason"]
+
+
+@pytest.mark.parametrize("archs,variant,message", [
+    ("facts:9.9.9", "cuda9.2", "TORCHWIN_EXPECT_ARCHS=facts:9.9.9: no upstream facts for PyTorch 9.9.9"),
+    ("facts:1.0.1", "cpu", "TORCHWIN_EXPECT_ARCHS=facts:1.0.1 needs the CUDA version too"),
+    ("3.5;sm_70", "cuda9.2", "TORCHWIN_EXPECT_ARCHS='3.5;sm_70': expected architectures such as"),
+])
+def test_bad_architecture_expectations_are_usage_errors(archs, variant, message):
+    proc = run(["--only", "config.cuda_archs"],
+               env=clean_env(TORCHWIN_EXPECT_ARCHS=archs, TORCHWIN_EXPECT_VARIANT=variant))
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert_no_traceback(proc)
+
+
 def test_torch_that_crashes_the_interpreter_is_a_fail(tmp_path):
     env = fake_torch(tmp_path, "import os\nos._exit(3)\n")
     proc = run(["--json", "--only", "import,cpu"], env=env)

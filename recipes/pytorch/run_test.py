@@ -14,6 +14,9 @@ set it without editing the command line (a flag wins over the variable):
     TORCHWIN_EXPECT_VARIANT=...  cpu: CUDA must not be compiled in; cuda: CUDA and cuDNN must be;
                                  cuda9.0: and torch.version.cuda must be 9.0
     TORCHWIN_EXPECT_MAGMA=1      the MAGMA check FAILs instead of SKIPs when MAGMA is not compiled in
+    TORCHWIN_EXPECT_ARCHS=LIST   the GPU architectures that must be compiled in, as TORCH_CUDA_ARCH_LIST
+                                 spells them (3.0;3.5;...;7.0+PTX), or `facts:X.Y.Z`: what build_driver.py
+                                 next to this file derives from upstream/X.Y.Z.json for the expected CUDA
     TORCHWIN_SMOKE_TIMEOUT_SCALE=X  multiply every check's time bound by X (e.g. 3 on a slow CI machine)
 
 Each check prints PASS, FAIL or SKIP, its time and a reason; the last line reads
@@ -62,6 +65,7 @@ ENV_REQUIRE_CUDA = "TORCHWIN_REQUIRE_CUDA"
 ENV_EXPECT_VERSION = "TORCHWIN_EXPECT_VERSION"
 ENV_EXPECT_VARIANT = "TORCHWIN_EXPECT_VARIANT"
 ENV_EXPECT_MAGMA = "TORCHWIN_EXPECT_MAGMA"
+ENV_EXPECT_ARCHS = "TORCHWIN_EXPECT_ARCHS"
 ENV_TIMEOUT_SCALE = "TORCHWIN_SMOKE_TIMEOUT_SCALE"
 
 # A DataLoader worker that sends nothing for this long makes the DataLoader raise instead of hang.
@@ -139,6 +143,9 @@ def make_parser():
                         help="cpu, cuda or cudaX.Y: what must be compiled in (env %s)" % ENV_EXPECT_VARIANT)
     parser.add_argument("--expect-magma", action="store_true", default=None,
                         help="FAIL instead of SKIP when MAGMA is not compiled in (env %s=1)" % ENV_EXPECT_MAGMA)
+    parser.add_argument("--expect-archs", metavar="LIST",
+                        help="GPU architectures that must be compiled in, e.g. 3.0;3.5;7.0+PTX, or facts:X.Y.Z "
+                        "(env %s)" % ENV_EXPECT_ARCHS)
     parser.add_argument("--timeout-scale", metavar="X", type=float,
                         help="multiply every check's time bound by X (env %s)" % ENV_TIMEOUT_SCALE)
     parser.add_argument("--only", metavar="NAMES",
@@ -168,6 +175,15 @@ def resolve_options(parser, args):
             args.expect_variant = parse_variant(args.expect_variant, source)
         except ValueError as exc:
             parser.error(str(exc))
+    source = "--expect-archs"
+    if not args.expect_archs:
+        args.expect_archs = os.environ.get(ENV_EXPECT_ARCHS, "").strip() or None
+        source = ENV_EXPECT_ARCHS
+    if args.expect_archs:
+        try:
+            args.expect_archs = expected_archs(args.expect_archs, args.expect_variant, source)
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.timeout_scale is None:
         raw = os.environ.get(ENV_TIMEOUT_SCALE, "").strip()
         try:
@@ -182,6 +198,65 @@ def resolve_options(parser, args):
         # A GPU job sets the variable for every package it tests; it does not apply to CPU builds.
         args.require_cuda = False
     return args
+
+
+ARCH_ENTRY = r"^\d\.\d(\+PTX)?$"
+
+
+def expected_archs(value, variant, source):
+    """The TORCH_CUDA_ARCH_LIST a build promises: given as is, or `facts:X.Y.Z` (the build driver's rule)."""
+    import re
+
+    if value.startswith("facts:"):
+        release = value[len("facts:"):]
+        if not (variant or "").startswith("cuda") or len(variant) <= 4:
+            raise ValueError("%s=%s needs the CUDA version too (--expect-variant cudaX.Y or %s)"
+                             % (source, value, ENV_EXPECT_VARIANT))
+        here = os.path.dirname(os.path.abspath(__file__))
+        sys.path.insert(0, here)
+        try:
+            import build_driver
+        except ImportError:
+            raise ValueError("%s=%s: build_driver.py is not next to %s" % (source, value, __file__))
+        finally:
+            sys.path.remove(here)
+        try:
+            facts = build_driver.load_facts(here, release)
+            value = build_driver.cuda_arch_list(facts, variant[4:])
+        except (build_driver.BuildConfigError, KeyError) as exc:
+            raise ValueError("%s=%s: %s" % (source, value, exc))
+    entries = [e.strip() for e in value.split(";") if e.strip()]
+    bad = [e for e in entries if not re.match(ARCH_ENTRY, e)]
+    if bad or not entries:
+        raise ValueError("%s=%r: expected architectures such as 3.0;3.5;7.0+PTX" % (source, value))
+    return ";".join(entries)
+
+
+def arch_names(arch_list):
+    """`3.5;7.0+PTX` -> ['sm_35', 'sm_70', 'compute_70']: the names torch.cuda.get_arch_list() uses."""
+    names = []
+    for entry in arch_list.split(";"):
+        number = entry.split("+")[0].replace(".", "")
+        names.append("sm_" + number)
+        if entry.endswith("+PTX"):
+            names.append("compute_" + number)
+    return names
+
+
+def compiled_archs(torch):
+    """The architectures compiled in, as get_arch_list() names them, or None where torch cannot say.
+
+    torch._C._cuda_getArchFlags (1.6 on) reads them without a GPU; get_arch_list() needs one.
+    """
+    flags = getattr(getattr(torch, "_C", None), "_cuda_getArchFlags", None)
+    text = flags() if flags is not None else None
+    if text:
+        return text.split()
+    get = getattr(getattr(torch, "cuda", None), "get_arch_list", None)
+    if get is not None:
+        found = get()
+        return list(found) if found else None
+    return None
 
 
 def select_checks(parser, only):
@@ -209,6 +284,8 @@ def option_argv(args):
         argv += ["--expect-version", args.expect_version]
     if args.expect_variant:
         argv += ["--expect-variant", args.expect_variant]
+    if args.expect_archs:
+        argv += ["--expect-archs", args.expect_archs]
     argv += ["--timeout-scale", repr(args.timeout_scale)]
     return argv
 
@@ -540,6 +617,28 @@ def check_version(ctx):
     if post.startswith(".post") and post[5:].isdigit():
         return "torch %s, a rebuild of %s as expected" % (have, want)
     raise CheckFailed("torch reports version %s, expected %s" % (have, want))
+
+
+@check("config.cuda_archs", timeout=60)
+def check_cuda_archs(ctx):
+    torch = ctx.torch()
+    if compiled_cuda(torch) is None:
+        if ctx.options.expect_variant == "cpu":
+            return "CPU-only build, as expected: no GPU architectures"
+        raise Skip("CPU-only build: no GPU architectures")
+    found = compiled_archs(torch)
+    want = ctx.options.expect_archs
+    if found is None:
+        raise Skip("torch %s does not report the GPU architectures compiled in (torch._C._cuda_getArchFlags "
+                   "and get_arch_list() arrived in 1.6)%s" % (torch.__version__, "; expected " + want if want else ""))
+    have = " ".join(found)
+    if not want:
+        return "compiled for %s (nothing expected: --expect-archs or %s)" % (have, ENV_EXPECT_ARCHS)
+    missing = [name for name in arch_names(want) if name not in found]
+    if missing:
+        raise CheckFailed("expected %s (%s) but %s is not compiled in; compiled: %s"
+                          % (want, " ".join(arch_names(want)), ", ".join(missing), have))
+    return "compiled for %s, as expected (%s)" % (have, want)
 
 
 @check("config.mkl", timeout=60)
@@ -1319,6 +1418,7 @@ def parent_main(args):
             ("options", collections.OrderedDict([
                 ("require_cuda", bool(args.require_cuda)), ("expect_version", args.expect_version),
                 ("expect_variant", args.expect_variant), ("expect_magma", bool(args.expect_magma)),
+                ("expect_archs", args.expect_archs),
                 ("timeout_scale", args.timeout_scale), ("only", args.only)])),
             ("seconds", round(time.time() - started, 3)),
         ])
