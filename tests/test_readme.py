@@ -26,6 +26,34 @@ def test_matrix_section_equals_render_output():
         "README matrix is stale: regenerate with `torchwin render recipes/pytorch --target-platform all --markdown`")
 
 
+def gpu_table():
+    """README's GPUs-per-release table: per release, its facts' oldest architecture and the driver's lists."""
+    import json
+
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "recipes" / "pytorch"))
+    import build_driver
+
+    table = yaml.safe_load((ROOT / "recipes" / "pytorch" / "variants.yaml").read_text())
+    lines = ["| PyTorch | oldest GPU (compute capability) | compiled for (TORCH_CUDA_ARCH_LIST) |", "|---|---|---|"]
+    for release, win, linux in zip(table["pytorch_version"], table["pytorch_cuda_win"], table["pytorch_cuda_linux"]):
+        facts = json.loads((ROOT / "recipes" / "pytorch" / "upstream" / ("%s.json" % release)).read_text())
+        by_list = {}
+        for cuda in sorted(set(str(win).split() + str(linux).split()), key=lambda c: tuple(map(int, c.split(".")))):
+            by_list.setdefault(build_driver.cuda_arch_list(facts, cuda), []).append(cuda)
+        compiled = "; ".join("`%s` (CUDA %s)" % (k, ", ".join(v)) for k, v in by_list.items())
+        lines.append("| %s | %s | %s |" % (release, facts["cuda_arch"]["oldest"], compiled))
+    return "\n".join(lines) + "\n"
+
+
+def test_gpu_table_follows_the_facts_and_the_driver():
+    section = README.split("<!-- gpus:begin -->\n", 1)[1].split("<!-- gpus:end -->", 1)[0]
+    assert section == gpu_table(), "README's GPUs per release table is stale:\n" + gpu_table()
+    # Kepler 3.0 is served wherever a release compiles for it.
+    assert "| 1.0.1 | 3.0 |" in section
+
+
 def test_two_maintainer_commands():
     main_command = block_after("<!-- ci:main-command -->")
     test_command = block_after("<!-- ci:test-command -->")
