@@ -28,7 +28,15 @@ import yaml
 from torchwin.cli import main
 
 rattler = pytest.importorskip("rattler")
-from test_pytorch_solve import LABEL, default_build, external_records, minor, newest, readme_install_lines  # noqa: E402
+from test_pytorch_solve import (  # noqa: E402
+    DEFAULTS_CUDA,
+    LABEL,
+    default_build,
+    external_records,
+    minor,
+    newest,
+    readme_install_lines,
+)
 from test_toolchain_activation import fake_gcc, fake_toolkit  # noqa: E402
 from test_try_it import parse_line, try_lines  # noqa: E402
 from torchwin import recipes, repodata  # noqa: E402
@@ -161,6 +169,9 @@ def pytorch_builds(rendered, platform, python="3.7"):
 
 def expected_for(specs, builds):
     """The pytorch build README's line promises, on conda's newest Python (3.7)."""
+    pinned = [s.split("=")[1] for s in specs if s.startswith("pytorch=")]
+    if pinned:  # e.g. "pytorch=1.1.0=*cuda90*": that release only
+        builds = [b for b in builds if b.version == pinned[0]]
     if "cpuonly" in specs or "pytorch-cpu" in specs:
         return newest(builds, "None")
     if "cuda91" in specs:
@@ -195,12 +206,17 @@ def test_readme_install_lines_solve_with_conda_as_promised(channels, rendered, p
 def test_strict_priority_with_the_label_and_a_plain_pytorch_differs_between_solvers(channels, rendered,
                                                                                    platform, tmp_path):
     """README says what each solver gives: the label hides defaults' toolkits, and classic maximises
-    pytorch's version before it minimises track_features, so it takes the newest CPU build (py-rattler
-    takes a 0.4.1 CUDA 9.1/9.2 build: test_under_strict_priority_the_label_hides_defaults_toolkits)."""
+    pytorch's version before it minimises track_features, so it takes the newest release, with a CUDA
+    build whose toolkit the label has where that release has one, else its CPU build (py-rattler takes
+    the newest label-toolkit build: test_under_strict_priority_the_label_hides_defaults_toolkits)."""
     names = ("torchwin", "torchwin/label/" + LABEL)
     linked, data = dry_run(channels, names, ["pytorch"], platform, "strict", tmp_path)
     assert linked is not None, data
-    want = newest(pytorch_builds(rendered, platform), "None")
+    builds = pytorch_builds(rendered, platform)
+    top = max(builds, key=lambda v: recipes._version_key(v.version)).version
+    label_only = {"9.1", "9.2"} - {row[0] for row in DEFAULTS_CUDA[platform]}
+    reachable = [v for v in builds if v.version == top and v.variant["cuda_compiler_version"] in label_only]
+    want = max(reachable, key=lambda v: v.build_number) if reachable else newest(builds, "None")
     assert (linked["pytorch"]["version"], linked["pytorch"]["build_string"]) == (want.version, want.build_string)
     readme = (ROOT / "README.md").read_text()
     assert "conda's classic solver" in readme and want.version in readme
