@@ -49,7 +49,8 @@ def step(fn):
     return wrapped
 
 for name in ("_replace", "_unlink", "_copy_checked", "_write_atomic"):
-    setattr(channel_store, name, step(getattr(channel_store, name)))
+    if hasattr(channel_store, name):
+        setattr(channel_store, name, step(getattr(channel_store, name)))
 shutil.rmtree = step(shutil.rmtree)
 code = main(sys.argv[1:])
 sys.stderr.write("steps=%d\n" % steps[0])
