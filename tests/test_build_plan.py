@@ -108,6 +108,8 @@ class Machine:
             if self.facts["nvtoolsext"].get("env_var_honoured", True) is False:
                 self.add_default_nvtoolsext()
         else:
+            # The machine's gcc (linux_host_gcc: system): 5, which every release's CMake accepts with CUDA 9.0/9.1.
+            write(self.root / "bin" / "gcc", "#!/bin/sh\necho 5.4.0\n", executable=True)
             self.cuda_home = self.root / ("cuda-" + self.cuda)
             write(self.cuda_home / "bin" / "nvcc",
                   "#!/bin/sh\necho 'Cuda compilation tools, release %s, V%s.176'\n" % (self.cuda, self.cuda),
@@ -311,6 +313,30 @@ def test_release_linking_nvtoolsext_from_its_fixed_folder_is_refused_without_it(
     assert machine.plan()["env"]["NVTOOLSEXT_PATH"] == str(machine.nvtx)
     (machine.default_nvtx / "lib" / "x64" / "nvToolsExt64_1.lib").unlink()
     machine.refused("links NvToolsExt only from", "ignores NVTOOLSEXT_PATH")
+
+
+def gcc_refused(key):
+    rule = FACTS[key[0]].get("cuda_host_gcc")
+    return bool(rule) and rule["cuda_from"] <= key[2] < rule["cuda_below"]
+
+
+LINUX_STRICT_GCC = [k for k in CUDA_BUILDS if k[1] == "linux-64" and gcc_refused(k)]
+
+
+@pytest.mark.parametrize("key", LINUX_STRICT_GCC, ids=lambda k: "-".join(k))
+def test_gcc_the_releases_cmake_refuses_for_this_cuda_is_refused(tmp_path, key):
+    """cmake/public/cuda.cmake (0.4.1 on) stops CUDA 9.0/9.1 with gcc >= 6, stricter than NVIDIA's limit."""
+    machine = Machine(tmp_path, key)
+    write(tmp_path / "bin" / "gcc", "#!/bin/sh\necho 6.5.0\n", executable=True)
+    machine.refused("stops CUDA %s builds with gcc 6.0 or newer" % key[2], "is gcc 6.5.0", "CUDAHOSTCXX")
+    # A gcc 5 named as nvcc's host compiler is what that CMake asks for.
+    machine.environ["CUDAHOSTCXX"] = "/opt/gcc5/bin/g++"
+    assert machine.plan()["warnings"] == []
+
+
+def test_the_strict_gcc_rule_is_in_the_facts_from_0_4_1_on():
+    assert LINUX_STRICT_GCC and not FACTS["0.4.0"]["cuda_host_gcc"]
+    assert {FACTS[r]["cuda_host_gcc"]["gcc_below"] for r in FACTS if r != "0.4.0"} == {"6.0"}
 
 
 @pytest.mark.parametrize("key", WIN_CUDA, ids=lambda k: "-".join(k))

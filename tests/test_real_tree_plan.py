@@ -69,6 +69,8 @@ def fake_host(root, platform, cuda):
         touch(fixed / "lib" / "x64" / "nvToolsExt64_1.lib")
         touch(fixed / "include" / "nvToolsExt.h")
     else:
+        # The machine's gcc 5: the CMake of 0.4.1 on refuses gcc >= 6 with CUDA 9.0/9.1.
+        touch(bin_dir / "gcc", "#!/bin/sh\necho 5.4.0\n").chmod(0o755)
         home = root / f"cuda-{cuda}"
         nvcc = touch(home / "bin" / "nvcc", f"#!/bin/sh\necho 'Cuda compilation tools, release {cuda}, V{release}'\n")
         nvcc.chmod(0o755)

@@ -342,6 +342,30 @@ def test_oldest_gpu_architecture_from_the_cmake_list_and_unguarded_ldg(tmp_path,
     assert arch["cmake_common_at"].endswith("select_compute_arch.cmake:2")
 
 
+CUDA_CMAKE_GCC = """\
+# CUDA 9.0 & 9.1 require GCC version <= 5
+if((CUDA_VERSION VERSION_EQUAL   9.0) OR
+    (CUDA_VERSION VERSION_GREATER 9.0  AND CUDA_VERSION VERSION_LESS 9.2))
+  if(CMAKE_C_COMPILER_ID STREQUAL "GNU" AND
+      NOT CMAKE_C_COMPILER_VERSION VERSION_LESS 6.0 AND
+      CUDA_HOST_COMPILER STREQUAL CMAKE_C_COMPILER)
+    message(FATAL_ERROR
+      "CUDA ${CUDA_VERSION} is not compatible with std::tuple from GCC version "
+      ">= 6. Please upgrade to CUDA 9.2 or set the following environment ")
+  endif()
+endif()
+"""
+
+
+def test_host_gcc_the_cmake_refuses_per_cuda(tmp_path):
+    repo = make_repo(tmp_path / "r", {"cmake/public/cuda.cmake": CUDA_CMAKE_GCC})
+    facts = upstream_facts.extract(upstream_facts.Git(repo), "9.9.9", commit(repo))
+    assert facts["cuda_host_gcc"] == {"cuda_from": "9.0", "cuda_below": "9.2", "gcc_below": "6.0",
+                                      "unless_env": "CUDAHOSTCXX", "at": "cmake/public/cuda.cmake:2"}
+    repo = make_repo(tmp_path / "s", {"cmake/public/cuda.cmake": "find_package(CUDA)\n"})
+    assert upstream_facts.extract(upstream_facts.Git(repo), "9.9.9", commit(repo))["cuda_host_gcc"] is None
+
+
 def test_committed_tables_name_the_oldest_architecture_with_its_evidence():
     for path in sorted(TABLES.glob("*.json")):
         arch = json.loads(path.read_text())["cuda_arch"]

@@ -68,7 +68,8 @@ PLATFORMS = ("win-64", "linux-64")
 # recipe.yaml passes each through script.env (a test keeps the two equal); an
 # empty one is what the recipe passes for an unset one, and is removed.
 HOST_VARIABLES = ("CUDA_HOME", "CUDA_PATH", "CUDNN_ROOT", "NVTOOLSEXT_PATH", "CUDA_NVCC_EXECUTABLE",
-                  "TORCH_CUDA_ARCH_LIST", "MAX_JOBS", "VCToolsVersion", "SCCACHE_DIR", "SCCACHE_CACHE_SIZE")
+                  "TORCH_CUDA_ARCH_LIST", "MAX_JOBS", "VCToolsVersion", "SCCACHE_DIR", "SCCACHE_CACHE_SIZE",
+                  "CUDAHOSTCXX")
 
 
 # Passed by the recipe for the compiler activations; empty, 1.1.0's
@@ -160,6 +161,15 @@ def nvcc_version(nvcc):
     return match.group(1) if match else None
 
 
+def gcc_version(gcc):
+    """`gcc -dumpversion` (5.4.0, or 7 for some builds), or None."""
+    try:
+        out = subprocess.check_output([gcc, "-dumpversion"], universal_newlines=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.strip() or None
+
+
 def read_text(path):
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -178,7 +188,7 @@ class Host:
     """What the plan reads from the machine; tests pass their own."""
 
     def __init__(self, exists=os.path.exists, which=None, nvcc_version=nvcc_version, read_text=read_text,
-                 glob=glob.glob, can_run_nvcc=True, cpu_count=None, program_files=None):
+                 glob=glob.glob, can_run_nvcc=True, cpu_count=None, program_files=None, gcc_version=gcc_version):
         self.exists = exists
         self.which = which or shutil.which
         self.nvcc_version = nvcc_version
@@ -187,6 +197,7 @@ class Host:
         self.can_run_nvcc = can_run_nvcc
         self.cpu_count = cpu_count or os.cpu_count() or 1
         self.program_files = program_files
+        self.gcc_version = gcc_version
 
     def fixed(self, path):
         r"""Where to look for a fixed `C:\Program Files\...` folder: there, or under the plan's stand-in."""
@@ -292,6 +303,28 @@ def find_nvtoolsext(facts, environ, host):
     return env_var, home
 
 
+def check_host_gcc(facts, cuda, environ, host):
+    """Linux: refuse the gcc the release's CMake refuses as nvcc's host compiler (facts' cuda_host_gcc)."""
+    rule = facts.get("cuda_host_gcc")
+    if not rule or not (version_tuple(rule["cuda_from"]) <= version_tuple(cuda) < version_tuple(rule["cuda_below"])):
+        return []
+    if rule.get("unless_env") and environ.get(rule["unless_env"]):
+        return []
+    gcc = environ.get("CC") or "gcc"
+    found = host.which(gcc)
+    version = host.gcc_version(found) if found else None
+    if version is None:
+        return ["could not run %s -dumpversion: PyTorch %s's %s stops CUDA %s builds with gcc %s or newer"
+                % (gcc, facts.get("release", "?"), rule["at"], cuda, rule["gcc_below"])]
+    if version_tuple(version)[:1] >= version_tuple(rule["gcc_below"])[:1]:
+        raise BuildConfigError(
+            "PyTorch %s's %s stops CUDA %s builds with gcc %s or newer (CUDA %s's std::tuple bug) and %s is gcc "
+            "%s; set CC/CXX to a gcc 5 (e.g. devtoolset-4)%s"
+            % (facts.get("release", "?"), rule["at"], cuda, rule["gcc_below"], cuda, gcc, version,
+               " or %s to one as nvcc's host compiler" % rule["unless_env"] if rule.get("unless_env") else ""))
+    return []
+
+
 def ninja_module_in(prefix, is_windows, host):
     """The Python module `ninja` in the host prefix, where setup.py imports it from."""
     if is_windows:
@@ -358,9 +391,12 @@ def plan(variant, environ, is_windows, facts=None, host=None):
         if cuda not in NEWEST_ARCH:
             raise BuildConfigError("CUDA %s is not supported; supported: %s"
                                    % (cuda, ", ".join(sorted(NEWEST_ARCH))))
-        # On Linux the nvcc package's activation has already refused a gcc this CUDA rejects.
+        # On Linux the nvcc package's activation has already refused a gcc NVIDIA rejects; some
+        # releases' CMake is stricter.
         if is_windows:
             check_msvc(cuda, environ)
+        else:
+            warnings += check_host_gcc(facts, cuda, environ, host)
         home = find_cuda_home(cuda, environ, is_windows, host)
         env["CUDA_HOME"] = home
         env["CUDA_PATH"] = home

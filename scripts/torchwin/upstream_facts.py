@@ -642,6 +642,32 @@ def cuda_arch(tree):
     }
 
 
+def cuda_host_gcc(tree):
+    """The gcc versions the tree's CMake refuses as nvcc's host compiler, per CUDA version, or None.
+
+    0.4.1 on: cmake/public/cuda.cmake stops CUDA 9.0/9.1 with gcc >= 6 (their std::tuple bug)
+    unless CUDAHOSTCXX names another host compiler; stricter than NVIDIA's own limit (gcc 6).
+    """
+    path = "cmake/public/cuda.cmake"
+    lines = tree.text.get(path, "").splitlines()
+    for index, line in enumerate(lines):
+        if "not compatible with std::tuple from GCC" not in line:
+            continue
+        block = "\n".join(lines[max(0, index - 10):index])
+        lower = re.search(r"CUDA_VERSION\s+VERSION_EQUAL\s+(\d+\.\d+)", block)
+        upper = re.search(r"CUDA_VERSION\s+VERSION_LESS\s+(\d+\.\d+)", block)
+        gcc = re.search(r"CMAKE_C_COMPILER_VERSION\s+VERSION_LESS\s+(\d+(?:\.\d+)?)", block)
+        if not (lower and upper and gcc):
+            return None
+        start = next(i for i in range(index, -1, -1) if "VERSION_EQUAL" in lines[i])
+        return {
+            "cuda_from": lower.group(1), "cuda_below": upper.group(1), "gcc_below": gcc.group(1),
+            "unless_env": "CUDAHOSTCXX" if "CUDA_HOST_COMPILER" in block else None,
+            "at": "%s:%d" % (path, start + 1),
+        }
+    return None
+
+
 def extract(git, release, commit, mirrors=None, source=SOURCE):
     """The facts table of one release (a dict, JSON-ready)."""
     if not git.has_commit(commit):
@@ -681,6 +707,7 @@ def extract(git, release, commit, mirrors=None, source=SOURCE):
         "nvtoolsext": nvtoolsext(tree),
         "ninja": ninja(tree, env),
         "cuda_arch": cuda_arch(tree),
+        "cuda_host_gcc": cuda_host_gcc(tree),
         "python_requires": python_requires(tree),
         # distutils' _get_vc_env runs vcvarsall for the newest toolset unless DISTUTILS_USE_SDK is set.
         "distutils_vc_env_calls": [
