@@ -48,3 +48,14 @@ def labelled_package(out, label, package_format="conda"):
                                no_build_id=True, package_format=package_format)
     [path] = result.packages
     return path
+
+
+# channel.yaml for channel tests: labels main and nightly, nightlies kept 14 days (at least the newest 3).
+CHANNEL_CONFIG = """\
+name: torchwin
+anaconda:
+  owner: torchwin
+labels: [main, nightly]
+retention:
+  nightly: {keep_days: 14, keep_newest: 3}
+"""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import packages
 import pytest
-from packages import make_package
+from packages import CHANNEL_CONFIG, make_package
 from rattler_build import ArchiveType
 from torchwin import channel, channel_store
 from torchwin.channel_config import Retention, load_channel_config
@@ -20,14 +20,7 @@ from torchwin.cli import main
 from torchwin.errors import Failure, UserError
 from torchwin.lock import FileLock
 
-CONFIG = """\
-name: torchwin
-anaconda:
-  owner: torchwin
-labels: [main, nightly]
-retention:
-  nightly: {keep_days: 14, keep_newest: 3}
-"""
+CONFIG = CHANNEL_CONFIG
 
 
 @pytest.fixture

@@ -16,20 +16,13 @@ import subprocess
 import sys
 
 import pytest
-from packages import make_package
+from packages import CHANNEL_CONFIG, make_package
 from torchwin import channel, channel_store
 from torchwin.cli import main
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="SIGKILL is POSIX")
 
-CONFIG = """\
-name: torchwin
-anaconda:
-  owner: torchwin
-labels: [main, nightly]
-retention:
-  nightly: {keep_days: 14, keep_newest: 3}
-"""
+CONFIG = CHANNEL_CONFIG
 
 # The child: torchwin's CLI with a kill point before each step channel_store takes on disk.
 DRIVER = r"""
