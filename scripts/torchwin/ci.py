@@ -209,15 +209,19 @@ def _read(source):
         raise UserError(f"{source}: cannot read ({exc.strerror or exc})") from None
 
 
+def print_outputs(pairs, github_output):
+    """name=value lines on stdout, and the same as step outputs when --github-output is given."""
+    for name, value in pairs:
+        print(f"{name}={value}")
+    if github_output:
+        gha.write_outputs(pairs)
+
+
 def run_upstream(args):
     from torchwin import nightly
 
     repo, ref, base = nightly.upstream_source(args.repo, args.ref, args.base, args.recipe)
-    pairs = [("repo", repo), ("ref", ref), ("base", base)]
-    for name, value in pairs:
-        print(f"{name}={value}")
-    if args.github_output:
-        gha.write_outputs(pairs)
+    print_outputs([("repo", repo), ("ref", ref), ("base", base)], args.github_output)
     return 0
 
 
@@ -297,11 +301,7 @@ def run_package_format(args):
     recipes.check_environment()  # TORCHWIN_NIGHTLY must be a date, as for every build
 
     kind, _, level = default_package_format().partition(":")
-    pairs = [("package-format", kind), ("zstd-level", level)]
-    for name, value in pairs:
-        print(f"{name}={value}")
-    if args.github_output:
-        gha.write_outputs(pairs)
+    print_outputs([("package-format", kind), ("zstd-level", level)], args.github_output)
     return 0
 
 
