@@ -242,5 +242,9 @@ def test_pytorch_cuda_9_builds_host_depend_on_their_magma(rendered):
         want = [] if cuda in ("None", "8.0") else ["magma-cuda%s 2.5.*" % cuda.replace(".", "")]
         assert got == want, (v.key, got)
         assert all(spec.split()[0] in magma_names for spec in got)
+        # ...and its package test then requires MAGMA (run_test.py's check FAILs instead of SKIPs).
+        tests = v.rendered.recipe.to_dict()["tests"]
+        env = next(t["script"]["env"] for t in tests if "run_test.py" in str(t.get("script", {}).get("content")))
+        assert env["TORCHWIN_EXPECT_MAGMA"] == ("1" if want else "0"), v.key
     order = [p.name for p in recipes.build_order([ROOT / "recipes" / "pytorch", RECIPE], PLATFORMS)]
     assert order.index("magma") < order.index("pytorch")
