@@ -248,6 +248,28 @@ def test_run_test_release_and_options():
     assert run_test.main({"TORCHWIN_EXPECT_VARIANT": "gpu"}) == 2
 
 
+@pytest.mark.parametrize("extension, cuda_version, want", [
+    ("CUDA_VERSION = 9000\n", None, True),  # 0.3.x CUDA build: a Python extension with CUDA_VERSION
+    ("\n", None, False),  # 0.3.x CPU build
+    ("raise ImportError('dynamic module does not define module export function (PyInit__C)')\n", 130, True),
+    ("raise ImportError('dynamic module does not define module export function (PyInit__C)')\n", -1, False),
+])
+def test_run_test_tells_cuda_ops_of_old_and_new_torchvision(tmp_path, monkeypatch, extension, cuda_version, want):
+    """0.3.x's _C is a Python module; from 0.5 on it is a torch operator library (seen on torchvision 0.26
+    on a GPU machine: importing it fails), whose _cuda_version() says whether CUDA is compiled in."""
+    import types
+
+    package = tmp_path / "torchvision"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "_C.py").write_text(extension)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("torchvision", "torchvision._C"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    ops = types.SimpleNamespace(torchvision=types.SimpleNamespace(_cuda_version=lambda: cuda_version))
+    assert load_run_test().ops_compiled_with_cuda(types.SimpleNamespace(ops=ops)) is want
+
+
 def test_run_test_fails_when_torchvision_is_missing():
     """This test environment has no torchvision: the script says so in a FAIL line and exits 1."""
     out = subprocess.run([sys.executable, str(RUN_TEST)], capture_output=True, text=True,

@@ -70,10 +70,23 @@ def run_ops(torch, ops, device):
     return keep, pooled.cpu()
 
 
-def check_ops(torch, torchvision, want_variant):
-    from torchvision import _C, ops
+def ops_compiled_with_cuda(torch):
+    """Whether torchvision's C++ ops were built with CUDA.
 
-    compiled_cuda = hasattr(_C, "CUDA_VERSION")
+    0.3.x's _C is a Python extension that has CUDA_VERSION only in CUDA builds; from 0.5 on _C is a
+    torch operator library (importing it as a module fails) that reports _cuda_version(), -1 without CUDA.
+    """
+    try:
+        from torchvision import _C
+    except ImportError:
+        return torch.ops.torchvision._cuda_version() != -1
+    return hasattr(_C, "CUDA_VERSION")
+
+
+def check_ops(torch, torchvision, want_variant):
+    from torchvision import ops
+
+    compiled_cuda = ops_compiled_with_cuda(torch)
     if want_variant == "cpu" and compiled_cuda:
         raise AssertionError("a CPU build has CUDA ops (torchvision._C.CUDA_VERSION is set)")
     if want_variant.startswith("cuda") and not compiled_cuda:
