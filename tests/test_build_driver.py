@@ -2,8 +2,6 @@
 
 import fnmatch
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -204,17 +202,6 @@ def test_windows_cuda_folder_must_end_in_version():
     host = win_cuda_host(home=home)
     with pytest.raises(driver.BuildConfigError, match="must be named v9.0"):
         plan(variant(), dict(WIN_ENV, CUDA_PATH_V9_0=home), True, host)
-
-
-def test_driver_is_valid_python_3_5():
-    """It runs under the variant's own Python (3.5 to 3.7)."""
-    pytest.importorskip("vermin")
-    command = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())",
-               "-t=3.5-", "--no-tips", "--violations", str(DRIVER)]
-    out = subprocess.run(command, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
-
-
 
 
 def test_cuda_path_with_trailing_backslash_is_normalized():

@@ -391,13 +391,3 @@ def test_a_broken_file_list_fails_the_build_instead_of_skipping(tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 1
     assert "install_runtime.py: cannot check this host:" in err and "{cuda_major}: allowed: {cuda}" in err
-
-
-def test_the_build_script_runs_on_old_pythons():
-    """It runs with whatever Python the build machine has: keep it Python 3.5 compatible."""
-    vermin = shutil.which("vermin") or shutil.which("vermin", path=str(Path(sys.executable).parent))
-    if vermin is None:
-        pytest.skip("vermin is not installed")
-    result = subprocess.run([vermin, "-t=3.5-", "--no-tips", "--violations", str(SCRIPT)],
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout

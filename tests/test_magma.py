@@ -150,15 +150,6 @@ def test_run_fails_when_the_install_left_no_library(tmp_path, capsys):
     assert "did not produce" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("path", [DRIVER, CHECK])
-def test_scripts_are_valid_python_3_5(path):
-    pytest.importorskip("vermin")
-    command = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())",
-               "-t=3.5-", "--no-tips", "--violations", str(path)]
-    out = subprocess.run(command, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
-
-
 STAND_IN = r"""
 int magma_version(int *major, int *minor, int *micro) { *major = 2; *minor = %(minor)d; *micro = 0; return 0; }
 int magma_init(void) { return %(init)d; }

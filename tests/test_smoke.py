@@ -346,13 +346,6 @@ def test_a_slow_interpreter_start_does_not_count_against_the_first_check(tmp_pat
 # The script itself and the subcommand around it
 # ---------------------------------------------------------------------------------------------
 
-def test_run_test_is_valid_python_3_5():
-    pytest.importorskip("vermin")
-    command = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())",
-               "-t=3.5-", "--no-tips", "--violations", str(RUN_TEST)]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
 
 def test_run_test_imports_nothing_but_the_standard_library():
     """Spawned DataLoader workers re-import the file; torch must only be imported inside checks."""

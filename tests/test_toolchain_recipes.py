@@ -445,17 +445,6 @@ def test_recipes_agree_on_the_cuda_versions():
     assert [v for v in values("pytorch", "cuda_compiler_version") if v != "None"] == CUDA_VERSIONS
 
 
-def test_build_scripts_run_on_old_pythons():
-    """The build scripts run with whatever Python the build machine has; keep them Python 3.5 compatible."""
-    vermin = tool("vermin")
-    if vermin is None:
-        pytest.skip("vermin is not installed")
-    scripts = [str(RECIPES / name / "install_activation.py") for name in ("nvcc", "vs2017")]
-    result = subprocess.run([vermin, "-t=3.5-", "--no-tips", "--violations", *scripts],
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout
-
-
 def test_the_activation_template_filler_is_the_same_in_both_recipes():
     """Each recipe folder carries its own copy of fill(); they must not drift apart."""
     import ast

@@ -232,14 +232,6 @@ def load_run_test():
     return module
 
 
-def test_run_test_is_valid_python_3_5():
-    pytest.importorskip("vermin")
-    command = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())",
-               "-t=3.5-", "--no-tips", "--violations", str(RUN_TEST)]
-    out = subprocess.run(command, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
-
-
 def test_run_test_release_and_options():
     run_test = load_run_test()
     assert run_test.release("0.3.0") == (0, 3) and run_test.release("0.2.2+cpu") == (0, 2)
