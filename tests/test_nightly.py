@@ -311,16 +311,28 @@ def newest_nightly_line():
 
 
 def upstream_history(tmp_path):
-    """An upstream with the newest nightly release line as branch v<release> and a newer `main`."""
+    """An upstream with the newest nightly release line as its release branch and a newer `main`.
+
+    The branch tip declares what upstream's tag declares (recipes/pytorch/upstream/<release>.json,
+    read from the tag by `torchwin upstream-facts`): e.g. 1.6.0a0 in version.txt.
+    """
     release, _ = newest_nightly_line()
+    facts = json.loads((ROOT / "recipes" / "pytorch" / "upstream" / f"{release}.json").read_text(encoding="utf-8"))
     repo = Repo(tmp_path / "made-up-upstream")
-    (repo.path / "setup.py").write_text(f"import os\nversion = '{release}'\n", encoding="utf-8")
-    repo.git("add", "setup.py")
-    repo.commit("2019-04-30T23:00:00Z", f"v{release}")
-    repo.git("branch", f"v{release}")
+    if facts["declared_version_file"] == "version.txt":
+        (repo.path / "setup.py").write_text("import os\n", encoding="utf-8")
+        repo.git("add", "setup.py")
+        repo.commit("2020-07-24T22:18:09Z", f"v{release}", version_txt=facts["declared_version"])
+    else:
+        (repo.path / "setup.py").write_text(f"import os\nversion = '{facts['declared_version']}'\n",
+                                            encoding="utf-8")
+        repo.git("add", "setup.py")
+        repo.commit("2019-04-30T23:00:00Z", f"v{release}")
+    branch = nightly.release_branch(release)
+    repo.git("branch", branch)
     # main has moved on to a version this toolchain cannot build.
     repo.commit("2021-12-04T12:00:00Z", "newer upstream", version_txt="1.11.0a0")
-    return repo, release
+    return repo, branch
 
 
 def _expr(text, ctx):
@@ -404,14 +416,14 @@ def _later_steps_run(ctx):
 
 def test_plan_follows_the_newest_release_line_and_skips_a_commit_already_published(
         tmp_path, monkeypatch, capsys, anaconda):
-    upstream, release = upstream_history(tmp_path)
-    tip = upstream.git("rev-parse", f"v{release}")
+    upstream, branch = upstream_history(tmp_path)
+    tip = upstream.git("rev-parse", branch)
 
-    # The first night: nothing published yet -> build, from refs/heads/v<release> (variants.yaml's line).
+    # The first night: nothing published yet -> build, from the line's release branch (variants.yaml's line).
     ctx, code, printed = run_plan(tmp_path / "night1", upstream, monkeypatch, capsys)
     assert code == 0
     source = ctx["steps"]["source"]["outputs"]
-    assert source == {"repo": "pytorch/pytorch", "ref": f"refs/heads/v{release}", "base": newest_nightly_line()[1]}
+    assert source == {"repo": "pytorch/pytorch", "ref": f"refs/heads/{branch}", "base": newest_nightly_line()[1]}
     assert ctx["steps"]["version"]["outputs"]["commit"] == tip
     assert ctx["steps"]["gate"]["outputs"] == {"build": "true"}
     assert "no nightly published yet" in printed[-1].out
@@ -430,8 +442,8 @@ def test_plan_follows_the_newest_release_line_and_skips_a_commit_already_publish
     assert code == 0 and ctx["steps"]["gate"]["outputs"] == {"build": "true"}
 
     # The branch moves: build again.
-    upstream.git("checkout", "-q", f"v{release}")
-    moved = upstream.commit("2019-05-02T10:00:00Z", "a backported Windows fix")
+    upstream.git("checkout", "-q", branch)
+    moved = upstream.commit("2021-12-05T10:00:00Z", "a backported Windows fix")
     ctx, code, printed = run_plan(tmp_path / "night4", upstream, monkeypatch, capsys)
     assert code == 0 and ctx["steps"]["version"]["outputs"]["commit"] == moved
     assert ctx["steps"]["gate"]["outputs"] == {"build": "true"}
@@ -439,12 +451,12 @@ def test_plan_follows_the_newest_release_line_and_skips_a_commit_already_publish
 
 
 def test_plan_refuses_a_ref_whose_version_the_matrix_does_not_build(tmp_path, monkeypatch, capsys, anaconda):
-    upstream, release = upstream_history(tmp_path)
+    upstream, branch = upstream_history(tmp_path)
     ctx, code, printed = run_plan(tmp_path / "night", upstream, monkeypatch, capsys, inputs={"git_ref": "main"})
     assert code == 2
     err = printed[-1].err
     assert err.count("\n") == 1 and err.startswith("torchwin: error: upstream commit ")
-    assert "declares version 1.11.0a0 (version.txt)" in err and f"refs/heads/v{release}" in err
+    assert "declares version 1.11.0a0 (version.txt)" in err and f"refs/heads/{branch}" in err
     assert "gate" not in ctx["steps"] or ctx["steps"]["gate"]["outputs"] == {}
     assert anaconda.requests == []  # refused before asking anaconda.org anything
 
@@ -475,8 +487,8 @@ def test_gate_bad_input(tmp_path, capsys, anaconda):
 
 
 def test_anaconda_org_hiccups_are_retried_and_an_outage_is_one_line(tmp_path, anaconda, capsys):
-    upstream, release = upstream_history(tmp_path)
-    tip = upstream.git("rev-parse", f"v{release}")
+    upstream, branch = upstream_history(tmp_path)
+    tip = upstream.git("rev-parse", branch)
     anaconda.publish(built_probe(tmp_path / "built", tip))
     sleeps = []
     anaconda.unavailable = 2
@@ -488,3 +500,31 @@ def test_anaconda_org_hiccups_are_retried_and_an_outage_is_one_line(tmp_path, an
     # Another label, or a package never published: nothing to compare with, so the nightly builds.
     assert nightly.last_published_commit(anaconda.url, OWNER, "main", sleep=sleeps.append) is None
     assert nightly.last_published_commit(anaconda.url, OWNER, "nightly", package="nope") is None
+
+
+def test_release_branch_names_follow_upstreams_two_schemes():
+    assert nightly.release_branch("1.1.0") == "v1.1.0"
+    assert nightly.release_branch("1.3.1") == "v1.3.1"
+    assert nightly.release_branch("1.4.0") == "release/1.4"
+    assert nightly.release_branch("1.6.0") == "release/1.6"
+
+
+@pytest.mark.skipif(not os.environ.get("TORCHWIN_UPSTREAM_REPO"),
+                    reason="opt-in: TORCHWIN_UPSTREAM_REPO=<a clone or mirror of pytorch/pytorch>")
+def test_every_release_branch_exists_upstream_and_the_nightly_line_is_supported():
+    """Against a real upstream: each release's branch exists, and the nightly line's tip passes the gate."""
+    upstream = os.environ["TORCHWIN_UPSTREAM_REPO"]
+    data = yaml.safe_load((ROOT / "recipes" / "pytorch" / "variants.yaml").read_text(encoding="utf-8"))
+    missing = []
+    # From 1.1.0 on, the releases a nightly line can follow (the mirror used here has no branch of 0.4.x/1.0.0).
+    for release in [r for r in data["pytorch_version"] if nightly._version_key(r) >= (1, 1, 0)]:
+        ref = f"refs/heads/{nightly.release_branch(release)}"
+        if subprocess.run(["git", "-C", upstream, "rev-parse", "-q", "--verify", ref],
+                          capture_output=True).returncode != 0:
+            missing.append(ref)
+    assert missing == []
+    _, ref, base = nightly.upstream_source()
+    tip = subprocess.run(["git", "-C", upstream, "rev-parse", ref], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    line = nightly.check_supported(upstream, tip)
+    assert (line.release, line.next) == newest_nightly_line() and base == line.next

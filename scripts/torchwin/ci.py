@@ -77,7 +77,8 @@ def add_parser(subparsers):
         "upstream", help="print the upstream repository, ref and <next> version the nightly builds",
         description="The nightly follows --repo/--ref when given (TORCHWIN_UPSTREAM_REPO/REF, a dispatch "
         "input), else the newest release line of recipes/pytorch/variants.yaml that has a "
-        "pytorch_nightly_base: its upstream release branch (refs/heads/vX.Y.Z) of pytorch/pytorch. "
+        "pytorch_nightly_base: its upstream release branch of pytorch/pytorch (refs/heads/vX.Y.Z up to "
+        "1.3.1, refs/heads/release/X.Y from 1.4). "
         "base is --base, else that line's pytorch_nightly_base (nightly-version's --base).",
         epilog="example (GitHub Actions):\n  torchwin ci upstream --repo \"$UPSTREAM_REPO\" --ref \"$UPSTREAM_REF\" "
         "--base \"$NIGHTLY_BASE\" --github-output\n", formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -215,13 +215,23 @@ _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 class ReleaseLine:
     """A row of recipes/pytorch/variants.yaml that nightlies build on."""
 
-    release: str  # pytorch_version, e.g. 1.1.0
-    next: str  # pytorch_nightly_base, e.g. 1.2.0
+    release: str  # pytorch_version, e.g. 1.6.0
+    next: str  # pytorch_nightly_base, e.g. 1.6.0
 
     @property
     def branch(self):
-        # Upstream's release branch of that line (v1.1.0: the tag plus later fixes).
-        return f"v{self.release}"
+        return release_branch(self.release)
+
+
+def release_branch(release):
+    """Upstream's release branch of a release: the tag plus the fixes made after it.
+
+    Upstream named them v<X.Y.Z> up to 1.3.1 (v1.1.0, v1.2.0, v1.3.0, v1.3.1) and release/<X.Y>
+    from 1.4 on (release/1.4 ... release/1.7); tests/test_nightly.py checks every release of
+    variants.yaml from 1.1.0 on against an upstream mirror's branches (TORCHWIN_UPSTREAM_REPO).
+    """
+    major, minor, _ = _version_key(release)
+    return f"v{release}" if (major, minor) < (1, 4) else f"release/{major}.{minor}"
 
 
 def nightly_lines(recipe_dir=None):
@@ -250,8 +260,8 @@ def upstream_source(repo="", ref="", base="", recipe_dir=None):
         raise UserError(f"TORCHWIN_UPSTREAM_REPO={repo}: expected a GitHub owner/name, e.g. pytorch/pytorch")
     if base and not _BASE_RE.match(base):
         raise UserError(f"TORCHWIN_NIGHTLY_BASE={base}: expected a version X.Y.Z, e.g. {newest.next}")
-    # A full ref name: upstream has both a branch and a tag called v1.1.0, and the branch carries
-    # the fixes made after the release.
+    # A full ref name: up to 1.3.1 upstream has both a branch and a tag called vX.Y.Z, and the
+    # branch carries the fixes made after the release.
     return repo, ref or f"refs/heads/{newest.branch}", base or newest.next
 
 
