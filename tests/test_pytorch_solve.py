@@ -72,7 +72,7 @@ def minor(version):
 
 @pytest.fixture(scope="module")
 def rendered():
-    dirs = [ROOT / "recipes" / d for d in ("pytorch", "pytorch-select", "cuda-runtime", "vs2017")]
+    dirs = [ROOT / "recipes" / d for d in ("pytorch", "pytorch-select", "cuda-runtime", "vs2017", "magma")]
     missing = [d for d in dirs if not (d / "recipe.yaml").is_file()]
     assert not missing, "recipes missing: %s" % missing
     return recipes.render(dirs, list(PLATFORMS))
@@ -130,6 +130,15 @@ def pytorch_builds(rendered, platform, python):
     return [v for v in rendered if v.name == "pytorch" and v.subdir == platform and v.variant["python"] == python]
 
 
+def linked_magma(variant):
+    """{magma-cudaXY} a pytorch build host-depends on (CUDA 9.x builds; none for CPU and CUDA 8.0)."""
+    return {str(r).split()[0] for r in variant.host_requirements if str(r).startswith("magma-")}
+
+
+def magma_of(picked):
+    return {name for name in picked if name.startswith("magma-")}
+
+
 def newest(variants, cuda):
     """The build a user should get for this CUDA ("None" = CPU): newest release, then highest build."""
     matching = [v for v in variants if v.variant["cuda_compiler_version"] == cuda]
@@ -181,6 +190,9 @@ def test_cuda_selector_package_picks_that_cuda(rendered, channels, platform, pyt
     assert minor(got["cudatoolkit"].version) == cuda and got["cudnn"].build.startswith("cuda%s_" % cuda)
     for name in ("cudatoolkit", "cudnn"):
         assert from_label(got[name]) == (line == LABEL_LINE), (name, got[name].channel)
+    # The MAGMA the build linked comes along (its run_exports), from torchwin's main label.
+    assert magma_of(got) == linked_magma(want)
+    assert all(got[name].channel.endswith("/torchwin") for name in magma_of(got))
 
 
 def test_the_label_line_is_used_for_exactly_what_defaults_lacks():
@@ -196,7 +208,7 @@ def test_cpu_selection(rendered, channels, platform, python, specs, priority):
     want = newest(pytorch_builds(rendered, platform, python), "None")
     got = solve(channels, MAIN_LINE, platform, specs + ["python %s.*" % python], priority)
     assert (got["pytorch"].version, got["pytorch"].build) == (want.version, want.build_string)
-    assert "cudatoolkit" not in got
+    assert "cudatoolkit" not in got and magma_of(got) == set()
     assert got["pytorch-mutex"].build == "cpu"
 
 

@@ -33,6 +33,7 @@ from test_pytorch_solve import (  # noqa: E402
     LABEL,
     default_build,
     external_records,
+    linked_magma,
     minor,
     newest,
     readme_install_lines,
@@ -108,7 +109,8 @@ def repodata_entries(channel: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def rendered():
-    return recipes.render([ROOT / "recipes" / d for d in ("pytorch", "cuda-runtime", "vs2017")], list(PLATFORMS))
+    return recipes.render([ROOT / "recipes" / d for d in ("pytorch", "cuda-runtime", "vs2017", "magma")],
+                          list(PLATFORMS))
 
 
 @pytest.fixture(scope="module")
@@ -118,9 +120,10 @@ def channels(built, rendered, tmp_path_factory):
     root = tmp_path_factory.mktemp("channels")
     torchwin = root / "torchwin"
     shutil.copytree(channel, torchwin, ignore=shutil.ignore_patterns("label", "*.zst", "*.lock", "index.html"))
-    exporters = [v for v in rendered if v.recipe == "vs2017"]
+    # vs2017's and magma's run_exports reach pytorch's records, as the engine's build would add them.
+    exporters = [v for v in rendered if v.recipe in ("vs2017", "magma")]
     labels = channel_labels(rendered)
-    wanted = [v for v in rendered if v.recipe in ("pytorch", "cuda-runtime")]
+    wanted = [v for v in rendered if v.recipe in ("pytorch", "cuda-runtime", "magma")]
     records = repodata.variant_records(wanted, exporters=exporters)
     by_label: dict = {}
     for variant, record in zip(wanted, records):
@@ -193,6 +196,10 @@ def test_readme_install_lines_solve_with_conda_as_promised(channels, rendered, p
         want = expected_for(specs, builds)
         got = linked["pytorch"]
         assert (got["version"], got["build_string"]) == (want.version, want.build_string), (specs, got)
+        # The MAGMA the build linked (none for CPU builds) comes along, from torchwin.
+        magma = {name for name in linked if name.startswith("magma-")}
+        assert magma == linked_magma(want), (specs, sorted(magma))
+        assert all(channel_of(linked[name]) == "torchwin" for name in magma)
         if want.variant["cuda_compiler_version"] == "None":
             assert "cudatoolkit" not in linked and linked["pytorch-mutex"]["build_string"] == "cpu"
             continue

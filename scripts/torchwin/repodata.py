@@ -3,8 +3,9 @@
 Used by the solver tests (does `conda install pytorch cuda90` pick the right
 build?) and by the benchmarks. The records carry what rendering knows (name,
 version, build string and number, run requirements, constraints and
-track_features, the fields a solver decides on) plus the strong run_exports of
-the build tools rendered with them, which the engine adds at build time.
+track_features, the fields a solver decides on) plus the run_exports of the
+build and host dependencies rendered with them, which the engine adds at build
+time (vs2017's vs2015_runtime, magma-cudaXY).
 """
 
 from __future__ import annotations
@@ -51,24 +52,29 @@ def variant_record(variant, exported=()) -> tuple:
 
 
 def variant_records(variants, exporters=None) -> list:
-    """variant_record for each variant, with the strong run_exports of its build tools among `exporters`.
+    """variant_record for each variant, with the run_exports of its build and host dependencies among `exporters`.
 
-    The engine adds those when it builds: a win-64 pytorch built with vs2017_win-64 depends on
-    vc and vs2015_runtime, although recipe.yaml names only vc. Render alone does not apply them.
+    The engine adds those when it builds, as conda-build does: the strong run_exports of build
+    dependencies, the strong and weak ones of host dependencies. A win-64 pytorch built with
+    vs2017_win-64 depends on vs2015_runtime, and a CUDA 9.0 pytorch built against magma-cuda90 on
+    magma-cuda90, although recipe.yaml names neither under run. Render alone does not apply them.
     `exporters` defaults to `variants` itself.
     """
-    strong = {}
+    exports = {}
     for tool in variants if exporters is None else exporters:
-        for spec in tool.run_exports.get("strong", ()):
-            strong.setdefault((tool.name, tool.subdir), []).append(spec)
+        for kind in ("strong", "weak"):
+            exports.setdefault((tool.name, tool.subdir, kind), []).extend(tool.run_exports.get(kind, ()))
     out = []
     for variant in variants:
         exported = []
-        for requirement in variant.build_requirements:
+        sources = [(r, ("strong",)) for r in variant.build_requirements]
+        sources += [(r, ("strong", "weak")) for r in variant.host_requirements]
+        for requirement, kinds in sources:
             name = str(requirement).split()[0]
-            for spec in strong.get((name, variant.subdir), ()):
-                if spec not in exported:
-                    exported.append(spec)
+            for kind in kinds:
+                for spec in exports.get((name, variant.subdir, kind), ()):
+                    if spec not in exported:
+                        exported.append(spec)
         out.append(variant_record(variant, exported))
     return out
 
