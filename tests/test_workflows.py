@@ -242,7 +242,9 @@ def test_gpu_job_runs_only_where_a_gpu_runner_is_declared(workflows):
     assert "needs.plan.outputs.gpu-count != '0'" in jobs["gpu-test"]["if"]
     plan_env = next(s for s in jobs["plan"]["steps"] if s.get("id") == "matrix")["env"]
     assert plan_env["GPU_RUNNER"] == "${{ vars.TORCHWIN_GPU_RUNNER }}"
-    assert "--require-cuda" in " ".join(s.get("run", "") for s in jobs["gpu-test"]["steps"])
+    # Every package test honours TORCHWIN_REQUIRE_CUDA (run_test.py's --require-cuda, check_library.py).
+    test_step = next(s for s in jobs["gpu-test"]["steps"] if s.get("name", "").startswith("Package test"))
+    assert test_step["env"]["TORCHWIN_REQUIRE_CUDA"] == "1"
 
 
 def test_build_jobs_install_the_toolchain_from_the_pinned_table(workflows):
@@ -312,6 +314,9 @@ def _run_with_stubs(step, env, stubs, cwd):
     return [line.split("\0")[:-1] for line in text.splitlines() if line]
 
 
+BUILD_JOBS = {f"{stage}-{kind}" for stage in ("magma", "build", "torchvision") for kind in ("windows", "linux")}
+
+
 def _conda_build_calls(workflow, tmp_path, dependency_channels="defaults"):
     calls = {}
     for job_name, job, step in _steps_running(workflow, "conda build"):
@@ -323,7 +328,7 @@ def _conda_build_calls(workflow, tmp_path, dependency_channels="defaults"):
 
 def test_conda_build_uses_only_options_conda_build_26_accepts_for_v1_recipes(workflows, tmp_path):
     calls = _conda_build_calls(workflows["nightly.yml"], tmp_path)
-    assert set(calls) == {"build-windows", "build-linux"}
+    assert set(calls) == BUILD_JOBS
     for job_name, argvs in calls.items():
         assert len(argvs) == 1 and argvs[0][:3] == ["conda", "build", "recipes/pytorch"], job_name
         flags = {word for word in argvs[0] if word.startswith("-")}
@@ -343,7 +348,7 @@ def test_conda_build_packs_with_the_nightly_zstd_level_of_torchwin_build(workflo
     assert kind == "conda" and level.isdigit()
     nightly = workflows["nightly.yml"]
     calls = _conda_build_calls(nightly, tmp_path)
-    assert len(calls) == 2
+    assert set(calls) == BUILD_JOBS
     for job_name, job, build_step in _steps_running(nightly, "conda build"):
         (argv,) = calls[job_name]
         assert _option(argv, "--package-format") == ["conda"], job_name
@@ -385,7 +390,7 @@ def test_builds_and_tests_get_their_dependencies_from_channels_that_have_them(wo
                        and tuple(map(int, e["cuda"].split("."))) < CONDA_FORGE_FIRST_CUDATOOLKIT})
     assert old_cuda, "the matrix builds CUDA 8.0/9.0 variants: cudatoolkit for them is only in defaults"
     steps = (_steps_running(nightly, "conda build") + _steps_running(nightly, "conda create"))
-    assert {job for job, _, _ in steps} == {"build-windows", "build-linux", "test", "gpu-test"}
+    assert {job for job, _, _ in steps} == BUILD_JOBS | {"test", "gpu-test"}
     for job_name, _, step in steps:
         assert "defaults" in _dependency_channels(step), job_name
     # What the steps run: first this run's own channel, then the dependency channels, nothing else.
@@ -404,7 +409,7 @@ def test_builds_and_tests_get_their_dependencies_from_channels_that_have_them(wo
     # The conda set-up steps install tools only, from conda-forge, with strict priority: the first
     # channel that has a name (ours, for vc and pytorch-mutex) is the only one it comes from.
     setups = [s for _, _, s in steps_of(nightly) if s.get("uses", "").startswith("conda-incubator/")]
-    assert len(setups) == 4
+    assert len(setups) == len(BUILD_JOBS) + 2
     for step in setups:
         assert step["with"]["channels"] == "conda-forge"
         assert step["with"]["channel-priority"] == "strict"
@@ -568,36 +573,57 @@ def test_plan_matrix_equals_the_rendered_variants(plan):
     assert json.loads(outputs["gpu"]) == {"include": []} and outputs["gpu-count"] == "0"
 
 
-def test_plan_names_every_other_recipe_for_the_toolchain_job(plan):
-    expected = sorted(f"recipes/{r}" for r in {r["recipe"] for r in plan["records"]} - {"pytorch"})
+def test_plan_names_the_script_only_recipes_for_the_toolchain_job(plan):
+    # magma compiles (nvcc + MSVC/gcc) and torchvision builds on pytorch: both get build jobs instead.
+    rendered = {r["recipe"] for r in plan["records"]}
+    assert {"magma", "pytorch"} <= rendered
+    expected = sorted(f"recipes/{r}" for r in rendered - {"pytorch", "magma", "torchvision"})
     assert plan["outputs"]["support-recipes"].split() == expected
-    assert expected, "the pytorch build needs this repository's compiler and selection packages"
+    assert {"recipes/vs2017", "recipes/nvcc", "recipes/pytorch-select"} <= set(expected)
 
 
 def test_each_variant_file_makes_conda_build_pick_exactly_that_build(plan, workflows, monkeypatch):
-    """Replays conda-build 26's v1 path: recipe variants.yaml, merged with the -m file, rendered."""
+    """Replays conda-build 26's v1 path for every build job of every stage: the recipe's variants.yaml,
+    merged with the -m file the job writes, rendered."""
+    monkeypatch.setenv("TORCHWIN_NIGHTLY", "20190601")
+    jobs = workflows["nightly.yml"]["jobs"]
+    checked = set()
+    for job_name in sorted(BUILD_JOBS):
+        job = jobs[job_name]
+        step = next(s for s in job["steps"] if s.get("run", "").startswith("torchwin ci variant-file"))
+        output = _matrix_output(job)
+        for entry in json.loads(plan["outputs"][output])["include"]:
+            _check_variant_file(step, entry, plan["tmp"])
+            checked.add(entry["recipe"])
+    assert checked >= {"magma", "pytorch"}
+
+
+def _matrix_output(job):
+    """`${{ fromJSON(needs.plan.outputs.X) }}` -> X."""
+    match = re.fullmatch(r"\$\{\{ fromJSON\(needs\.plan\.outputs\.([\w-]+)\) \}\}", job["strategy"]["matrix"])
+    assert match, job["strategy"]["matrix"]
+    return match.group(1)
+
+
+def _check_variant_file(step, entry, tmp):
     from rattler_build import PlatformConfig, RenderConfig, Stage0Recipe, VariantConfig
     from torchwin import recipes
 
-    step = next(s for s in workflows["nightly.yml"]["jobs"]["build-windows"]["steps"]
-                if s.get("run", "").startswith("torchwin ci variant-file"))
-    monkeypatch.setenv("TORCHWIN_NIGHTLY", "20190601")
-    entries = json.loads(plan["outputs"]["all"])["include"]
-    recipe = Stage0Recipe.from_file(ROOT / "recipes" / "pytorch" / "recipe.yaml")
-    for entry in entries:
-        variant_file = plan["tmp"] / f"{entry['id']}.yaml"
-        argv = _arguments(_logical_lines(step["run"])[0],
-                          {"VARIANT": json.dumps(entry["variant"]), "RUNNER_TEMP": str(plan["tmp"]),
-                           "TARGET_PLATFORM": entry["target_platform"]})
-        argv[argv.index("--output") + 1] = str(variant_file)
-        assert main(argv[1:]) == 0
-        platform = entry["target_platform"]
-        config = recipes.load_variant_config(ROOT / "recipes" / "pytorch", platform)
-        config = config.merge(VariantConfig.from_file(variant_file))
-        rendered = recipe.render(config, RenderConfig(platform=PlatformConfig(target_platform=platform)))
-        built = {f"{v.recipe.package.name} {v.recipe.build.string}" for v in rendered
-                 if not v.recipe.build.to_dict().get("noarch")}
-        assert built == set(entry["packages"]), entry["id"]
+    recipe_dir = ROOT / entry["recipe_dir"]
+    recipe = Stage0Recipe.from_file(recipe_dir / "recipe.yaml")
+    variant_file = tmp / f"{entry['id']}.yaml"
+    argv = _arguments(_logical_lines(step["run"])[0],
+                      {"VARIANT": json.dumps(entry["variant"]), "RUNNER_TEMP": str(tmp),
+                       "TARGET_PLATFORM": entry["target_platform"], "RECIPE_DIR": str(recipe_dir)})
+    argv[argv.index("--output") + 1] = str(variant_file)
+    assert main(argv[1:]) == 0
+    platform = entry["target_platform"]
+    config = recipes.load_variant_config(recipe_dir, platform)
+    config = config.merge(VariantConfig.from_file(variant_file))
+    rendered = recipe.render(config, RenderConfig(platform=PlatformConfig(target_platform=platform)))
+    built = {f"{v.recipe.package.name} {v.recipe.build.string}" for v in rendered
+             if not v.recipe.build.to_dict().get("noarch")}
+    assert built == set(entry["packages"]), entry["id"]
 
 
 # ---------------------------------------------------------------- `torchwin ci matrix` on a small sample
@@ -609,7 +635,10 @@ def _record(platform, python, cuda, name="pytorch", version="1.2.0.dev20190601",
     return {"recipe": "pytorch", "name": name, "version": version,
             "build_string": f"py{python.replace('.', '')}_{tag}_1", "build_number": 1, "subdir": platform,
             "target_platform": platform, "noarch": noarch, "variant": {} if noarch else variant,
-            "depends": [], "constrains": [], "track_features": []}
+            "depends": [], "constrains": [], "track_features": [],
+            # As the recipe renders its package test (recipes/pytorch/recipe.yaml `tests:`).
+            "tests": [{"script": {"content": "python run_test.py",
+                                  "env": {"TORCHWIN_EXPECT_VERSION": version, "TORCHWIN_REQUIRE_CUDA": "0"}}}]}
 
 
 SAMPLE = [

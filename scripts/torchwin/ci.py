@@ -113,14 +113,32 @@ def add_parser(subparsers):
     p = sub.add_parser(
         "matrix", help="turn `torchwin render --json` output into the GitHub build matrix",
         description=ci_matrix.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  torchwin render recipes/pytorch --target-platform all --json | "
+        epilog="outputs (stdout as name=value lines, and with --github-output as step outputs):\n"
+        "  windows, linux, all (+ windows-count, linux-count, count)  the build jobs of the --recipe\n"
+        "      recipes (pytorch), as {\"include\": [...]}\n"
+        "  <recipe>-windows, <recipe>-linux (+ -count)  the build jobs of each compiled recipe,\n"
+        "      e.g. magma-windows, pytorch-linux, torchvision-windows\n"
+        "  stages          the compiled recipes in build order, e.g. [[\"magma\"],[\"pytorch\"],[\"torchvision\"]]\n"
+        "  tests (+ tests-count)  one clean-runner test per build job with a script test\n"
+        "  gpu (+ gpu-count)      the Windows CUDA tests, on --gpu-runner (empty without one)\n"
+        "  support-recipes        the script-only recipes the toolchain job builds\n"
+        "  skip-rebuilt-artifacts artifacts of the stages before pytorch's (publish keeps their copies)\n"
+        "Each entry names its artifact (`artifact`), the artifacts its job builds on (`needs_artifacts`,\n"
+        "`needs_pattern` for download-artifact) and those its test installs (`test_pattern`).\n\n"
+        "example:\n  torchwin render --target-platform all --json | "
         "torchwin ci matrix - --only 'pytorch-win-64-*'\n")
     p.add_argument("render_json", metavar="FILE", help="render output (JSON); - reads standard input")
     p.add_argument("--recipe", action="append", metavar="NAME",
-                   help="recipe whose variants become build jobs (repeatable; default: pytorch)")
+                   help="the main recipe: the windows/linux/all outputs and --expect-version are its "
+                   "(repeatable; default: pytorch); every compiled recipe gets build jobs")
     p.add_argument("--only", action="append", metavar="PATTERNS",
                    help="keep entries whose id matches one of these globs (comma or space separated), "
                    "e.g. 'pytorch-win-64-py3.6-*'")
+    p.add_argument("--job-recipes", action="append", metavar="NAMES",
+                   help="the compiled recipes the workflow has build jobs for, in the order they run "
+                   "(comma separated, e.g. magma,pytorch,torchvision): a compiled recipe not listed, or an "
+                   "order the stages contradict, is an error; a listed one that renders nothing gets "
+                   "empty matrices")
     p.add_argument("--expect-version", metavar="V",
                    help="fail unless every build renders version V (the plan job passes nightly-version's)")
     p.add_argument("--windows-runner", default="windows-2022", metavar="LABELS",
@@ -255,13 +273,17 @@ def run_matrix(args):
         windows=args.windows_runner, windows_cuda=args.windows_cuda_runner,
         linux=args.linux_runner, linux_cuda=args.linux_cuda_runner, gpu=args.gpu_runner)
     matrix = ci_matrix.build_matrix(records, recipes=recipes, runners=runners,
-                                    only=ci_matrix.parse_only(args.only), expect_version=args.expect_version)
+                                    only=ci_matrix.parse_only(args.only), expect_version=args.expect_version,
+                                    job_recipes=ci_matrix.parse_only(args.job_recipes))
     support = ci_matrix.support_recipes(records, recipes)
-    print(json.dumps(dict(matrix, support_recipes=support), indent=2, sort_keys=True))
-    counts = ", ".join(f"{len(matrix[k])} {k}" for k in ("windows", "linux", "gpu"))
-    print(f"matrix: {counts} job(s)", file=sys.stderr)
+    rebuilt = ci_matrix.skip_rebuilt_artifacts(matrix, recipes)
+    print(json.dumps(dict(matrix, support_recipes=support, skip_rebuilt_artifacts=rebuilt), indent=2,
+                     sort_keys=True))
+    counts = ", ".join(f"{len(kinds[k])} {recipe}-{k}" for names in matrix["stages"] for recipe in names
+                       for kinds in [matrix["recipes"][recipe]] for k in ("windows", "linux"))
+    print(f"matrix: {counts}, {len(matrix['tests'])} test, {len(matrix['gpu'])} gpu job(s)", file=sys.stderr)
     if args.github_output:
-        gha.write_outputs(ci_matrix.github_outputs(matrix, support))
+        gha.write_outputs(ci_matrix.github_outputs(matrix, support, rebuilt))
     return 0
 
 

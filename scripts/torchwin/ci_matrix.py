@@ -6,10 +6,38 @@ buildable variant of a recipe -- (recipe, target platform, version, python,
 CUDA) -- because one `conda build` call with that variant pinned builds every
 output of it. noarch outputs ride along with whichever job builds them.
 
+Which recipes get build jobs, and in which stage, is read from the render too:
+
+  * A recipe is *compiled* when one of its rendered variants calls a compiler
+    (the engine records the `<lang>_compiler` key `compiler('c')` or
+    `compiler('cuda')` reads, e.g. `cuda_compiler`): it needs a build machine
+    with VS2017/gcc and CUDA, so each variant gets a build job (magma,
+    pytorch, torchvision). So is a recipe that needs a compiled recipe's
+    package (torchvision 0.2.x is pure Python, but built on its pytorch).
+    Every other recipe is script-only (vs2017, nvcc, pytorch-select,
+    cuda-runtime): the toolchain job builds them all, for both platforms, in
+    seconds, before any stage.
+  * A compiled recipe whose packages another compiled recipe requires (build,
+    host or run requirements) builds in an earlier stage: magma (stage 0)
+    before pytorch (host: magma-cudaXY) before torchvision (host/run: pytorch).
+  * Entry by entry, a job needs the jobs whose packages match its
+    requirements (matched as the solver would, with py-rattler's MatchSpec;
+    of several matches, those that agree on the shared variant values such as
+    python): the torchvision job of py3.6 CUDA 9.0 needs that pytorch job and,
+    through it, the magma-cuda90 job. `needs_artifacts` names their
+    artifacts; a requirement that names a package a compiled recipe makes but
+    matches no rendered build is an error (the job could not find it).
+
 Each entry carries what its jobs need and nothing they would have to compute:
 the runner label, the CUDA version to install, the full variant to pin (so
-`conda build -m variant.yaml` renders exactly this one), the package specs
-the test job installs, and cache keys.
+`conda build -m variant.yaml` renders exactly this one), the artifact it
+uploads and the ones it downloads, the package specs and the recipe's own
+script test (script and environment, as the recipe's `tests:` renders them)
+the test job runs on a clean runner, and cache keys.
+
+--only selects entries by id (any recipe); the jobs they need come along
+(magma for a CUDA pytorch), and so do the jobs that need only what is
+selected (the torchvision of a selected pytorch).
 """
 
 from __future__ import annotations
@@ -170,19 +198,186 @@ def entry_id(recipe, platform, python, cuda, version=None):
     return _slug("-".join(p for p in parts if p))
 
 
-def build_matrix(records, recipes=("pytorch",), runners=Runners(), only=(), recipes_root="recipes",
-                 expect_version=None, zip_info=None):
-    """The matrix as {"windows": [...], "linux": [...], "gpu": [...]} lists of entries.
+def compiles(record):
+    """The variant calls a compiler: rattler-build records `c_compiler`, `cuda_compiler`... it read."""
+    return any(str(key).endswith("_compiler") for key in (record.get("variant") or {}))
 
+
+def requirements(record):
+    """Every requirement of a rendered package: build, host and run."""
+    return [*record.get("build_requirements", ()), *record.get("host_requirements", ()), *record.get("depends", ())]
+
+
+def _spec_name(spec):
+    return str(spec).split()[0] if str(spec).split() else ""
+
+
+def compiled_recipes(records, main=()):
+    """Recipes that need a build machine: they compile, or need a package of one that does."""
+    producer = {}
+    for record in records:
+        producer.setdefault(record["name"], record["recipe"])
+    machine = {r["recipe"] for r in records if compiles(r)} | set(main)
+    changed = True
+    while changed:
+        changed = False
+        for record in records:
+            if record["recipe"] in machine:
+                continue
+            if any(producer.get(_spec_name(s)) in machine for s in requirements(record)):
+                machine.add(record["recipe"])
+                changed = True
+    return machine
+
+
+def stages(records, machine):
+    """[[recipe, ...], ...]: each compiled recipe one stage after the latest compiled recipe it needs."""
+    producer = {}
+    for record in records:
+        if record["recipe"] in machine:
+            producer.setdefault(record["name"], record["recipe"])
+    needs = {recipe: set() for recipe in machine}
+    for record in records:
+        if record["recipe"] in machine:
+            for spec in requirements(record):
+                dep = producer.get(_spec_name(spec))
+                if dep is not None and dep != record["recipe"]:
+                    needs[record["recipe"]].add(dep)
+    level = {}
+
+    def depth(recipe, path):
+        if recipe in path:
+            raise Failure("recipes need each other's packages in a cycle: " + " -> ".join([*path, recipe]))
+        if recipe not in level:
+            level[recipe] = 1 + max((depth(d, (*path, recipe)) for d in needs[recipe]), default=-1)
+        return level[recipe]
+
+    for recipe in sorted(machine):
+        depth(recipe, ())
+    out = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for recipe in sorted(level):
+        out[level[recipe]].append(recipe)
+    return out
+
+
+def _package_record(record):
+    import rattler
+
+    return rattler.PackageRecord(record["name"], rattler.VersionWithSource(record["version"]),
+                                 rattler.BuildString(record["build_string"]),
+                                 int(record.get("build_number") or 0), rattler.Subdir(record["subdir"]))
+
+
+def _matches(spec, record):
+    import rattler
+
+    try:
+        return rattler.MatchSpec(str(spec)).matches(_package_record(record))
+    except Exception as exc:  # py-rattler raises its own parse errors
+        raise Failure(f"{record['recipe']}: cannot read the requirement {spec!r} ({exc})") from None
+
+
+def _agree(a, b):
+    """Two variants agree on every key both have (python, CUDA...), the platform aside."""
+    return all(str(a[k]) == str(b[k]) for k in set(a) & set(b) if k != "target_platform")
+
+
+def link_entries(entries, records_of):
+    """Set each entry's `needs` (ids of the entries whose packages it requires), transitively closed."""
+    by_name = {}
+    for entry in entries:
+        for record in records_of[entry["id"]]:
+            by_name.setdefault(record["name"], []).append((entry, record))
+    direct = {}
+    for entry in entries:
+        found = set()
+        for record in records_of[entry["id"]]:
+            for spec in requirements(record):
+                candidates = [(e, r) for e, r in by_name.get(_spec_name(spec), ())
+                              if e["recipe"] != entry["recipe"] and r["subdir"] in (record["subdir"], "noarch")]
+                if not candidates:
+                    continue
+                matching = [(e, r) for e, r in candidates if _matches(spec, r)]
+                if not matching:
+                    builds = sorted({f"{r['name']} {r['version']} {r['build_string']}" for _, r in candidates})
+                    raise Failure(f"{entry['id']} requires {spec!r}; recipe {candidates[0][0]['recipe']} builds "
+                                  f"{', '.join(builds)} for {record['subdir']} but none matches, so the job "
+                                  "would not find it (do the two recipes render the same release?)")
+                agreeing = [e for e, r in matching if _agree(e["variant"], entry["variant"])]
+                found |= {e["id"] for e in (agreeing or [e for e, _ in matching])}
+        direct[entry["id"]] = found
+
+    def closure(ident, path=()):
+        out = set()
+        for dep in direct[ident]:
+            if dep in path:
+                raise Failure(f"build jobs need each other in a cycle: {' -> '.join([*path, dep])}")
+            out |= {dep} | closure(dep, (*path, dep))
+        return out
+
+    for entry in entries:
+        entry["needs"] = sorted(closure(entry["id"], (entry["id"],)))
+
+
+def script_test(records, recipe_dir):
+    """(script, env pairs, extra specs) of the recipe's `python X.py` test, as rendered; None if it has none."""
+    found = []
+    for record in records:
+        for test in record.get("tests") or ():
+            script = test.get("script") if isinstance(test, dict) else None
+            if not isinstance(script, dict):
+                continue
+            content = script.get("content")
+            lines = [line.strip() for line in (content if isinstance(content, list) else str(content).splitlines())
+                     if line.strip()]
+            match = re.fullmatch(r"python (\S+\.py)", lines[0]) if len(lines) == 1 else None
+            if not match:
+                continue
+            # The test job decides about the GPU (TORCHWIN_REQUIRE_CUDA=1 on the GPU runner only).
+            env = [f"{k}={v}" for k, v in sorted((script.get("env") or {}).items()) if k != "TORCHWIN_REQUIRE_CUDA"]
+            spaced = [pair for pair in env if re.search(r"\s", pair)]
+            if spaced:
+                raise Failure(f"{record['name']}: the test's environment {spaced[0]!r} has a space; the test job "
+                              "passes the values as words")
+            extra = [str(s) for s in (test.get("requirements") or {}).get("run", ())]
+            found.append((f"{recipe_dir}/{match.group(1)}", env, extra))
+    if len({f[0] for f in found}) > 1:
+        raise Failure(f"{recipe_dir}: one package test script per build job, found {', '.join(f[0] for f in found)}")
+    return found[0] if found else None
+
+
+def artifact_pattern(names):
+    """A download-artifact `pattern` (minimatch) for exactly these artifact names."""
+    names = sorted(names)
+    if not names:
+        return ""
+    return names[0] if len(names) == 1 else "{" + ",".join(names) + "}"
+
+
+def build_matrix(records, recipes=("pytorch",), runners=Runners(), only=(), recipes_root="recipes",
+                 expect_version=None, zip_info=None, job_recipes=()):
+    """Every build job, by recipe and platform kind, and the test jobs.
+
+    Returns {"windows", "linux", "gpu", "recipes", "stages", "tests"}: windows/linux are the jobs of
+    `recipes` (the main recipe, pytorch); recipes maps every compiled recipe to its {"windows", "linux"}
+    jobs; stages lists the compiled recipes stage by stage; tests holds one clean-runner test per job
+    with a script test; gpu the Windows CUDA ones of those, on the GPU runner.
     only: fnmatch patterns over entry ids (empty: everything).
     zip_info: callable(recipe_dir, platform) -> (zip_groups, values); default reads variants.yaml.
+    job_recipes: the compiled recipes the workflow has build jobs for, in the order its jobs run
+    (empty: no check); each gets outputs, empty when it renders nothing.
     """
     zip_info = zip_info or recipe_zip_info
-    groups = group(records, recipes)
-    if not groups:
+    machine = compiled_recipes(records, recipes)
+    order = stages(records, machine)
+    stage_of = {recipe: number for number, names in enumerate(order) for recipe in names}
+    if job_recipes:
+        check_job_recipes(job_recipes, order)
+    groups = group(records, tuple(machine))
+    if not any(key[0] in recipes for key in groups):
         raise Failure("render output has no buildable package of recipe(s) {}".format(", ".join(recipes)))
     if expect_version:
-        wrong = sorted({k[2] for k in groups if k[2] != expect_version})
+        wrong = sorted({k[2] for k in groups if k[0] in recipes and k[2] != expect_version})
         if wrong:
             raise Failure(f"the recipe renders version(s) {', '.join(wrong)} but nightly-version says "
                           f"{expect_version}: the recipe and `torchwin nightly-version` disagree on <next>")
@@ -192,7 +387,9 @@ def build_matrix(records, recipes=("pytorch",), runners=Runners(), only=(), reci
         counts[(recipe, platform, python, cuda)] = counts.get((recipe, platform, python, cuda), 0) + 1
     zips = {}
     entries = []
-    for (recipe, platform, version, python, cuda), members in sorted(groups.items()):
+    records_of = {}
+    for (recipe, platform, version, python, cuda), members in sorted(
+            groups.items(), key=lambda item: (stage_of[item[0][0]], item[0])):
         short = entry_id(recipe, platform, python, cuda)
         several = counts[(recipe, platform, python, cuda)] > 1
         ident = entry_id(recipe, platform, python, cuda, version if several else None)
@@ -201,10 +398,14 @@ def build_matrix(records, recipes=("pytorch",), runners=Runners(), only=(), reci
             zips[(recipe_dir, platform)] = zip_info(recipe_dir, platform)
         variant = complete_zips(pinned_variant(members), *zips[(recipe_dir, platform)])
         packages = sorted(members, key=lambda r: r["name"])
+        specs = ["{} =={} {}".format(r["name"], r["version"], r["build_string"]) for r in packages]
+        test = script_test(packages, recipe_dir)
+        records_of[ident] = packages
         entries.append({
             "id": ident,
             "recipe": recipe,
             "recipe_dir": recipe_dir,
+            "stage": stage_of[recipe],
             "target_platform": platform,
             "version": version,
             "python": python,
@@ -216,30 +417,94 @@ def build_matrix(records, recipes=("pytorch",), runners=Runners(), only=(), reci
             "variant": variant,
             "packages": ["{} {}".format(r["name"], r["build_string"]) for r in packages],
             # Exact specs: the test job installs what this job built, nothing the solver might prefer.
-            "specs": ["{} =={} {}".format(r["name"], r["version"], r["build_string"]) for r in packages],
+            "specs": specs,
+            "artifact": "packages-" + ident,
+            "test_script": test[0] if test else "",
+            "test_env": test[1] if test else [],
+            "test_specs": specs + (test[2] if test else []),
             # The compiler cache survives version bumps: keyed by what changes the compiled objects.
             "cache_key": short,
         })
+    link_entries(entries, records_of)
     if only:
-        entries = [e for e in entries if any(fnmatch.fnmatchcase(e["id"], p) for p in only)]
-        if not entries:
+        selected = {e["id"] for e in entries if any(fnmatch.fnmatchcase(e["id"], p) for p in only)}
+        if not selected:
             example = entry_id("pytorch", "win-64", "3.6", "9.0")
             raise UserError(f"--only {' '.join(only)} matches no variant; ids look like {example}")
-    matrix = {kind: [e for e in entries if PLATFORM_KINDS[e["target_platform"]] == kind]
-              for kind in ("windows", "linux")}
+        keep = set(selected)
+        for entry in entries:
+            if entry["id"] in selected:
+                keep |= set(entry["needs"])
+        # Jobs that build on the kept ones alone (the torchvision of a selected pytorch) come along;
+        # entries are in stage order, so one pass sees a job after everything it needs.
+        for entry in entries:
+            if entry["needs"] and set(entry["needs"]) & selected and set(entry["needs"]) <= keep:
+                keep.add(entry["id"])
+                selected.add(entry["id"])
+        entries = [e for e in entries if e["id"] in keep]
+    # The stages before the main recipe's build only what a later job needs (magma for the CUDA
+    # releases the pytorch jobs build, not every CUDA magma's variants.yaml lists).
+    main_stage = min(stage_of[r] for r in recipes if r in stage_of)
+    needed = {dep for e in entries for dep in e["needs"]}
+    entries = [e for e in entries if e["stage"] >= main_stage or e["id"] in needed]
+    by_id = {e["id"]: e for e in entries}
+    for entry in entries:
+        entry["needs_artifacts"] = [by_id[d]["artifact"] for d in entry["needs"]]
+        entry["needs_pattern"] = artifact_pattern(entry["needs_artifacts"])
+        # The test job downloads the job's own packages and every package they were built on.
+        entry["test_artifacts"] = sorted([entry["artifact"], *entry["needs_artifacts"]])
+        entry["test_pattern"] = artifact_pattern(entry["test_artifacts"])
+
+    def kind(entry):
+        return PLATFORM_KINDS[entry["target_platform"]]
+
+    matrix = {k: [e for e in entries if e["recipe"] in recipes and kind(e) == k] for k in ("windows", "linux")}
+    matrix["recipes"] = {recipe: {k: [e for e in entries if e["recipe"] == recipe and kind(e) == k]
+                                  for k in ("windows", "linux")} for recipe in sorted(machine | set(job_recipes))}
+    matrix["stages"] = order
+    matrix["tests"] = [e for e in entries if e["test_script"]]
     gpu = []
     if runners.gpu:
-        for entry in matrix["windows"]:
-            if entry["cuda"] != CPU:
+        for entry in matrix["tests"]:
+            if kind(entry) == "windows" and entry["cuda"] != CPU:
                 gpu.append(dict(entry, runner=runs_on(runners.gpu)))
     matrix["gpu"] = gpu
     return matrix
 
 
+def check_job_recipes(job_recipes, order):
+    """UserError unless the workflow's build jobs cover every compiled recipe, in an order the stages allow."""
+    listed = list(job_recipes)
+    missing = [r for names in order for r in names if r not in listed]
+    if missing:
+        raise UserError(f"--job-recipes {','.join(listed)}: the render has the compiled recipe(s) "
+                        f"{', '.join(missing)}, which would be built nowhere; stages: {stage_text(order)}")
+    stage_of = {recipe: number for number, names in enumerate(order) for recipe in names}
+    present = [r for r in listed if r in stage_of]
+    for before, after in zip(present, present[1:]):
+        if stage_of[before] > stage_of[after]:
+            raise UserError(f"--job-recipes {','.join(listed)}: {before} is listed before {after}, but builds in "
+                            f"a later stage (on what {after} builds); stages: {stage_text(order)}")
+
+
+def stage_text(order):
+    """[["magma"], ["pytorch"]] -> "0: magma, 1: pytorch"."""
+    return ", ".join(f"{n}: {' '.join(names)}" for n, names in enumerate(order))
+
+
 def support_recipes(records, recipes=("pytorch",), recipes_root="recipes"):
-    """Recipe folders the build needs from this repository (toolchain and selection packages)."""
-    names = sorted({r["recipe"] for r in records if r["recipe"] not in recipes})
+    """Recipe folders the toolchain job builds: the script-only ones (toolchain and selection packages)."""
+    machine = compiled_recipes(records, recipes)
+    names = sorted({r["recipe"] for r in records if r["recipe"] not in machine})
     return [_recipe_dir(n, recipes_root) for n in names]
+
+
+def skip_rebuilt_artifacts(matrix, recipes=("pytorch",)):
+    """Artifacts of the stages before the main recipe's (magma): rebuilt every night from an unchanged
+    recipe, so the same file names as the copies already published: publish keeps those (--skip-rebuilt)."""
+    first = min((n for n, names in enumerate(matrix["stages"]) if set(names) & set(recipes)), default=0)
+    earlier = {r for names in matrix["stages"][:first] for r in names}
+    return sorted(e["artifact"] for r in earlier for k in ("windows", "linux") for e in matrix["recipes"][r][k])
 
 
 def parse_only(values):
@@ -250,16 +515,33 @@ def parse_only(values):
     return out
 
 
-def github_outputs(matrix, support=()):
-    """Step outputs: a matrix ({"include": [...]}) and a count per job kind, plus all entries together."""
+def github_outputs(matrix, support=(), rebuilt=()):
+    """Step outputs: a matrix ({"include": [...]}) and a count per job kind, plus all entries together.
+
+    windows, linux, all, count: the main recipe's (pytorch's) build jobs. <recipe>-windows,
+    <recipe>-linux (+ -count): every compiled recipe's. tests, gpu (+ -count): the test jobs.
+    stages: the compiled recipes, stage by stage (JSON). support-recipes: what the toolchain job
+    builds. skip-rebuilt-artifacts: artifacts publish keeps the published copy of.
+    """
+    def include(entries):
+        return json.dumps({"include": entries}, separators=(",", ":"), sort_keys=True)
+
     pairs = []
     every = matrix["windows"] + matrix["linux"]
     for kind in ("windows", "linux", "gpu"):
-        pairs.append((kind, json.dumps({"include": matrix[kind]}, separators=(",", ":"), sort_keys=True)))
+        pairs.append((kind, include(matrix[kind])))
         pairs.append((kind + "-count", str(len(matrix[kind]))))
-    pairs.append(("all", json.dumps({"include": every}, separators=(",", ":"), sort_keys=True)))
+    pairs.append(("all", include(every)))
     pairs.append(("count", str(len(every))))
+    for recipe, kinds in sorted(matrix["recipes"].items()):
+        for kind in ("windows", "linux"):
+            pairs.append((f"{recipe}-{kind}", include(kinds[kind])))
+            pairs.append((f"{recipe}-{kind}-count", str(len(kinds[kind]))))
+    pairs.append(("tests", include(matrix["tests"])))
+    pairs.append(("tests-count", str(len(matrix["tests"]))))
+    pairs.append(("stages", json.dumps(matrix["stages"], separators=(",", ":"))))
     pairs.append(("support-recipes", " ".join(support)))
+    pairs.append(("skip-rebuilt-artifacts", " ".join(rebuilt)))
     return pairs
 
 

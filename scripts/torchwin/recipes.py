@@ -82,6 +82,7 @@ class Variant:
     build_requirements: list = field(default_factory=list)
     host_requirements: list = field(default_factory=list)
     run_exports: dict = field(default_factory=dict)  # {"strong": [...], "weak": [...]} of a build tool
+    tests: list = field(default_factory=list)  # the rendered `tests:` section (the CI reruns its script test)
     rendered: object = field(default=None, repr=False, compare=False)
 
     @property
@@ -111,6 +112,10 @@ class Variant:
             "depends": list(self.depends),
             "constrains": list(self.constrains),
             "track_features": list(self.track_features),
+            # What the CI's stages are derived from: a recipe whose packages another needs builds first.
+            "build_requirements": list(self.build_requirements),
+            "host_requirements": list(self.host_requirements),
+            "tests": list(self.tests),
         }
 
 
@@ -266,6 +271,7 @@ def render_recipe(recipe_dir: Path, target_platform: str) -> list[Variant]:
             host_requirements=[_spec_to_str(s, pins) for s in reqs.get("host", [])],
             run_exports={kind: [_spec_to_str(s, pins) for s in specs]
                          for kind, specs in (reqs.get("run_exports") or {}).items() if isinstance(specs, list)},
+            tests=list(recipe.to_dict().get("tests") or []),
             rendered=item,
         )
         if variant.key in seen:
