@@ -14,7 +14,8 @@ from torchwin.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.name for p in (ROOT / "recipes").iterdir() if (p / "recipe.yaml").is_file())
 JSON_KEYS = {"recipe", "name", "version", "build_string", "build_number", "subdir", "target_platform", "noarch",
-             "variant", "depends", "constrains", "track_features"}
+             "variant", "depends", "constrains", "track_features", "build_requirements", "host_requirements",
+             "tests"}
 
 
 def render_json(capsys, *args):
@@ -46,6 +47,22 @@ def test_every_recipe_renders_for_each_platform(capsys, recipe, platform):
         assert item["subdir"] in (platform, "noarch")
         assert isinstance(item["variant"], dict) and isinstance(item["track_features"], list)
         assert all(isinstance(d, str) for d in item["depends"] + item["constrains"])
+        assert all(isinstance(d, str) for d in item["build_requirements"] + item["host_requirements"])
+
+
+def test_json_carries_the_requirements_and_tests_the_ci_stages_are_derived_from(capsys):
+    # The CI matrix orders builds by them: pytorch's CUDA 9.x builds host-depend on magma, and the
+    # test job reruns the recipe's own script test with its rendered environment.
+    items = render_json(capsys, str(ROOT / "recipes" / "pytorch"), "--target-platform", "win-64",
+                        "--variant", "cuda_compiler_version=9.0", "--variant", "python=3.6")
+    builds = [i for i in items if i["name"] == "pytorch"]
+    assert builds
+    for item in builds:
+        assert "magma-cuda90 2.5.*" in item["host_requirements"], item["host_requirements"]
+        assert any(r.startswith("nvcc_win-64") for r in item["build_requirements"]), item["build_requirements"]
+        scripts = [t["script"] for t in item["tests"] if "script" in t]
+        assert scripts and scripts[0]["content"] == "python run_test.py"
+        assert scripts[0]["env"]["TORCHWIN_EXPECT_MAGMA"] == "1"
 
 
 def test_render_all_lists_both_platforms_without_duplicates(capsys):
