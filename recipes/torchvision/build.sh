@@ -1,4 +1,4 @@
 #!/usr/bin/env bash
-# Thin shell: setup.py does the work; the recipe passes its settings in the environment.
+# Thin shell: build_torchvision.py decides the switches setup.py sees and runs it (see README.md).
 set -euo pipefail
-"${PYTHON}" setup.py install --single-version-externally-managed --record=record.txt
+"${PYTHON}" "${RECIPE_DIR}/build_torchvision.py"

@@ -6,8 +6,9 @@ Environment (set by the recipe's test section):
                                  on torchvision's own ops must be compiled with (or without) CUDA
     TORCHWIN_REQUIRE_CUDA=1      the CUDA checks FAIL instead of SKIP when no GPU is visible
 
-Checks: a Normalize transform on a tensor; nms and roi_align on the CPU (0.3.0+); the same ops on the
-GPU, compared with the CPU results, for CUDA builds when a GPU is there. Prints PASS/FAIL/SKIP lines;
+Checks: a Normalize transform on a tensor; nms and roi_align on the CPU (0.3.0+); no video reader
+(0.5.0+: the recipe builds none); PNG and JPEG round trips through the image extension (0.8.0+); the
+ops on the GPU, compared with the CPU results, for CUDA builds when a GPU is there. Prints PASS/FAIL/SKIP lines;
 exit 0 when nothing failed, else 1. It runs under the variant's own Python: keep it Python 3.5.
 """
 
@@ -95,6 +96,30 @@ def check_ops(torch, torchvision, want_variant):
     return "ops.nms and ops.roi_align on the CPU"
 
 
+def check_no_video_reader(torch, torchvision):
+    """0.5.0 on build torchvision.video_reader when setup.py finds ffmpeg; the recipe never lets it."""
+    from torchvision import io
+
+    if getattr(io, "_HAS_VIDEO_OPT", False):
+        raise AssertionError("torchvision.io._HAS_VIDEO_OPT is True: a video reader was built (linked to an ffmpeg "
+                             "the package does not declare)")
+    return "no video reader (torchvision.io._HAS_VIDEO_OPT is False)"
+
+
+def check_image(torch, torchvision):
+    """0.8.0 on: the image extension, built against the host's libpng and libjpeg, round-trips a picture."""
+    from torchvision import io
+
+    image = torch.arange(0, 48, dtype=torch.uint8).reshape(3, 4, 4)
+    png = io.decode_png(io.encode_png(image))
+    if not torch.equal(png, image):
+        raise AssertionError("PNG round trip changed the image: %s" % png)
+    jpeg = io.decode_jpeg(io.encode_jpeg(image, 95))
+    if tuple(jpeg.shape) != (3, 4, 4):
+        raise AssertionError("JPEG round trip gave shape %s, expected (3, 4, 4)" % (tuple(jpeg.shape),))
+    return "io.encode_png/decode_png and encode_jpeg/decode_jpeg"
+
+
 def check_ops_cuda(torch, torchvision):
     from torchvision import ops
 
@@ -129,6 +154,10 @@ def main(environ=None):
     has_ops = release(torchvision.__version__) >= (0, 3)
     if has_ops:
         checks.append(("ops", lambda: check_ops(torch, torchvision, want_variant)))
+    if release(torchvision.__version__) >= (0, 5):
+        checks.append(("video reader", lambda: check_no_video_reader(torch, torchvision)))
+    if release(torchvision.__version__) >= (0, 8):
+        checks.append(("image", lambda: check_image(torch, torchvision)))
     for name, run in checks:
         try:
             record("PASS", run())
