@@ -319,6 +319,39 @@ def test_driver_runs_setup_with_its_finders(tmp_path, monkeypatch):
     assert driver.run_setup(finders, ["setup.py", "fail"], str(src)) == 3
 
 
+
+def test_driver_build_runs_setup_with_the_plan(tmp_path):
+    """The build itself (no --plan): setup.py sees the planned environment, not the machine's, and its
+    failure is the driver's, in one line."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ffmpeg").write_text("#!/bin/sh\n")
+    (bin_dir / "ffmpeg").chmod(0o755)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "setup.py").write_text(
+        "import distutils.spawn, json, os, sys\n"
+        "json.dump({'argv': sys.argv[1:], 'ffmpeg': distutils.spawn.find_executable('ffmpeg'),\n"
+        "           'env': {k: os.environ.get(k) for k in ('FORCE_CUDA', 'TORCH_CUDA_ARCH_LIST', 'NVCC_FLAGS',\n"
+        "                                                    'BUILD_VERSION')}}, open('seen.json', 'w'))\n"
+        "sys.exit(int(os.environ.get('FAIL', '0')))\n")
+    env = dict(os.environ, TORCHWIN_TORCHVISION_VERSION="0.6.1", TORCHWIN_PYTORCH_RELEASES="1.5.1",
+               TORCHWIN_CUDA_VERSION="9.2", RECIPE_DIR=str(RECIPE), SRC_DIR=str(src), PYTHON=sys.executable,
+               PATH=str(bin_dir) + os.pathsep + os.environ["PATH"], TORCH_CUDA_ARCH_LIST="8.6",
+               NVCC_FLAGS="-arch=sm_86")
+    out = subprocess.run([sys.executable, str(DRIVER)], capture_output=True, text=True, env=env, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    seen = json.loads((src / "seen.json").read_text())
+    assert seen == {"argv": ["install", "--single-version-externally-managed", "--record=record.txt"],
+                    "ffmpeg": None, "env": {"FORCE_CUDA": "1", "TORCH_CUDA_ARCH_LIST": "3.5;5.0;6.0;6.1;7.0+PTX",
+                                            "NVCC_FLAGS": "", "BUILD_VERSION": "0.6.1"}}
+    out = subprocess.run([sys.executable, str(DRIVER)], capture_output=True, text=True, env=dict(env, FAIL="4"),
+                         cwd=str(tmp_path))
+    assert out.returncode == 1
+    assert out.stderr.splitlines() == ["torchwin build driver: error: `%s setup.py install "
+                                       "--single-version-externally-managed --record=record.txt` failed (exit 4)"
+                                       % sys.executable]
+
 # ---- the install-time selection, solved ----------------------------------------------------------
 
 def defaults_with_torchvision_deps():
