@@ -292,11 +292,12 @@ def _bash():
     return found
 
 
-def _run_with_stubs(step, env, stubs, cwd):
+def _run_with_stubs(step, env, stubs, cwd, fails=False):
     """Run a bash step with the named commands replaced by functions that record their argv.
 
     Returns one argv list per stubbed call, in order. Values of the step's `env:` come from
-    env (a test's stand-ins for the `${{ }}` expressions GitHub would fill in).
+    env (a test's stand-ins for the `${{ }}` expressions GitHub would fill in). fails: the step
+    must exit non-zero instead (its stderr is returned).
     """
     bash = _bash()
     record = Path(cwd) / "calls.txt"
@@ -309,6 +310,9 @@ def _run_with_stubs(step, env, stubs, cwd):
     assert not missing, f"no stand-in for {missing}"
     result = subprocess.run([bash, "-c", script], cwd=cwd, capture_output=True, text=True, check=False,
                             env={**os.environ, "CALLS": record.as_posix(), **env})
+    if fails:
+        assert result.returncode != 0, result.stdout
+        return result.stdout + result.stderr
     assert result.returncode == 0, result.stderr
     text = record.read_text(encoding="utf-8") if record.exists() else ""
     return [line.split("\0")[:-1] for line in text.splitlines() if line]
@@ -415,29 +419,37 @@ def test_builds_and_tests_get_their_dependencies_from_channels_that_have_them(wo
         assert step["with"]["channel-priority"] == "strict"
 
 
-def test_publish_keeps_rebuilt_toolchain_packages_and_guards_pytorch_builds(workflows, tmp_path):
+def test_publish_keeps_rebuilt_toolchain_and_magma_packages_and_guards_pytorch_builds(workflows, tmp_path):
     publish = workflows["nightly.yml"]["jobs"]["publish"]
-    for name in ("toolchain/win-64/vs2017_win-64-19.11-h0_0.conda", "toolchain/noarch/cpuonly-1.0-0.conda",
-                 "packages/win-64/pytorch-1.2.0.dev20190601-py36_cpu_0.conda",
-                 "packages/linux-64/pytorch-1.2.0.dev20190601-py36_cpu_0.tar.bz2"):
+    magma = "packages/packages-magma-win-64-cuda9.0/win-64/magma-cuda90-2.5.0-0.conda"
+    for name in ("toolchain/win-64/vs2017_win-64-19.11-h0_0.conda", "toolchain/noarch/cpuonly-1.0-0.conda", magma,
+                 "packages/packages-pytorch-win-64-py3.6-cpu/win-64/pytorch-1.2.0.dev20190601-py36_cpu_0.conda",
+                 "packages/packages-pytorch-linux-64-py3.6-cpu/pytorch-1.2.0.dev20190601-py36_cpu_0.tar.bz2",
+                 "packages/packages-torchvision-win-64-py3.6-cpu/win-64/torchvision-0.3.0-py36_cpu_1.conda"):
         (tmp_path / "dist" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "dist" / name).write_bytes(b"")
+    download = next(s for s in publish["steps"] if s.get("name") == "Download every package")
+    # One folder per artifact, so that the files of the rebuilt artifacts can be told apart.
+    assert download["with"]["pattern"] == "packages-*" and "merge-multiple" not in download["with"]
     for step_name, dry in (("Upload to anaconda.org", []), ("Show what would be published and pruned (dry run)",
                                                              ["--dry-run"])):
         step = next(s for s in publish["steps"] if s["name"] == step_name)
-        calls = _run_with_stubs(step, {k: "x" for k in step.get("env", {})} | {"LABEL": "nightly"},
-                                ["torchwin"], tmp_path)
+        assert step["env"]["REBUILT"] == "${{ needs.plan.outputs.skip-rebuilt-artifacts }}"
+        env = {k: "x" for k in step.get("env", {})} | {"LABEL": "nightly",
+                                                      "REBUILT": "packages-magma-win-64-cuda9.0 packages-magma-x"}
+        calls = _run_with_stubs(step, env, ["torchwin"], tmp_path)
         uploads = [argv for argv in calls if "--prune" not in argv]
         toolchain, packages = uploads
-        # Toolchain first (what the PyTorch builds depend on), and only it with --skip-rebuilt.
+        # Toolchain and magma first (what the PyTorch builds depend on), and only they with --skip-rebuilt.
         head = ["torchwin", "publish", *dry, "--label", "nightly"]
         assert toolchain[:len(head) + 1] == [*head, "--skip-rebuilt"], step_name
-        assert sorted(toolchain[len(head) + 1:]) == ["dist/toolchain/noarch/cpuonly-1.0-0.conda",
+        assert sorted(toolchain[len(head) + 1:]) == ["dist/" + magma, "dist/toolchain/noarch/cpuonly-1.0-0.conda",
                                                      "dist/toolchain/win-64/vs2017_win-64-19.11-h0_0.conda"]
         assert packages[:len(head)] == head and "--skip-rebuilt" not in packages, step_name
         assert sorted(packages[len(head):]) == [
-            "dist/packages/linux-64/pytorch-1.2.0.dev20190601-py36_cpu_0.tar.bz2",
-            "dist/packages/win-64/pytorch-1.2.0.dev20190601-py36_cpu_0.conda"]
+            "dist/packages/packages-pytorch-linux-64-py3.6-cpu/pytorch-1.2.0.dev20190601-py36_cpu_0.tar.bz2",
+            "dist/packages/packages-pytorch-win-64-py3.6-cpu/win-64/pytorch-1.2.0.dev20190601-py36_cpu_0.conda",
+            "dist/packages/packages-torchvision-win-64-py3.6-cpu/win-64/torchvision-0.3.0-py36_cpu_1.conda"]
 
 
 # ---------------------------------------------------------------- the commands the steps run
@@ -767,3 +779,296 @@ def test_variant_file_refuses_a_pin_the_matrix_does_not_have(tmp_path, capsys, m
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
     assert not (tmp_path / "sub").exists()  # nothing written
+
+
+# ---------------------------------------------------------------- stages: magma -> pytorch -> torchvision
+
+
+def _job_recipes(workflows):
+    """The --job-recipes list the plan job hands `torchwin ci matrix`."""
+    step = next(s for s in workflows["nightly.yml"]["jobs"]["plan"]["steps"] if s.get("id") == "matrix")
+    argv = _arguments(_logical_lines(step["run"])[0], {})
+    return ci_matrix.parse_only([argv[argv.index("--job-recipes") + 1]])
+
+
+@pytest.fixture(scope="module")
+def releases(workflows):
+    """`torchwin render --target-platform all --json` of every release (no nightly), and its matrix."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHWIN_")}
+    out = subprocess.run([sys.executable, "-m", "torchwin", "render", "--target-platform", "all", "--json"],
+                         cwd=ROOT, capture_output=True, text=True, check=False, env=env)
+    assert out.returncode == 0, out.stderr
+    records = json.loads(out.stdout)
+    job_recipes = _job_recipes(workflows)
+
+    def matrix(**kwargs):
+        return ci_matrix.build_matrix(records, job_recipes=job_recipes, recipes_root="recipes", **kwargs)
+
+    return {"records": records, "matrix": matrix, "full": matrix(), "job_recipes": job_recipes}
+
+
+def _entries(matrix):
+    return [e for kinds in matrix["recipes"].values() for k in ("windows", "linux") for e in kinds[k]]
+
+
+def test_stages_come_from_the_render_magma_then_pytorch_then_torchvision(releases):
+    full = releases["full"]
+    assert full["stages"] == [["magma"], ["pytorch"], ["torchvision"]]
+    # The workflow's jobs run in that order, and nothing compiled is left to the toolchain job.
+    assert releases["job_recipes"] == ["magma", "pytorch", "torchvision"]
+    support = ci_matrix.support_recipes(releases["records"])
+    assert "recipes/magma" not in support and "recipes/torchvision" not in support
+    assert {"recipes/vs2017", "recipes/nvcc", "recipes/pytorch-select"} <= set(support)
+    for entry in _entries(full):
+        assert entry["stage"] == full["stages"].index([entry["recipe"]])
+        assert entry["artifact"] == "packages-" + entry["id"]
+        assert entry["test_script"] == {"magma": "recipes/magma/check_library.py"}.get(
+            entry["recipe"], f"recipes/{entry['recipe']}/run_test.py")
+
+
+def test_each_cuda_9_pytorch_job_needs_the_magma_job_of_its_platform_and_cuda(releases):
+    full = releases["full"]
+    by_id = {e["id"]: e for e in _entries(full)}
+    needed = set()
+    pytorch = [e for e in by_id.values() if e["recipe"] == "pytorch"]
+    assert len(pytorch) > 100
+    for entry in pytorch:
+        magma = [by_id[d] for d in entry["needs"]]
+        if entry["cuda"] in ("none", "8.0"):
+            assert magma == [], entry["id"]
+            continue
+        assert [(m["recipe"], m["target_platform"], m["cuda"]) for m in magma] == [
+            ("magma", entry["target_platform"], entry["cuda"])], entry["id"]
+        assert entry["needs_artifacts"] == [magma[0]["artifact"]] == [entry["needs_pattern"]]
+        assert entry["test_artifacts"] == sorted([entry["artifact"], magma[0]["artifact"]])
+        # The package test requires MAGMA where the build links it (the recipe's own test env).
+        assert "TORCHWIN_EXPECT_MAGMA=1" in entry["test_env"], entry["id"]
+        needed.add((entry["target_platform"], entry["cuda"]))
+    # One magma job per (platform, CUDA) the pytorch jobs need, no other.
+    assert sorted((m["target_platform"], m["cuda"]) for m in by_id.values() if m["recipe"] == "magma") == sorted(
+        needed)
+    assert ("win-64", "9.1") in needed and ("linux-64", "9.2") in needed
+
+
+def test_each_torchvision_job_needs_the_pytorch_jobs_of_its_variant_and_their_magma(releases):
+    entries = _entries(releases["full"])
+    by_id = {e["id"]: e for e in entries}
+    torchvision = [e for e in entries if e["recipe"] == "torchvision"]
+    assert torchvision
+    for entry in torchvision:
+        needs = [by_id[d] for d in entry["needs"]]
+        torch = [n for n in needs if n["recipe"] == "pytorch"]
+        assert torch, entry["id"]
+        for dep in torch:
+            assert (dep["target_platform"], dep["python"], dep["cuda"]) == (
+                entry["target_platform"], entry["python"], entry["cuda"]), (entry["id"], dep["id"])
+        # ...and whatever those pytorch jobs need (their magma) is there for the build's tests too.
+        assert {d for t in torch for d in t["needs"]} <= set(entry["needs"])
+        assert entry["needs_artifacts"] == sorted(n["artifact"] for n in needs)
+        assert entry["test_artifacts"] == sorted([entry["artifact"], *entry["needs_artifacts"]])
+        if len(entry["needs_artifacts"]) > 1:
+            assert entry["needs_pattern"] == "{" + ",".join(entry["needs_artifacts"]) + "}"
+    one = by_id["torchvision-win-64-py3.6-cuda9.0-0.3.0"]
+    assert one["needs_artifacts"] == ["packages-magma-win-64-cuda9.0", "packages-pytorch-win-64-py3.6-cuda9.0-1.1.0"]
+    assert one["test_env"] == ["TORCHWIN_EXPECT_VARIANT=cuda9.0", "TORCHWIN_EXPECT_VERSION=0.3.0"]
+
+
+@pytest.mark.parametrize("only, expected", [
+    # A pytorch job brings the magma job it needs and the torchvision job built on it alone.
+    ("pytorch-win-64-py3.6-cuda9.0-1.1.0", ["magma-win-64-cuda9.0", "pytorch-win-64-py3.6-cuda9.0-1.1.0",
+                                            "torchvision-win-64-py3.6-cuda9.0-0.3.0"]),
+    # CPU builds need no magma.
+    ("pytorch-linux-64-py3.7-cpu-1.1.0", ["pytorch-linux-64-py3.7-cpu-1.1.0", "torchvision-linux-64-py3.7-cpu-0.3.0"]),
+    # A torchvision job brings what it builds on, and nothing else built on that.
+    ("torchvision-linux-64-py3.6-cuda9.0-0.3.0", ["magma-linux-64-cuda9.0", "pytorch-linux-64-py3.6-cuda9.0-1.1.0",
+                                                  "torchvision-linux-64-py3.6-cuda9.0-0.3.0"]),
+])
+def test_only_prunes_magma_and_torchvision_to_what_the_selected_jobs_need(releases, only, expected):
+    matrix = releases["matrix"](only=[only])
+    assert sorted(e["id"] for e in _entries(matrix)) == expected
+    # The build matrices and the test matrix agree; the main outputs stay pytorch's.
+    assert sorted(e["id"] for e in matrix["tests"]) == expected
+    assert {e["recipe"] for e in matrix["windows"] + matrix["linux"]} == {"pytorch"}
+
+
+def test_the_nightly_builds_magma_only_for_the_cuda_releases_its_pytorch_jobs_use(plan):
+    outputs = plan["outputs"]
+    pytorch = json.loads(outputs["all"])["include"]
+    magma = json.loads(outputs["magma-windows"])["include"] + json.loads(outputs["magma-linux"])["include"]
+    wanted = {(e["target_platform"], e["cuda"]) for e in pytorch if e["needs"]}
+    assert wanted and sorted((m["target_platform"], m["cuda"]) for m in magma) == sorted(wanted)
+    magma_variants = {"9.0", "9.1", "9.2"}  # recipes/magma/variants.yaml builds more than the nightly needs
+    assert {c for _, c in wanted} < magma_variants
+    # magma is rebuilt from an unchanged recipe every night: publish keeps the copy already there.
+    assert outputs["skip-rebuilt-artifacts"].split() == sorted(m["artifact"] for m in magma)
+    assert json.loads(outputs["stages"])[:2] == [["magma"], ["pytorch"]]
+    tests = json.loads(outputs["tests"])["include"]
+    assert {e["id"] for e in pytorch} | {m["id"] for m in magma} <= {e["id"] for e in tests}
+    assert outputs["tests-count"] == str(len(tests))
+
+
+def test_every_plan_output_the_jobs_read_is_declared_and_written_by_the_matrix_step(workflows, plan):
+    nightly = workflows["nightly.yml"]
+    declared = nightly["jobs"]["plan"]["outputs"]
+    text = NIGHTLY.read_text(encoding="utf-8")
+    used = set(re.findall(r"needs\.plan\.outputs\.([\w-]+)", text))
+    assert used <= set(declared), used - set(declared)
+    from_matrix = {name: re.fullmatch(r"\$\{\{ steps\.matrix\.outputs\.([\w-]+) \}\}", value)
+                   for name, value in declared.items()}
+    for name, match in from_matrix.items():
+        if match:
+            assert match.group(1) == name and name in plan["outputs"], name
+    for recipe in _job_recipes(workflows):
+        for kind in ("windows", "linux"):
+            assert f"{recipe}-{kind}" in plan["outputs"] and f"{recipe}-{kind}-count" in plan["outputs"]
+
+
+def _job_of_output(jobs, output):
+    (name,) = [n for n, j in jobs.items() if "strategy" in j and _matrix_output(j) == output]
+    return name
+
+
+def test_nightly_jobs_run_in_stage_order_then_test_then_publish(workflows):
+    jobs = workflows["nightly.yml"]["jobs"]
+    order = _job_recipes(workflows)
+    builds = set()
+    for kind in ("windows", "linux"):
+        chain = [_job_of_output(jobs, kind if recipe == "pytorch" else f"{recipe}-{kind}") for recipe in order]
+        assert chain == [f"magma-{kind}", f"build-{kind}", f"torchvision-{kind}"]
+        for before, after in zip(chain, chain[1:]):
+            assert before in jobs[after]["needs"], (after, before)
+        for name in chain:
+            builds.add(name)
+            assert "toolchain" in jobs[name]["needs"]
+            # Every build job downloads what its entry names and uploads its own artifact.
+            steps = jobs[name]["steps"]
+            download = next(s for s in steps if s.get("name") == "Download the packages this build needs")
+            assert download["with"] == {"pattern": "${{ matrix.needs_pattern }}", "path": "stage-artifacts"}
+            upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
+            assert upload["with"]["name"] == "${{ matrix.artifact }}"
+            names = [s.get("name") for s in steps]
+            assert names.index("Make the stage channel") < names.index("conda build")
+    assert builds == BUILD_JOBS
+    assert set(jobs["test"]["needs"]) >= builds
+    assert _job_of_output(jobs, "tests") == "test" and _job_of_output(jobs, "gpu") == "gpu-test"
+    assert set(jobs["gpu-test"]["needs"]) >= {f"{r}-windows" for r in ("magma", "build", "torchvision")}
+    assert set(jobs["publish"]["needs"]) >= builds | {"test", "gpu-test"}
+    condition = " ".join(jobs["publish"]["if"].split())
+    for name in builds:
+        assert f"needs.{name}.result == 'success'" in condition, name
+
+
+def test_a_build_job_indexes_the_artifacts_it_needs_and_fails_without_one(workflows, tmp_path):
+    job = workflows["nightly.yml"]["jobs"]["torchvision-windows"]
+    step = next(s for s in job["steps"] if s.get("name") == "Make the stage channel")
+    assert step["env"]["NEEDS_ARTIFACTS"] == "${{ join(matrix.needs_artifacts, ' ') }}"
+    names = ["packages-magma-win-64-cuda9.0", "packages-pytorch-win-64-py3.6-cuda9.0"]
+    files = [f"stage-artifacts/{names[0]}/win-64/magma-cuda90-2.5.0-0.conda",
+             f"stage-artifacts/{names[1]}/pytorch-1.6.0.dev20190601-py36_cuda90_cudnn7_201.conda"]
+    (tmp_path / files[0]).parent.mkdir(parents=True)
+    (tmp_path / files[0]).write_bytes(b"")
+    # The pytorch job failed: its artifact never came.
+    message = _run_with_stubs(step, {"NEEDS_ARTIFACTS": " ".join(names)}, ["torchwin"], tmp_path, fails=True)
+    assert f"artifact {names[1]} has no package" in message
+    (tmp_path / files[1]).parent.mkdir(parents=True)
+    (tmp_path / files[1]).write_bytes(b"")
+    (argv,) = _run_with_stubs(step, {"NEEDS_ARTIFACTS": " ".join(names)}, ["torchwin"], tmp_path)
+    assert argv == ["torchwin", "channel", "add", *files, "--channel-dir", "stage-channel"]
+    # ...and conda build then looks there, after the toolchain channel, before the dependency channels.
+    (tmp_path / "stage-channel").mkdir()
+    build = next(s for s in job["steps"] if s.get("name") == "conda build")
+    env = {"RECIPE_DIR": "recipes/torchvision", "DEPENDENCY_CHANNELS": "defaults", "ZSTD_LEVEL": "7",
+           "GITHUB_WORKSPACE": "/ws", "RUNNER_TEMP": "/tmp/rt"}
+    (argv,) = _run_with_stubs(build, env, ["conda"], tmp_path)
+    assert argv[:3] == ["conda", "build", "recipes/torchvision"]
+    assert _option(argv, "-c") == ["/ws/toolchain-channel", "/ws/stage-channel", "defaults"]
+
+
+def test_the_test_job_runs_the_recipes_own_test_script_with_its_environment(workflows, tmp_path):
+    job = workflows["nightly.yml"]["jobs"]["test"]
+    download = next(s for s in job["steps"] if s.get("name") == "Download the packages of this variant")
+    assert download["with"] == {"pattern": "${{ matrix.test_pattern }}", "path": "artifacts/packages"}
+    channel = next(s for s in job["steps"] if s.get("name", "").startswith("Make the test channel"))
+    own = "packages-torchvision-win-64-py3.6-cpu"
+    (tmp_path / "artifacts" / "packages" / own).mkdir(parents=True)
+    (tmp_path / "artifacts" / "packages" / own / "torchvision-0.3.0-py36_cpu_1.conda").write_bytes(b"")
+    env = {"TEST_ARTIFACTS": f"{own} packages-pytorch-win-64-py3.6-cpu"}
+    assert "packages-pytorch-win-64-py3.6-cpu has no package" in _run_with_stubs(
+        channel, env, ["torchwin"], tmp_path, fails=True)
+    step = next(s for s in job["steps"] if s.get("name") == "Package test")
+    calls = _run_with_stubs(step, {"TEST_SCRIPT": "recipes/torchvision/run_test.py", "RUNNER_TEMP": "/rt",
+                                   "TEST_ENV": "TORCHWIN_EXPECT_VARIANT=cpu TORCHWIN_EXPECT_VERSION=0.3.0"},
+                            ["conda", "env"], tmp_path)
+    assert calls == [["conda", "activate", "/rt/smoke-env"],
+                     ["env", "TORCHWIN_EXPECT_VARIANT=cpu", "TORCHWIN_EXPECT_VERSION=0.3.0", "python",
+                      "recipes/torchvision/run_test.py"]]
+    # magma's test has no Python of its own to pin: the install names none, the test's own spec brings one.
+    install = next(s for s in job["steps"] if s.get("name") == "Install the exact build into a new environment")
+    (argv,) = _run_with_stubs(install, {"PYTHON_VERSION": "", "PACKAGE_SPECS": "magma-cuda90 ==2.5.0 0;python >=3.5",
+                                        "DEPENDENCY_CHANNELS": "defaults", "GITHUB_WORKSPACE": "/ws",
+                                        "RUNNER_TEMP": "/rt"}, ["conda"], tmp_path)
+    assert argv[-2:] == ["magma-cuda90 ==2.5.0 0", "python >=3.5"] and not any(a.startswith("python=") for a in argv)
+
+
+# ---------------------------------------------------------------- stage derivation on small samples
+
+
+def _rec(recipe, name, platform="win-64", variant=None, host=(), run=(), build=(), version="1.0", string="0"):
+    return {"recipe": recipe, "name": name, "version": version, "build_string": string, "build_number": 0,
+            "subdir": platform, "target_platform": platform, "noarch": None,
+            "variant": {"target_platform": platform, **(variant or {})}, "depends": list(run),
+            "constrains": [], "track_features": [], "build_requirements": list(build),
+            "host_requirements": list(host), "tests": []}
+
+
+def test_a_recipe_is_compiled_when_it_calls_a_compiler_or_builds_on_one_that_does():
+    records = [_rec("gpu-lib", "gpu-lib", variant={"cuda_compiler": "nvcc"}, build=["nvcc_win-64 9.0"]),
+               _rec("nvcc", "nvcc_win-64"),
+               _rec("pytorch", "pytorch", host=["gpu-lib 1.0.*"], variant={"python": "3.6"}, version="1.1.0"),
+               _rec("addon", "addon", run=["pytorch ==1.1.0"], variant={"python": "3.6"})]
+    assert ci_matrix.compiled_recipes(records, ("pytorch",)) == {"gpu-lib", "pytorch", "addon"}
+    assert ci_matrix.stages(records, {"gpu-lib", "pytorch", "addon"}) == [["gpu-lib"], ["pytorch"], ["addon"]]
+    assert ci_matrix.support_recipes(records) == ["recipes/nvcc"]
+
+
+def test_recipes_that_need_each_other_are_refused():
+    records = [_rec("a", "a", variant={"c_compiler": "x"}, host=["b"]),
+               _rec("b", "b", variant={"c_compiler": "x"}, host=["a"])]
+    with pytest.raises(ci_matrix.Failure, match="cycle"):
+        ci_matrix.stages(records, {"a", "b"})
+
+
+def test_a_pin_that_no_rendered_build_matches_is_an_error():
+    records = [_rec("pytorch", "pytorch", variant={"python": "3.6"}, version="1.6.0.dev20190601"),
+               _rec("addon", "addon", host=["pytorch ==1.1.0 *_cpu_*"], variant={"python": "3.6"})]
+    with pytest.raises(ci_matrix.Failure, match=r"addon-win-64-py3.6-cpu requires 'pytorch ==1.1.0 \*_cpu_\*'"):
+        ci_matrix.build_matrix(records, zip_info=_no_zips)
+
+
+def test_of_several_matching_builds_a_job_needs_the_one_of_its_python():
+    records = [_rec("pytorch", "pytorch", variant={"python": p}, string=f"py{p.replace('.', '')}_cpu_1")
+               for p in ("3.6", "3.7")]
+    records.append(_rec("addon", "addon", host=["pytorch * *_cpu_*"], variant={"python": "3.7"}))
+    matrix = ci_matrix.build_matrix(records, zip_info=_no_zips)
+    (addon,) = matrix["recipes"]["addon"]["windows"]
+    assert addon["needs"] == ["pytorch-win-64-py3.7-cpu"]
+    assert addon["needs_pattern"] == "packages-pytorch-win-64-py3.7-cpu"
+
+
+@pytest.mark.parametrize("job_recipes, message", [
+    (["pytorch"], "the render has the compiled recipe(s) gpu-lib, which would be built nowhere"),
+    (["pytorch", "gpu-lib"], "pytorch is listed before gpu-lib, but builds in a later stage"),
+])
+def test_job_recipes_must_cover_the_stages_in_order(tmp_path, capsys, job_recipes, message):
+    records = [_rec("gpu-lib", "gpu-lib", variant={"cuda_compiler": "nvcc"}),
+               _rec("pytorch", "pytorch", host=["gpu-lib"], variant={"python": "3.6"})]
+    render = tmp_path / "render.json"
+    render.write_text(json.dumps(records), encoding="utf-8")
+    assert main(["ci", "matrix", str(render), "--job-recipes", ",".join(job_recipes)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "0: gpu-lib, 1: pytorch" in err
+    # Listed but not rendered: empty matrices (the workflow's job has nothing to do), not an error.
+    matrix = ci_matrix.build_matrix(records, zip_info=_no_zips, job_recipes=["gpu-lib", "pytorch", "extra"])
+    assert matrix["recipes"]["extra"] == {"windows": [], "linux": []}
+    outputs = dict(ci_matrix.github_outputs(matrix))
+    assert outputs["extra-windows-count"] == "0" and json.loads(outputs["extra-windows"]) == {"include": []}
