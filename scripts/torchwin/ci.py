@@ -113,7 +113,7 @@ def add_parser(subparsers):
     p = sub.add_parser(
         "matrix", help="turn `torchwin render --json` output into the GitHub build matrix",
         description=ci_matrix.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="outputs (stdout as name=value lines, and with --github-output as step outputs):\n"
+        epilog="step outputs (--github-output; stdout shows the same entries as one JSON object):\n"
         "  windows, linux, all (+ windows-count, linux-count, count)  the build jobs of the --recipe\n"
         "      recipes (pytorch), as {\"include\": [...]}\n"
         "  <recipe>-windows, <recipe>-linux (+ -count)  the build jobs of each compiled recipe,\n"
@@ -152,7 +152,7 @@ def add_parser(subparsers):
     p.add_argument("--gpu-runner", default="", metavar="LABELS",
                    help="runs-on of a machine with an NVIDIA GPU; empty: no GPU test jobs")
     p.add_argument("--github-output", action="store_true",
-                   help="append windows/linux/gpu/all matrices and counts to $GITHUB_OUTPUT")
+                   help="append the step outputs listed below to $GITHUB_OUTPUT")
     p.set_defaults(func=run_matrix)
 
     p = sub.add_parser(
