@@ -524,6 +524,12 @@ def _read_outputs(path):
     return outputs
 
 
+def _nightly_base():
+    from torchwin import nightly
+
+    return nightly.upstream_source()[2]
+
+
 @pytest.fixture(scope="module")
 def plan(tmp_path_factory, workflows):
     """Run the plan job's render and matrix steps as the workflow writes them; return what they produced."""
@@ -536,8 +542,10 @@ def plan(tmp_path_factory, workflows):
         mp.chdir(ROOT)
         mp.setenv("RUNNER_TEMP", str(tmp))
         mp.setenv("GITHUB_OUTPUT", str(tmp / "outputs"))
-        # What the version step would have handed on for the nightly of 2019-06-01.
+        # What the version step would have handed on for the nightly of 2019-06-01, on the
+        # release line `torchwin ci upstream` picks (its <next>).
         mp.setenv("TORCHWIN_NIGHTLY", "20190601")
+        mp.setenv("TORCHWIN_NIGHTLY_BASE", _nightly_base())
         mp.delenv("TORCHWIN_SOURCE_DIR", raising=False)
         argv = _arguments(_logical_lines(render_step["run"])[0], {})
         assert render_step["run"].rstrip().endswith('> "$RUNNER_TEMP/render.json"')
@@ -598,6 +606,7 @@ def test_each_variant_file_makes_conda_build_pick_exactly_that_build(plan, workf
     """Replays conda-build 26's v1 path for every build job of every stage: the recipe's variants.yaml,
     merged with the -m file the job writes, rendered."""
     monkeypatch.setenv("TORCHWIN_NIGHTLY", "20190601")
+    monkeypatch.setenv("TORCHWIN_NIGHTLY_BASE", _nightly_base())
     jobs = workflows["nightly.yml"]["jobs"]
     checked = set()
     for job_name in sorted(BUILD_JOBS):
@@ -905,6 +914,16 @@ def test_the_nightly_builds_magma_only_for_the_cuda_releases_its_pytorch_jobs_us
     tests = json.loads(outputs["tests"])["include"]
     assert {e["id"] for e in pytorch} | {m["id"] for m in magma} <= {e["id"] for e in tests}
     assert outputs["tests-count"] == str(len(tests))
+    # What torchvision renders for the nightly builds on tonight's pytorch jobs, one per variant.
+    torchvision = (json.loads(outputs["torchvision-windows"])["include"]
+                   + json.loads(outputs["torchvision-linux"])["include"])
+    rendered = [r for r in plan["records"] if r["recipe"] == "torchvision" and not r["noarch"]]
+    assert len(torchvision) == len(rendered)
+    by_variant = {(e["target_platform"], e["python"], e["cuda"]): e["id"] for e in pytorch}
+    for entry in torchvision:
+        own = by_variant[(entry["target_platform"], entry["python"], entry["cuda"])]
+        assert own in entry["needs"] and set(entry["needs"]) - {own} == set(
+            next(e for e in pytorch if e["id"] == own)["needs"]), entry["id"]
 
 
 def test_every_plan_output_the_jobs_read_is_declared_and_written_by_the_matrix_step(workflows, plan):
