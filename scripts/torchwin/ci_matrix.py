@@ -27,6 +27,9 @@ Which recipes get build jobs, and in which stage, is read from the render too:
     through it, the magma-cuda90 job. `needs_artifacts` names their
     artifacts; a requirement that names a package a compiled recipe makes but
     matches no rendered build is an error (the job could not find it).
+  * The stages before the main recipe's (pytorch) build only what a later job
+    needs: magma for the (platform, CUDA) of the pytorch jobs, not every
+    CUDA release recipes/magma/variants.yaml lists.
 
 Each entry carries what its jobs need and nothing they would have to compute:
 the runner label, the CUDA version to install, the full variant to pin (so
