@@ -91,8 +91,8 @@ def full_index(params: dict) -> dict:
 
 def add_one(params: dict) -> dict:
     """Add new packages one at a time to an indexed channel, the way `torchwin build` does; the median add."""
-    from torchwin import channel as channel_api
-    from torchwin.channel_config import parse_channel_config
+    from torchwin.channel import command as channel_api
+    from torchwin.channel.config import parse_channel_config
 
     channel = Path(params["channel"])
     files = [Path(f) for f in params.get("files") or [params["file"]]]

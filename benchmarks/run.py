@@ -127,7 +127,7 @@ def baseline(params: dict) -> dict:
     """The floor under every other figure: Python with the engine, the solver and torchwin imported."""
     import rattler  # noqa: F401
     import rattler_build  # noqa: F401
-    import torchwin.channel
+    import torchwin.channel.command
     import torchwin.recipes  # noqa: F401
 
     return {}

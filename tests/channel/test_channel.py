@@ -14,11 +14,12 @@ import packages
 import pytest
 from packages import CHANNEL_CONFIG, make_package
 from rattler_build import ArchiveType
-from torchwin import channel, channel_store
-from torchwin.channel_config import Retention, load_channel_config
+from torchwin.channel import command as channel
+from torchwin.channel import store as channel_store
+from torchwin.channel.config import Retention, load_channel_config
+from torchwin.channel.lock import FileLock
 from torchwin.cli import main
 from torchwin.errors import Failure, UserError
-from torchwin.lock import FileLock
 
 CONFIG = CHANNEL_CONFIG
 
@@ -401,7 +402,7 @@ def test_prune_keeps_newest_k_and_young_builds_and_never_main(tmp_path, chan, co
 
 
 def test_a_timestamp_past_year_9999_is_an_unknown_age_not_a_crash(tmp_path, chan, config_file, capsys):
-    from torchwin.retention import from_millis
+    from torchwin.channel.retention import from_millis
 
     assert from_millis(1e20) is None and from_millis(float("inf")) is None
     assert from_millis(1554076800000).year == 2019
@@ -418,7 +419,7 @@ def test_a_timestamp_past_year_9999_is_an_unknown_age_not_a_crash(tmp_path, chan
 
 
 def test_retention_plan_groups_by_variant():
-    from torchwin.retention import Build, plan, variant_of
+    from torchwin.channel.retention import Build, plan, variant_of
 
     assert variant_of("py36_cuda90_cudnn7_201", 201) == "py36_cuda90_cudnn7"
     assert variant_of("hb0f4dca_0", 0) == "hb0f4dca"

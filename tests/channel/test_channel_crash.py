@@ -17,7 +17,8 @@ import sys
 
 import pytest
 from packages import CHANNEL_CONFIG, make_package
-from torchwin import channel, channel_store
+from torchwin.channel import command as channel
+from torchwin.channel import store as channel_store
 from torchwin.cli import main
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="SIGKILL is POSIX")
@@ -27,7 +28,7 @@ CONFIG = CHANNEL_CONFIG
 # The child: torchwin's CLI with a kill point before each step channel_store takes on disk.
 DRIVER = r"""
 import os, shutil, signal, sys
-from torchwin import channel_store
+from torchwin.channel import store as channel_store
 from torchwin.cli import main
 
 kill_at = int(os.environ["TORCHWIN_TEST_KILL_AT"])

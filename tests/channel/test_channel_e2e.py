@@ -13,9 +13,9 @@ import pytest
 import rattler
 from rattler.exceptions import SolverError
 from rattler_build import Stage0Recipe, VariantConfig
-from torchwin import channel
-from torchwin.channel_config import load_channel_config
-from torchwin.channel_serve import make_server, server_url
+from torchwin.channel import command as channel
+from torchwin.channel.config import load_channel_config
+from torchwin.channel.serve import make_server, server_url
 
 CONFIG = "name: torchwin\nanaconda: {owner: torchwin}\nlabels: [main, nightly]\n"
 

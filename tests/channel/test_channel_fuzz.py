@@ -20,10 +20,12 @@ import pytest
 from backports import zstd
 from packages import make_package
 from rattler_build import ArchiveType
-from torchwin import channel, channel_store
+from torchwin.channel import command as channel
+from torchwin.channel import store as channel_store
+from torchwin.channel.package_check import check_package
+from torchwin.channel.package_read import conda_members
 from torchwin.cli import main
 from torchwin.errors import UserError
-from torchwin.package_check import check_package, conda_members
 
 SCALE = int(os.environ.get("TORCHWIN_FUZZ_SCALE", "1"))
 SEED = int(os.environ.get("TORCHWIN_FUZZ_SEED", "14"))

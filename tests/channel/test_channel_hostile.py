@@ -16,9 +16,11 @@ from backports import zstd
 from packages import make_package
 from rattler_build import ArchiveType
 from test_channel import CONFIG, tree_digest
-from torchwin import channel, channel_store
+from torchwin.channel import command as channel
+from torchwin.channel import store as channel_store
+from torchwin.channel.package_check import about_extra, check_package
+from torchwin.channel.package_read import INFO_LIMITS, conda_members
 from torchwin.cli import main
-from torchwin.package_check import INFO_LIMITS, about_extra, check_package, conda_members
 
 
 def cli(*args):

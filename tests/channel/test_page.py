@@ -10,10 +10,10 @@ from datetime import datetime, timedelta, timezone
 import packages
 import pytest
 from rattler_build import ArchiveType
-from torchwin import channel
-from torchwin.channel_config import load_channel_config
-from torchwin.channel_page import compute_of, python_of, write_page
-from torchwin.channel_serve import make_server, server_url
+from torchwin.channel import command as channel
+from torchwin.channel.config import load_channel_config
+from torchwin.channel.page import compute_of, python_of, write_page
+from torchwin.channel.serve import make_server, server_url
 from torchwin.cli import main
 
 CONFIG = "name: torchwin\nanaconda: {owner: torchwin}\nlabels: [main, nightly]\n"

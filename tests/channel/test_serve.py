@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from torchwin.channel_serve import make_server, server_url
+from torchwin.channel.serve import make_server, server_url
 from torchwin.cli import main
 
 DEADLINE_S = 60  # bounds every wait; only a hang reaches it

@@ -20,11 +20,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from torchwin import ci_downloads, recipes
+from torchwin import recipes
+from torchwin.ci import downloads as ci_downloads
+from torchwin.ci import fetch
 from torchwin.cli import main
 from torchwin.errors import Failure, UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HOST = ci_downloads.host_platform()
 EXE = ".exe" if HOST == "win-64" else ""
 SOURCE = "https://example.org/manifest-that-publishes-the-hash"
@@ -542,7 +544,7 @@ def test_archive_members_cannot_escape(tmp_path):
     archive = tmp_path / "evil.zip"
     archive.write_bytes(buffer.getvalue())
     with pytest.raises(Failure, match="outside the target folder"):
-        ci_downloads.extract(archive, tmp_path / "dest", "cuda", io.StringIO())
+        fetch.extract(archive, tmp_path / "dest", "cuda", io.StringIO())
     assert not (tmp_path / "outside.txt").exists()
 
 
@@ -558,10 +560,10 @@ def test_tar_symlinks_are_kept_inside(tmp_path):
         path.write_bytes(buffer.getvalue())
         return path
 
-    ci_downloads.extract(make("libcudnn.so.7"), tmp_path / "ok", "cuda", io.StringIO())
+    fetch.extract(make("libcudnn.so.7"), tmp_path / "ok", "cuda", io.StringIO())
     assert (tmp_path / "ok" / "lib64" / "libcudnn.so").is_symlink()
     with pytest.raises(Failure, match="points outside"):
-        ci_downloads.extract(make("../../../etc/passwd"), tmp_path / "bad", "cuda", io.StringIO())
+        fetch.extract(make("../../../etc/passwd"), tmp_path / "bad", "cuda", io.StringIO())
 
 
 # ---------------------------------------------------------------- signatures and vswhere

@@ -14,12 +14,12 @@ from urllib.parse import unquote
 
 import pytest
 import yaml
-from torchwin import nightly
+from torchwin.ci import nightly
 from torchwin.cli import main
 from torchwin.errors import Failure, UserError
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Repo:

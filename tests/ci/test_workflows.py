@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from torchwin import ci_matrix
+from torchwin.ci import matrix as ci_matrix
 from torchwin.cli import main, make_parser
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
 NIGHTLY = WORKFLOWS / "nightly.yml"
 CI = WORKFLOWS / "ci.yml"
@@ -703,7 +703,7 @@ def test_matrix_cli_bad_input(tmp_path, capsys):
 
 
 def test_multiline_outputs_use_a_heredoc(tmp_path, monkeypatch):
-    from torchwin import gha
+    from torchwin.ci import gha
 
     target = tmp_path / "out"
     monkeypatch.setenv("GITHUB_OUTPUT", str(target))

@@ -2,7 +2,7 @@
 
 No Visual Studio or old CUDA can exist on a Linux test machine, so the Windows probes run against a
 fake Windows `Host`: a VS2017 / SDK / CUDA / cuDNN / NvToolsExt / MKL tree made in tmp_path, and
-`vswhere` / `nvcc` / `git` output captured as text in tests/data/doctor/. The real host is used for
+`vswhere` / `nvcc` / `git` output captured as text in tests/doctor/data/. The real host is used for
 the nvcc-mismatch check this machine can show (CUDA 13.0 installed, 9.0 asked for).
 """
 
@@ -15,13 +15,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from torchwin import doctor, probes
 from torchwin.cli import main
+from torchwin.doctor import command as doctor
+from torchwin.doctor import cuda_probes, host_probes, linux_probes, windows_probes
+from torchwin.doctor.host_probes import FAIL, OK, WARN, Host
 from torchwin.errors import UserError
-from torchwin.probes import FAIL, OK, WARN, Host
 
-DATA = Path(__file__).parent / "data" / "doctor"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).parent / "data"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 VS_BUILDTOOLS_WIN = r"C:\Program Files (x86)\Microsoft Visual Studio\2017\BuildTools"
 VS_COMMUNITY_WIN = r"C:\Program Files (x86)\Microsoft Visual Studio\2017\Community"
 
@@ -121,7 +122,7 @@ class WinMachine:
             touch(root / "include" / "cudnn.h", data(cudnn))
             touch(root / "lib" / "x64" / "cudnn.lib")
         if env:
-            self.env[probes.cuda_path_variable(version)] = str(root)
+            self.env[cuda_probes.cuda_path_variable(version)] = str(root)
             self.env["CUDA_PATH"] = str(root)
         return root
 
@@ -234,15 +235,15 @@ def test_disk_space_threshold_is_stated(win):
     win.free = 30e9
     cuda = win_checks(win)["disk space"]
     assert cuda.status == FAIL
-    assert "30.0 GB free" in cuda.found and f"needs {probes.DISK_GB_CUDA} GB" in cuda.found
-    assert f"{probes.DISK_GB_CUDA} GB" in cuda.fix
+    assert "30.0 GB free" in cuda.found and f"needs {host_probes.DISK_GB_CUDA} GB" in cuda.found
+    assert f"{host_probes.DISK_GB_CUDA} GB" in cuda.fix
     assert win_checks(win, cuda="none")["disk space"].status == OK  # a CPU build needs 20 GB
 
 
 def test_disk_space_of_a_build_folder_not_made_yet(tmp_path):
     seen = []
     host = Host(env={}, system="Linux", disk_free=lambda path: seen.append(path) or 50e9)
-    check = probes.check_disk(host, tmp_path / "not" / "yet", None)
+    check = host_probes.check_disk(host, tmp_path / "not" / "yet", None)
     assert check.status == OK
     assert seen == [tmp_path]
 
@@ -272,17 +273,17 @@ def test_registry_long_paths(win):
 
 
 def test_vswhere_text_output_is_parsed():
-    one = probes.parse_vswhere(data("vswhere-buildtools-15.9.txt"))
+    one = windows_probes.parse_vswhere(data("vswhere-buildtools-15.9.txt"))
     assert len(one) == 1
     assert one[0]["installationPath"] == VS_BUILDTOOLS_WIN
     assert one[0]["installationVersion"] == "15.9.28307.108"
     assert one[0]["installDate"] == "11/20/2018 3:12:45 PM"
-    two = probes.parse_vswhere(data("vswhere-community-and-buildtools.txt"))
+    two = windows_probes.parse_vswhere(data("vswhere-community-and-buildtools.txt"))
     assert [i["displayName"] for i in two] == [
         "Visual Studio Community 2017",
         "Visual Studio Build Tools 2017",
     ]
-    assert probes.parse_vswhere(data("vswhere-none.txt")) == []
+    assert windows_probes.parse_vswhere(data("vswhere-none.txt")) == []
 
 
 def test_vswhere_is_asked_for_vs2017_including_build_tools(win):
@@ -358,7 +359,7 @@ def test_windows_sdk(win):
     shutil.rmtree(win.pf86 / "Windows Kits")
     check = win_checks(win)["Windows 10 SDK"]
     assert check.status == FAIL and "Include" in check.found
-    assert probes.WINDOWS_SDK_COMPONENT in check.fix and "modify" in check.fix
+    assert windows_probes.WINDOWS_SDK_COMPONENT in check.fix and "modify" in check.fix
 
 
 def test_cuda_found_through_the_versioned_variable(win):
@@ -377,7 +378,7 @@ def test_cuda_of_another_version_fails_with_both_versions(win):
     check = win_checks(win, cuda="9.0")["nvcc (CUDA toolkit)"]
     assert check.status == FAIL
     assert "9.0" in check.found and "10.0" in check.found and "V10.0.130" in check.found
-    assert "CUDA_PATH_V9_0" in check.fix and probes.CUDA_ARCHIVE_URL in check.fix
+    assert "CUDA_PATH_V9_0" in check.fix and cuda_probes.CUDA_ARCHIVE_URL in check.fix
 
 
 def test_no_cuda_at_all(win):
@@ -401,7 +402,7 @@ def test_cudnn(win, tmp_path):
     (cuda / "lib" / "x64" / "cudnn.lib").unlink()
     check = win_checks(win)["cuDNN"]
     assert check.status == FAIL and "7.1.4" in check.found and "no library" in check.found
-    assert probes.CUDNN_ARCHIVE_URL in check.fix and "CUDA 9.0" in check.fix
+    assert cuda_probes.CUDNN_ARCHIVE_URL in check.fix and "CUDA 9.0" in check.fix
     (cuda / "include" / "cudnn.h").unlink()
     check = win_checks(win)["cuDNN"]
     assert check.status == FAIL and "no cudnn_version.h or cudnn.h" in check.found
@@ -417,9 +418,9 @@ def test_cudnn(win, tmp_path):
 
 
 def test_cudnn_version_parsing():
-    assert probes.parse_cudnn_version(data("cudnn-7.1.4-cudnn.h")) == "7.1.4"
-    assert probes.parse_cudnn_version(data("cudnn-8.9.7-cudnn_version.h")) == "8.9.7"
-    assert probes.parse_cudnn_version(data("cudnn-8-cudnn.h")) is None
+    assert cuda_probes.parse_cudnn_version(data("cudnn-7.1.4-cudnn.h")) == "7.1.4"
+    assert cuda_probes.parse_cudnn_version(data("cudnn-8.9.7-cudnn_version.h")) == "8.9.7"
+    assert cuda_probes.parse_cudnn_version(data("cudnn-8-cudnn.h")) is None
 
 
 def test_nvtoolsext(win, tmp_path):
@@ -495,10 +496,10 @@ def test_doctor_driver_and_upstream_agree_on_nvtoolsext():
     for path in tables:
         nvtx = json.loads(path.read_text())["nvtoolsext"]
         assert nvtx["required_on_windows_cuda"] is True, path.name
-        assert (nvtx["env_var"], nvtx["default_path"]) == (probes.NVTOOLSEXT_VARIABLE, probes.NVTOOLSEXT_DEFAULT)
+        assert (nvtx["env_var"], nvtx["default_path"]) == (cuda_probes.NVTOOLSEXT_VARIABLE, cuda_probes.NVTOOLSEXT_DEFAULT)
     driver = (recipe / "build_driver.py").read_text()
     assert '"nvToolsExt64_1.lib"' in driver and '"lib", "x64"' in driver
-    assert doctor.nvtoolsext_facts() == (probes.NVTOOLSEXT_VARIABLE, probes.NVTOOLSEXT_DEFAULT, True)
+    assert doctor.nvtoolsext_facts() == (cuda_probes.NVTOOLSEXT_VARIABLE, cuda_probes.NVTOOLSEXT_DEFAULT, True)
 
 
 def test_mkl(win, tmp_path):
@@ -533,7 +534,7 @@ def test_path_length_against_cmd_limit(win):
     win.complete()
     filler = ";".join(f"C:\\tools\\{i:04d}\\bin" for i in range(600))
     win.env["Path"] = str(win.bin) + ";" + filler
-    assert len(win.env["Path"]) > probes.CMD_LINE_LIMIT
+    assert len(win.env["Path"]) > windows_probes.CMD_LINE_LIMIT
     check = win_checks(win)["PATH length"]
     assert check.status == FAIL and "8191" in check.found and "input line is too long" in check.found
     win.env["Path"] = str(win.bin) + ";" + filler[:6800]
@@ -571,13 +572,13 @@ def test_nvcc_fixtures_cover_8_0_to_13_0():
 def test_nvcc_version_strings(path, tmp_path):
     text = path.read_text(encoding="utf-8")
     release = release_of(path)
-    assert probes.parse_nvcc_release(text) == release
+    assert cuda_probes.parse_nvcc_release(text) == release
     nvcc = executable(tmp_path / "cuda" / "bin" / "nvcc")  # activate.sh.in takes only an executable nvcc
     run = FakeRun()
     run[nvcc] = text
     host = Host(env={"CUDA_HOME": str(tmp_path / "cuda")}, system="Linux", run=run, sysroot=tmp_path / "root")
-    found = probes.find_cuda(host, "9.0", windows_target=False)
-    check = probes.check_nvcc(host, found, "9.0", windows_target=False)
+    found = cuda_probes.find_cuda(host, "9.0", windows_target=False)
+    check = cuda_probes.check_nvcc(host, found, "9.0", windows_target=False)
     if release == "9.0":
         assert check.status == OK
     else:
@@ -605,10 +606,10 @@ def test_gcc_accepted_by_cuda(fixture, cuda, status, tmp_path):
     run = FakeRun()
     run[gcc] = data(fixture)
     host = Host(env={"PATH": str(tmp_path / "bin")}, system="Linux", run=run, sysroot=tmp_path)
-    check = probes.check_gcc(host, cuda)
+    check = linux_probes.check_gcc(host, cuda)
     assert check.status == status, check
     if status == FAIL:
-        limit = probes.GCC_MAX_FOR_CUDA[cuda]
+        limit = linux_probes.GCC_MAX_FOR_CUDA[cuda]
         assert f"gcc <= {limit}" in check.found
         assert f"CUDAHOSTCXX=g++-{limit}" in check.fix
 
@@ -742,7 +743,7 @@ def test_real_machine_nvcc_and_gcc_mismatch(monkeypatch, capsys, tmp_path):
     for var in ("CUDA_PATH", "CUDA_HOME", "CUDA_PATH_V9_0", "CUDAHOSTCXX", "CXX"):
         monkeypatch.delenv(var, raising=False)
     # The toolkit the nvcc activation would take here (/usr/local/cuda on the build machine).
-    release = probes.find_cuda(Host.this_machine(), "9.0", windows_target=False).release
+    release = cuda_probes.find_cuda(Host.this_machine(), "9.0", windows_target=False).release
     if release is None or release == "9.0":
         pytest.skip("needs a CUDA toolkit other than 9.0 where the nvcc activation looks")
     code = main(
@@ -757,7 +758,7 @@ def test_real_machine_nvcc_and_gcc_mismatch(monkeypatch, capsys, tmp_path):
     gcc = shutil.which("gcc")
     if gcc:
         first = subprocess.run([gcc, "--version"], capture_output=True, text=True, check=False).stdout
-        version = probes.parse_gcc_version(first)
+        version = linux_probes.parse_gcc_version(first)
         if version and int(version.split(".")[0]) > 6:
             assert checks["host compiler (gcc)"]["status"] == FAIL
             assert "gcc <= 6" in checks["host compiler (gcc)"]["found"]
@@ -792,7 +793,7 @@ def test_gcc_limits_agree_with_the_nvcc_packages():
     for variant in rendered:
         env = variant.rendered.recipe.build.script["env"]
         cuda = variant.variant["cuda_compiler_version"]
-        assert int(env["TORCHWIN_GCC_MAX"]) == probes.GCC_MAX_FOR_CUDA[cuda], cuda
+        assert int(env["TORCHWIN_GCC_MAX"]) == linux_probes.GCC_MAX_FOR_CUDA[cuda], cuda
 
 
 # ---------------------------------------------------------------------------------------------
@@ -808,7 +809,7 @@ def fill_template(name, cuda="9.0", gcc_max="6"):
     values = {
         "PACKAGE": "nvcc_test",
         "CUDA_VERSION": cuda,
-        "CUDA_PATH_VAR": probes.cuda_path_variable(cuda),
+        "CUDA_PATH_VAR": cuda_probes.cuda_path_variable(cuda),
         "GCC_MAX": gcc_max,
     }
     text = (NVCC_TEMPLATES / name).read_text(encoding="utf-8")
@@ -821,7 +822,7 @@ def test_search_order_is_the_one_the_activation_names(template, windows_target):
     text = fill_template(template)
     looked = re.search(r"no CUDA toolkit found \(looked at ([^)]*)\)", text).group(1)
     places = [p.strip().strip('"') for p in re.split(r", | and ", looked)]
-    assert places == probes.cuda_search_order("9.0", windows_target)
+    assert places == cuda_probes.cuda_search_order("9.0", windows_target)
 
 
 def linux_toolkit(root):
@@ -850,7 +851,7 @@ class LinuxMachine:
         return Host(env=self.env, system="Linux", run=self.run, sysroot=self.sysroot)
 
     def find(self):
-        return probes.find_cuda(self.host(), "9.0", windows_target=False)
+        return cuda_probes.find_cuda(self.host(), "9.0", windows_target=False)
 
 
 def test_linux_cuda_9_0_in_its_folder_wins_over_a_newer_nvcc_on_path(tmp_path):
@@ -860,7 +861,7 @@ def test_linux_cuda_9_0_in_its_folder_wins_over_a_newer_nvcc_on_path(tmp_path):
     newer = linux.toolkit("path", tmp_path / "opt" / "cuda-13.0", "13.0")
     linux.env["PATH"] = str(newer / "bin")
     found = linux.find()
-    check = probes.check_nvcc(linux.host(), found, "9.0", windows_target=False)
+    check = cuda_probes.check_nvcc(linux.host(), found, "9.0", windows_target=False)
     assert check.status == OK, check
     assert f"in {cuda90} (found through the default install folders)" in check.found
     assert found.home == cuda90
@@ -896,7 +897,7 @@ def test_linux_search_order(tmp_path):
             shutil.rmtree(folder)
     found = linux.find()
     assert found.nvcc is None
-    check = probes.check_nvcc(linux.host(), found, "9.0", windows_target=False)
+    check = cuda_probes.check_nvcc(linux.host(), found, "9.0", windows_target=False)
     assert check.status == FAIL and "found no nvcc" in check.found
     assert "CUDA_PATH_V9_0 unset; CUDA_HOME unset; no " in check.found
 
@@ -910,7 +911,7 @@ def test_linux_set_variable_without_nvcc_stops_the_search(tmp_path):
     linux.env["CUDA_HOME"] = str(empty)
     found = linux.find()
     assert found.nvcc is None and found.variable == "CUDA_HOME"
-    check = probes.check_nvcc(linux.host(), found, "9.0", windows_target=False)
+    check = cuda_probes.check_nvcc(linux.host(), found, "9.0", windows_target=False)
     assert check.status == FAIL
     assert f"CUDA_HOME points at {empty}, which has no bin/nvcc" in check.found
     if os.name != "nt":  # Windows has no execute bit to take away
@@ -935,7 +936,7 @@ def test_linux_fix_names_a_variable_that_hides_the_default_folder(tmp_path):
     linux = LinuxMachine(tmp_path)
     linux.toolkit("default", linux.sysroot / "usr" / "local" / "cuda-9.0", "9.0")
     linux.env["CUDA_PATH_V9_0"] = str(linux.toolkit("var", tmp_path / "v92", "9.2"))
-    check = probes.check_nvcc(linux.host(), linux.find(), "9.0", windows_target=False)
+    check = cuda_probes.check_nvcc(linux.host(), linux.find(), "9.0", windows_target=False)
     assert check.status == FAIL and "found through CUDA_PATH_V9_0" in check.found
     assert check.fix.startswith("unset CUDA_PATH_V9_0 or set it to the folder of a CUDA 9.0 toolkit")
     assert "searched as the nvcc activation does: CUDA_PATH_V9_0, CUDA_HOME," in check.found
@@ -955,7 +956,7 @@ def test_windows_search_order(win):
     win.tool("nvcc", data("nvcc-10.0-windows.txt"))
 
     def found():
-        return probes.find_cuda(win.host(), "9.0", windows_target=True)
+        return cuda_probes.find_cuda(win.host(), "9.0", windows_target=True)
 
     assert (found().home, found().how) == (v90, "CUDA_PATH_V9_0")
     del win.env["CUDA_PATH_V9_0"]
@@ -1032,9 +1033,9 @@ def test_doctor_and_the_real_activation_script_pick_the_same_toolkit(tmp_path):
             match = (re.search(r"toolkit at (.+?) \(from ", proc.stderr)
                      or re.search(r"points at (.+?), which has no", proc.stderr))
             chosen = match.group(1) if match else None  # None: "no CUDA toolkit found"
-        found = probes.find_cuda(Host(env=env, system="Linux"), "9.0", windows_target=False)
+        found = cuda_probes.find_cuda(Host(env=env, system="Linux"), "9.0", windows_target=False)
         assert (str(found.home) if found.home else None) == chosen, (extra, proc.stderr)
-        check = probes.check_nvcc(Host(env=env, system="Linux"), found, "9.0", windows_target=False)
+        check = cuda_probes.check_nvcc(Host(env=env, system="Linux"), found, "9.0", windows_target=False)
         assert (check.status == OK) == last.startswith("rc=0"), (extra, check, proc.stderr)
 
 
@@ -1068,7 +1069,7 @@ def test_cudnn_8_fails_for_a_cudnn_7_variant(win):
     check = win_checks(win)["cuDNN"]
     assert check.status == FAIL
     assert "cuDNN 8.9.7" in check.found and "made with cuDNN 7" in check.found
-    assert "cuDNN 7.x for CUDA 9.0" in check.fix and probes.CUDNN_ARCHIVE_URL in check.fix
+    assert "cuDNN 7.x for CUDA 9.0" in check.fix and cuda_probes.CUDNN_ARCHIVE_URL in check.fix
     assert str(cuda) in check.fix
     assert not doctor.ok(list(win_checks(win).values()))
 

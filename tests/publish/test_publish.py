@@ -22,10 +22,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import packages
 import pytest
 from packages import make_package
-from torchwin import publish
+from torchwin.channel.package_check import file_digest
 from torchwin.cli import main, make_parser
 from torchwin.errors import Failure
-from torchwin.package_check import file_digest
+from torchwin.publish import command as publish
 
 SECRET = "tw-secret-" + uuid.uuid4().hex
 CONFIG = """\

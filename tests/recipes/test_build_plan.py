@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "pytorch"
 DRIVER = RECIPE / "build_driver.py"
 sys.path.insert(0, str(ROOT / "scripts"))

@@ -28,7 +28,7 @@ from torchwin.cli import main
 # privileges; both platforms' packages are built (win-64 cross-target) where these tests run, on Linux.
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="fakes a Linux CUDA toolkit with symlinks")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "cuda-runtime"
 SCRIPT = RECIPE / "install_runtime.py"
 # The label recipe.yaml keeps these packages in: channel DIR's label L is DIR/label/L/.

@@ -13,7 +13,7 @@ import pytest
 from rattler_build import build_recipes
 from torchwin import recipes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT_ONLY = ["vs2017", "nvcc", "pytorch-select"]
 
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from torchwin import recipes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "magma"
 DRIVER = RECIPE / "build_magma.py"
 CHECK = RECIPE / "check_library.py"

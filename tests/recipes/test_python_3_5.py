@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 SCRIPTS = sorted(RECIPES.glob("*/**/*.py"))
 
 

@@ -90,7 +90,7 @@ def build_recipe_text(text, out):
 # The engine looks `git` up once per process, so a build that needs another `git` on PATH runs in a child.
 CHILD = """
 import os, sys
-sys.path.insert(0, sys.argv[3])
+sys.path[:0] = [sys.argv[3], os.path.dirname(sys.argv[3])]  # this folder, and tests/ for its helpers
 from test_source_stage import build_recipe_text
 error = build_recipe_text(open(sys.argv[1]).read(), sys.argv[2])
 sys.stderr.write(error or "")

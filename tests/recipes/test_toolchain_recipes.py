@@ -23,7 +23,7 @@ from rattler.exceptions import SolverError
 from rattler.package_streaming import extract
 from torchwin.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
 CUDA_VERSIONS = ["8.0", "9.0", "9.1", "9.2"]
 

@@ -23,7 +23,7 @@ from torchwin.cli import main
 
 rattler = pytest.importorskip("rattler")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WINE = shutil.which("wine64") or shutil.which("wine") or (
     "/usr/lib/wine/wine64" if Path("/usr/lib/wine/wine64").exists() else None)
 WINEPREFIX = os.environ.get("TORCHWIN_TEST_WINEPREFIX")

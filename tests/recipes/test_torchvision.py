@@ -21,10 +21,11 @@ from test_pytorch_solve import (
     solve,
     write_channels,
 )
-from torchwin import recipes, repodata
+from torchwin import recipes
+from torchwin.channel import repodata
 from torchwin.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "torchvision"
 RUN_TEST = RECIPE / "run_test.py"
 PLATFORMS = ("win-64", "linux-64")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from torchwin import upstream_facts
 from torchwin.cli import main
+from torchwin.upstream import table, tree
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TABLES = ROOT / "recipes" / "pytorch" / "upstream"
 VARIANTS = ROOT / "recipes" / "pytorch" / "variants.yaml"
 
@@ -166,7 +166,7 @@ def upstream(tmp_path_factory):
     (repo / ".git" / "objects" / blob[:2] / blob[2:]).unlink()
     variants = base / "variants.yaml"
     variants.write_text(yaml.safe_dump({"pytorch_version": ["2.0.0"], "pytorch_commit": [sha]}))
-    facts = upstream_facts.extract(upstream_facts.Git(repo), "2.0.0", sha, mirrors=base / "mirrors")
+    facts = table.extract(tree.Git(repo), "2.0.0", sha, mirrors=base / "mirrors")
     return {"repo": repo, "sha": sha, "variants": variants, "mirrors": base / "mirrors", "facts": facts,
             "floorlib": floorlib, "dead": dead}
 
@@ -178,7 +178,7 @@ def test_release_tag_commit_and_declared_version(upstream):
     assert (facts["release"], facts["tag"], facts["commit"]) == ("2.0.0", "v2.0.0", upstream["sha"])
     assert (facts["declared_version"], facts["declared_version_file"]) == ("2.0.0a0", "setup.py")
     assert facts["python_requires"] == ">=3.5"
-    assert facts["source"] == upstream_facts.SOURCE
+    assert facts["source"] == table.SOURCE
     assert facts["distutils_vc_env_calls"] == ["tools/setup_helpers/cuda.py:7"]
 
 
@@ -222,7 +222,7 @@ def test_submodule_mirror_found_case_insensitively_or_by_a_fork_of_the_same_name
         '[submodule "b"]\n\tpath = b\n\turl = git@github.com:forker/floorlib.git\n')})
     for path in ("a", "b"):
         git(repo, "update-index", "--add", "--cacheinfo", "160000,%s,%s" % (upstream["floorlib"], path))
-    facts = upstream_facts.extract(upstream_facts.Git(repo), "9.9.9", commit(repo), mirrors=upstream["mirrors"])
+    facts = table.extract(tree.Git(repo), "9.9.9", commit(repo), mirrors=upstream["mirrors"])
     got = [(e["path"], e["version"], e["source"].split(" ")[0]) for e in facts["submodule_cmake_floors"]]
     assert got == [("a", "3.1", "github:someone/floorlib"), ("b", "3.1", "github:someone/floorlib")]
 
@@ -258,7 +258,7 @@ def test_nvtoolsext_read_but_unused_is_not_honoured(tmp_path):
         "torch/CMakeLists.txt": ('if (NOT NVTOOLEXT_HOME)\n  set(NVTOOLEXT_HOME "C:/Program Files/NVIDIA '
                                  'Corporation/NvToolsExt")\nendif()\nif ($ENV{NVTOOLEXT_HOME})\nendif()\n'
                                  'set(L ${NVTOOLEXT_HOME}/lib/x64/nvToolsExt64_1.lib)\n')})
-    facts = upstream_facts.extract(upstream_facts.Git(repo), "9.9.9", commit(repo))
+    facts = table.extract(tree.Git(repo), "9.9.9", commit(repo))
     nvtx = facts["nvtoolsext"]
     assert nvtx["required_on_windows_cuda"] is True  # the link needs it
     assert nvtx["env_var_honoured"] is False  # nothing uses what NVTOOLSEXT_PATH gives
@@ -289,7 +289,7 @@ def test_nvtoolsext_from_cmake_when_the_variable_is_defined(tmp_path):
         'if(NOT NVTOOLEXT_HOME)\n  set(NVTOOLEXT_HOME "C:/Program Files/NVIDIA Corporation/NvToolsExt")\n'
         'endif()\nif(DEFINED ENV{NVTOOLSEXT_PATH})\n  set(NVTOOLEXT_HOME $ENV{NVTOOLSEXT_PATH})\nendif()\n'
         'set(L ${NVTOOLEXT_HOME}/lib/x64/nvToolsExt64_1.lib)\n')})
-    facts = upstream_facts.extract(upstream_facts.Git(repo), "9.9.9", commit(repo))
+    facts = table.extract(tree.Git(repo), "9.9.9", commit(repo))
     nvtx = facts["nvtoolsext"]
     assert (nvtx["env_var"], nvtx["env_var_honoured"], nvtx["required_on_windows_cuda"]) == (
         "NVTOOLSEXT_PATH", True, True)
@@ -301,7 +301,7 @@ def test_version_txt_when_setup_py_declares_none(tmp_path):
     repo = make_repo(tmp_path / "r", {"setup.py": ("version = open('version.txt').read()\n"
                                                    "setup(python_requires='>=2.7, !=3.0.*', name='torch')\n"),
                                       "version.txt": "1.6.0a0\n"})
-    facts = upstream_facts.extract(upstream_facts.Git(repo), "1.6.0", commit(repo))
+    facts = table.extract(tree.Git(repo), "1.6.0", commit(repo))
     assert (facts["declared_version"], facts["declared_version_file"]) == ("1.6.0a0", "version.txt")
     assert facts["python_requires"] == ">=2.7, !=3.0.*"
 
@@ -310,7 +310,7 @@ def test_python_requires_built_from_python_min_version(tmp_path):
     """1.7 on: python_requires='>={}'.format(python_min_version_str)."""
     repo = make_repo(tmp_path / "r", {"setup.py": ("python_min_version = (3, 6, 2)\nversion = '1.7.0a0'\n"
                                                    "setup(python_requires='>={}'.format(python_min_version_str))\n")})
-    facts = upstream_facts.extract(upstream_facts.Git(repo), "1.7.1", commit(repo))
+    facts = table.extract(tree.Git(repo), "1.7.1", commit(repo))
     assert facts["python_requires"] == ">=3.6.2"
 
 
@@ -336,7 +336,7 @@ def test_oldest_gpu_architecture_from_the_cmake_list_and_unguarded_ldg(tmp_path,
              "torch/csrc/jit/codegen.cpp": 'env.s("access", format("__ldg(&t.data[i])", env));\n'}
     files.update(sources)
     repo = make_repo(tmp_path / "r", files)
-    arch = upstream_facts.extract(upstream_facts.Git(repo), "9.9.9", commit(repo))["cuda_arch"]
+    arch = table.extract(tree.Git(repo), "9.9.9", commit(repo))["cuda_arch"]
     assert (arch["oldest"], arch["unguarded_ldg"], arch["cmake_common_oldest"]) == (oldest, unguarded, common)
     assert arch["generated_ldg"] == ["torch/csrc/jit/codegen.cpp:1"]  # run-time kernels: not a build stopper
     assert arch["cmake_common_at"].endswith("select_compute_arch.cmake:2")
@@ -359,11 +359,11 @@ endif()
 
 def test_host_gcc_the_cmake_refuses_per_cuda(tmp_path):
     repo = make_repo(tmp_path / "r", {"cmake/public/cuda.cmake": CUDA_CMAKE_GCC})
-    facts = upstream_facts.extract(upstream_facts.Git(repo), "9.9.9", commit(repo))
+    facts = table.extract(tree.Git(repo), "9.9.9", commit(repo))
     assert facts["cuda_host_gcc"] == {"cuda_from": "9.0", "cuda_below": "9.2", "gcc_below": "6.0",
                                       "unless_env": "CUDAHOSTCXX", "at": "cmake/public/cuda.cmake:2"}
     repo = make_repo(tmp_path / "s", {"cmake/public/cuda.cmake": "find_package(CUDA)\n"})
-    assert upstream_facts.extract(upstream_facts.Git(repo), "9.9.9", commit(repo))["cuda_host_gcc"] is None
+    assert table.extract(tree.Git(repo), "9.9.9", commit(repo))["cuda_host_gcc"] is None
 
 
 def test_committed_tables_name_the_oldest_architecture_with_its_evidence():
@@ -400,10 +400,10 @@ def test_check_reports_each_difference_and_exits_1(upstream, tmp_path, capsys):
             "--submodule-mirrors", upstream["mirrors"])
     run_cli(capsys, *base)
     assert run_cli(capsys, *base, "--check")[0] == 0
-    table = json.loads((out / "2.0.0.json").read_text())
-    table["declared_version"] = "2.0.0"
-    table["env_vars"]["setup.py"].append("INVENTED")
-    (out / "2.0.0.json").write_text(upstream_facts.render(table))
+    facts = json.loads((out / "2.0.0.json").read_text())
+    facts["declared_version"] = "2.0.0"
+    facts["env_vars"]["setup.py"].append("INVENTED")
+    (out / "2.0.0.json").write_text(table.render(facts))
     (out / "7.7.7.json").write_text("{}\n")
     code, stdout, err = run_cli(capsys, *base, "--check")
     assert code == 1
@@ -468,7 +468,7 @@ def test_table_matches_the_pinned_commit_and_is_generator_output(release, commit
     text = (TABLES / ("%s.json" % release)).read_text()
     facts = json.loads(text)
     assert (facts["release"], facts["commit"], facts["tag"]) == (release, commit, "v" + release)
-    assert text == upstream_facts.render(facts)  # sorted keys, 2-space indent, trailing newline
+    assert text == table.render(facts)  # sorted keys, 2-space indent, trailing newline
     for key in ("declared_version", "declared_version_file", "env_vars", "submodules", "cmake_minimum_required",
                 "bare_yaml_load", "nvtoolsext", "ninja", "python_requires", "unreadable"):
         assert key in facts, (release, key)

@@ -15,11 +15,13 @@ from pathlib import Path
 from rattler import Channel, MatchSpec, RepoData
 from rattler.exceptions import InvalidMatchSpecError
 
-from torchwin import channel_store, retention
-from torchwin.channel_config import load_channel_config
+from torchwin.channel import retention
+from torchwin.channel import store as channel_store
+from torchwin.channel.config import load_channel_config
+from torchwin.channel.package_check import EXTENSIONS, check_pinned_labels, file_digest
+from torchwin.channel.package_read import ZSTD
 from torchwin.checkout import require_repo_root
 from torchwin.errors import Failure, UserError
-from torchwin.package_check import EXTENSIONS, ZSTD, check_pinned_labels, file_digest
 
 __all__ = ["add_packages", "default_channel_dir", "load_channel_config"]
 
@@ -387,7 +389,7 @@ def run_verify(args):
 
 
 def run_page(args):
-    from torchwin.channel_page import write_page
+    from torchwin.channel.page import write_page
 
     config = load_channel_config(args.config)
     channel_dir = _dir(args)
@@ -400,7 +402,7 @@ def run_page(args):
 
 
 def run_serve(args):
-    from torchwin.channel_serve import make_server, server_url
+    from torchwin.channel.serve import make_server, server_url
 
     if args.config is not None:  # not needed to serve, but a wrong --config is a mistake to point out
         load_channel_config(args.config)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from rattler import MatchSpec, Version, VersionSpec
 
-from torchwin.channel_config import MAIN
+from torchwin.channel.config import MAIN
 
 
 def dependency_labels(label, subdir, depends, records) -> list:
     """Labels other than `label` and main holding what one of `depends` needs and those two lack.
 
     `records`: objects with .label, .name, .version, .subdir and .depends (match-spec strings),
-    e.g. channel_page.collect()'s entries. A record only counts when its own dependencies
+    e.g. page.collect()'s entries. A record only counts when its own dependencies
     leave room for `depends`: the label's cudnn 7.1.3 matches a 9.0 build's `cudnn 7.*` by
     version, but needs cudatoolkit 9.1, which that build excludes.
     """

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from rattler import Version
 
-from torchwin.channel_config import MAIN
-from torchwin.channel_store import channel_lock, iter_records
-from torchwin.labels import dependency_labels
-from torchwin.retention import from_millis
+from torchwin.channel.config import MAIN
+from torchwin.channel.labels import dependency_labels
+from torchwin.channel.retention import from_millis
+from torchwin.channel.store import channel_lock, iter_records
 
 TORCH_NAMES = ("pytorch", "pytorch-cpu", "pytorch-nightly", "pytorch-nightly-cpu")
 _BUILD_RE = re.compile(r"^py(?P<py>\d\d+)_(?:cuda(?P<cuda>\d\d+)_cudnn\d+|(?P<cpu>cpu))_\d+$")

@@ -48,10 +48,10 @@ from pathlib import Path
 
 from rattler import PackageRecord
 
-from torchwin.channel_config import MAIN
+from torchwin.channel.config import MAIN
+from torchwin.channel.lock import FileLock
+from torchwin.channel.package_check import EXTENSIONS, KNOWN_SUBDIRS, check_package, file_digest, file_digests
 from torchwin.errors import Failure, UserError
-from torchwin.lock import FileLock
-from torchwin.package_check import EXTENSIONS, KNOWN_SUBDIRS, check_package, file_digest, file_digests
 
 STATE_DIR = ".torchwin"
 JOURNAL = "journal.json"

@@ -23,7 +23,9 @@ import os
 import sys
 from pathlib import Path
 
-from torchwin import ci_downloads, ci_matrix, gha
+from torchwin.ci import downloads as ci_downloads
+from torchwin.ci import gha
+from torchwin.ci import matrix as ci_matrix
 from torchwin.errors import Failure, UserError
 
 EXAMPLES = """\
@@ -218,7 +220,7 @@ def print_outputs(pairs, github_output):
 
 
 def run_upstream(args):
-    from torchwin import nightly
+    from torchwin.ci import nightly
 
     repo, ref, base = nightly.upstream_source(args.repo, args.ref, args.base, args.recipe)
     print_outputs([("repo", repo), ("ref", ref), ("base", base)], args.github_output)
@@ -226,8 +228,8 @@ def run_upstream(args):
 
 
 def run_nightly_gate(args):
-    from torchwin import nightly
-    from torchwin.channel_config import load_channel_config
+    from torchwin.channel.config import load_channel_config
+    from torchwin.ci import nightly
 
     if args.force not in ("true", "false"):
         raise UserError(f"--force {args.force!r}: allowed: true, false")

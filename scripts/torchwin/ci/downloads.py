@@ -17,53 +17,32 @@ what must exist afterwards. This module turns one table entry into a `Plan`
 4. tell later CI steps where things are (GITHUB_ENV / GITHUB_PATH).
 
 `--dry-run` stops after printing the plan: nothing is downloaded or changed.
+The table's rules are in downloads_check.py; downloading, verifying and unpacking in fetch.py.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
-import ipaddress
 import os
-import re
 import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
-import urllib.parse
-import urllib.request
-import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import yaml
 
+from torchwin.ci.fetch import PIN_HINT, check_signature, extract, fetch, file_hashes
 from torchwin.errors import Failure, UserError
 
 TABLE_NAME = "ci_downloads.yaml"
+
+
 PLATFORMS = ("win-64", "linux-64")
+
+
 INSTALLER_KINDS = ("local", "network")
-PLACEHOLDERS = ("install_dir", "home", "version")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
-_CUDA_RE = re.compile(r"^\d+\.\d+$")
-_CHUNK = 1 << 20
-VS_KEYS = {"download", "install_dir", "components", "args", "ok_exit_codes", "expect", "channel", "vswhere"}
-CUDA_KEYS = {"version", "installers", "runner", "args", "subpackages", "install_dir", "ok_exit_codes",
-             "cudnn", "expect"}
-DOWNLOAD_KEYS = ("url", "file", "sha256", "md5", "signer", "source", "version")
-SIGNERS = ("NVIDIA Corporation", "Microsoft Corporation")
-
-PIN_HINT = (
-    "pin it: on a trusted machine run `torchwin ci hash %s`, which downloads the file, checks "
-    "NVIDIA's published md5 where the table has one and prints the sha256; put that value in "
-    "scripts/torchwin/data/ci_downloads.yaml"
-)
-
-
-# ---------------------------------------------------------------- the table
 
 
 def default_table_path() -> Path:
@@ -72,6 +51,8 @@ def default_table_path() -> Path:
 
 def load_table(path=None) -> dict:
     """Read and validate the table; a bad entry is one UserError naming its key."""
+    from torchwin.ci.downloads_check import validate_table  # it reads PLATFORMS and the rest from here
+
     path = Path(path) if path else default_table_path()
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -81,124 +62,6 @@ def load_table(path=None) -> dict:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     validate_table(data, str(path))
     return data
-
-
-def _need(cond, where, message):
-    if not cond:
-        raise UserError(f"{where}: {message}")
-
-
-def _check_download(entry, where):
-    _need(isinstance(entry, dict), where, "must be a mapping with url, file and sha256")
-    unknown = set(entry) - set(DOWNLOAD_KEYS)
-    _need(not unknown, where,
-          f"unknown key(s) {', '.join(sorted(map(str, unknown)))}; allowed: {', '.join(DOWNLOAD_KEYS)}")
-    url = entry.get("url")
-    _need(isinstance(url, str) and url_allowed(url), where + ".url",
-          f"{url!r} must be an https:// URL (plain http only to this machine, e.g. a local mirror)")
-    name = entry.get("file")
-    _need(isinstance(name, str) and name and PurePosixPath(name).name == name and "\\" not in name
-          and name not in (".", ".."), where + ".file", f"{name!r} must be a plain file name")
-    _need("sha256" in entry, where, "sha256 is missing (write `sha256: null` while it is not pinned)")
-    sha = entry["sha256"]
-    _need(sha is None or (isinstance(sha, str) and _SHA256_RE.match(sha)), where + ".sha256",
-          f"{sha!r} must be 64 lowercase hex digits, or null while not pinned")
-    md5 = entry.get("md5")
-    _need(md5 is None or (isinstance(md5, str) and _MD5_RE.match(md5)), where + ".md5",
-          f"{md5!r} must be 32 lowercase hex digits")
-    signer = entry.get("signer")
-    _need(signer is None or signer in SIGNERS, where + ".signer",
-          f"{signer!r} must be one of: {', '.join(SIGNERS)}")
-    # A pin nobody can trace is worth little: every hash names where it was published.
-    source = entry.get("source")
-    _need(not (sha or md5) or (isinstance(source, str) and source.startswith("https://")), where + ".source",
-          "a pinned hash needs `source:` -- the https URL of the manifest or page that publishes it")
-
-
-def _check_strings(value, where, what="a list of strings"):
-    _need(isinstance(value, list) and all(isinstance(v, str) and v for v in value), where,
-          f"must be {what}")
-    for item in value:
-        for name in re.findall(r"{(\w*)}", item):
-            allowed = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
-            _need(name in PLACEHOLDERS, where,
-                  f"unknown placeholder {{{name}}} in {item!r}; allowed: {allowed}")
-
-
-def validate_table(data, where=TABLE_NAME):
-    _need(isinstance(data, dict), where, "must be a mapping with schema, vs2017 and cuda")
-    _need(data.get("schema") == 1, where + ".schema", "must be 1")
-    unknown = set(data) - {"schema", "vs2017", "cuda"}
-    _need(not unknown, where, "unknown key(s) {}".format(", ".join(sorted(map(str, unknown)))))
-
-    vs = data.get("vs2017")
-    _need(isinstance(vs, dict) and "win-64" in vs, where + ".vs2017", "must have a win-64 entry")
-    for platform, entry in vs.items():
-        here = f"{where}.vs2017.{platform}"
-        _need(platform in PLATFORMS, here, "unknown platform; allowed: {}".format(", ".join(PLATFORMS)))
-        _need(isinstance(entry, dict), here, "must be a mapping")
-        _check_keys(entry, VS_KEYS, here)
-        _check_download(entry.get("download"), here + ".download")
-        _check_strings(entry.get("args"), here + ".args")
-        _check_strings(entry.get("components"), here + ".components")
-        _check_strings(entry.get("expect", []), here + ".expect")
-        _need(isinstance(entry.get("install_dir"), str), here + ".install_dir", "must be a path")
-        _check_codes(entry.get("ok_exit_codes", [0]), here + ".ok_exit_codes")
-        _need(isinstance(entry.get("channel", ""), str) and url_allowed(entry.get("channel", "https://")),
-              here + ".channel", "must be the https URL of the release channel manifest")
-        vswhere = entry.get("vswhere", {})
-        _need(isinstance(vswhere, dict) and set(vswhere) <= {"version", "requires"}
-              and isinstance(vswhere.get("version", ""), str), here + ".vswhere",
-              "must be a mapping with version (a vswhere range like [15.9,16.0)) and requires (components)")
-        _check_strings(vswhere.get("requires", []), here + ".vswhere.requires")
-
-    cuda = data.get("cuda")
-    _need(isinstance(cuda, dict) and cuda, where + ".cuda", "must map CUDA versions to platforms")
-    for version, platforms in cuda.items():
-        here = f"{where}.cuda.{version}"
-        # YAML reads an unquoted 9.0 as the float 9.0 (and 9.10 as 9.1): versions must be quoted strings.
-        _need(isinstance(version, str) and _CUDA_RE.match(version), here,
-              "CUDA version keys must be quoted strings like \"9.0\"")
-        _need(isinstance(platforms, dict) and platforms, here, "must map platforms to entries")
-        for platform, entry in platforms.items():
-            where_p = f"{here}.{platform}"
-            _need(platform in PLATFORMS, where_p, f"unknown platform; allowed: {', '.join(PLATFORMS)}")
-            _need(isinstance(entry, dict), where_p, "must be a mapping")
-            _check_keys(entry, CUDA_KEYS, where_p)
-            full = str(entry.get("version", ""))
-            _need(full.startswith(version + "."), where_p + ".version",
-                  f"{full!r} must be the full version of CUDA {version} (e.g. {version}.176)")
-            installers = entry.get("installers")
-            _need(isinstance(installers, dict) and "local" in installers, where_p + ".installers",
-                  "must have a `local` installer")
-            for kind, download in installers.items():
-                _need(kind in INSTALLER_KINDS, f"{where_p}.installers.{kind}",
-                      "unknown installer kind; allowed: {}".format(", ".join(INSTALLER_KINDS)))
-                _check_download(download, f"{where_p}.installers.{kind}")
-            _check_strings(entry.get("args"), where_p + ".args")
-            _check_strings(entry.get("runner", []), where_p + ".runner")
-            _check_strings(entry.get("subpackages", []), where_p + ".subpackages")
-            if platform == "win-64":
-                _need(entry.get("subpackages"), where_p + ".subpackages",
-                      "a Windows silent install needs its sub-package list")
-            _need(isinstance(entry.get("install_dir"), str), where_p + ".install_dir", "must be a path")
-            _check_codes(entry.get("ok_exit_codes", [0]), where_p + ".ok_exit_codes")
-            _check_strings(entry.get("expect", []), where_p + ".expect")
-            if "cudnn" in entry:
-                _check_download(entry["cudnn"], where_p + ".cudnn")
-
-
-def _check_keys(entry, allowed, where):
-    unknown = sorted(map(str, set(entry) - allowed))
-    _need(not unknown, where, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
-
-
-def _check_codes(value, where):
-    _need(isinstance(value, list) and value and all(isinstance(v, int) for v in value), where,
-          "must be a list of integers")
-
-
-# ---------------------------------------------------------------- plans
 
 
 @dataclass(frozen=True)
@@ -357,9 +220,6 @@ def cuda_plan(table, version, platform=None, installer="local", install_dir=None
                 env=env, paths=[_join(target, "bin", platform)])
 
 
-# ---------------------------------------------------------------- printing
-
-
 def describe(plan: Plan, download_dir: Path) -> list:
     """The plan as lines a person reads: every URL with its sha256, every command."""
     lines = [f"{plan.title} -- {len(plan.steps)} step(s) for {plan.platform}"]
@@ -402,125 +262,6 @@ def _quote(arg):
     return f'"{arg}"' if (" " in arg or not arg) else arg
 
 
-# ---------------------------------------------------------------- downloading
-
-
-def _is_loopback(host):
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def url_allowed(url):
-    """https anywhere; plain http only to this machine (tests, a local mirror); file:// for local copies."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme in ("https", "file"):
-        return True
-    return parts.scheme == "http" and _is_loopback(parts.hostname or "")
-
-
-def check_url(url):
-    if not url_allowed(url):
-        raise Failure(f"refusing to download {url}: only https (or http to 127.0.0.1) is allowed")
-
-
-class NoDowngrade(urllib.request.HTTPRedirectHandler):
-    """Follow redirects (NVIDIA's and Microsoft's short links redirect) but never away from https."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        check_url(newurl)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def file_hashes(path: Path):
-    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            sha.update(chunk)
-            md5.update(chunk)
-    return sha.hexdigest(), md5.hexdigest()
-
-
-def _mismatch(download: Download, sha, md5):
-    if download.sha256 and sha != download.sha256:
-        return f"sha256 {sha}, expected {download.sha256}"
-    if download.md5 and md5 != download.md5:
-        return f"md5 {md5}, expected NVIDIA's {download.md5}"
-    return ""
-
-
-def fetch(download: Download, download_dir: Path, out, require_pin=True, timeout=60) -> Path:
-    """The verified file in download_dir: reused when its hashes match, else downloaded and checked.
-
-    A download is written to a temporary name and only renamed into place once it
-    matches, so the folder (which CI caches) never holds a file that failed its check.
-    """
-    if require_pin and not download.pinned:
-        raise Failure(f"{download.url} has no pinned sha256, so it will not be run; "
-                      f"{PIN_HINT % download.label}")
-    download_dir.mkdir(parents=True, exist_ok=True)
-    target = download_dir / download.file
-    if target.is_file() and download.pinned:
-        sha, md5 = file_hashes(target)
-        if not _mismatch(download, sha, md5):
-            print(f"reusing {target} (sha256 verified)", file=out, flush=True)
-            return target
-        print(f"discarding {target}: its hashes do not match the table", file=out, flush=True)
-        target.unlink()
-    check_url(download.url)
-    print(f"downloading {download.url}", file=out, flush=True)
-    handle, temp_name = tempfile.mkstemp(prefix=".part-", dir=download_dir)
-    temp = Path(temp_name)
-    try:
-        opener = urllib.request.build_opener(NoDowngrade())
-        with os.fdopen(handle, "wb") as sink, opener.open(download.url, timeout=timeout) as response:
-            shutil.copyfileobj(response, sink, _CHUNK)
-        sha, md5 = file_hashes(temp)
-        problem = _mismatch(download, sha, md5)
-        if problem:
-            raise Failure(f"{download.url}: {problem}; the file was discarded and nothing was installed")
-        os.replace(temp, target)
-    except OSError as exc:
-        reason = getattr(exc, "reason", None) or exc
-        raise Failure(f"download of {download.url} failed: {reason}") from None
-    finally:
-        if temp.exists():
-            temp.unlink()
-    print(f"  sha256 {sha} verified" if download.sha256 else f"  md5 {md5} verified", file=out, flush=True)
-    return target
-
-
-# ---------------------------------------------------------------- signatures and vswhere
-
-
-def _signature_matches(subject, signer):
-    """Whether a certificate subject (`CN=..., O=NVIDIA Corporation, ...`) names signer as its organisation."""
-    fields = re.findall(r'(?:^|,)\s*O=("[^"]*"|[^,]*)', subject)
-    return any(value.strip().strip('"') == signer for value in fields)
-
-
-def check_signature(path: Path, signer: str, out):
-    """Windows' own verdict on the file's Authenticode signature: Valid, and signed by signer."""
-    shell = shutil.which("powershell") or shutil.which("pwsh")
-    if shell is None:
-        raise Failure(f"cannot check the signature of {path.name}: PowerShell (Get-AuthenticodeSignature) "
-                      "was not found")
-    # The path travels in the environment, never inside the command text.
-    script = ("$s = Get-AuthenticodeSignature -LiteralPath $env:TORCHWIN_SIGNED_FILE; "
-              "Write-Output ('{0}|{1}' -f $s.Status, $s.SignerCertificate.Subject)")
-    result = subprocess.run([shell, "-NoProfile", "-NonInteractive", "-Command", script], check=False,
-                            capture_output=True, text=True, env={**os.environ, "TORCHWIN_SIGNED_FILE": str(path)})
-    status, _, subject = result.stdout.strip().partition("|")
-    if result.returncode != 0 or status != "Valid" or not _signature_matches(subject, signer):
-        seen = f"{status or 'no answer'}, {subject or 'no signer'}"
-        raise Failure(f"{path.name}: its Authenticode signature is not a valid one by {signer} ({seen}); "
-                      "nothing was run")
-    print(f"  signature valid, signed by {signer}", file=out, flush=True)
-
-
 def _vswhere():
     found = shutil.which("vswhere")
     if found:
@@ -552,9 +293,6 @@ def _vs_present(query):
     return any(_same_path(found, query["path"]) for found in vs_instances(query))
 
 
-# ---------------------------------------------------------------- carrying out
-
-
 def _run(step: Step, path: Path, out):
     argv = step.argv(path)
     print("running: {}".format(" ".join(_quote(a) for a in argv)), file=out, flush=True)
@@ -565,57 +303,6 @@ def _run(step: Step, path: Path, out):
     if code not in step.ok_exit_codes:
         expected = " or ".join(str(c) for c in step.ok_exit_codes)
         raise Failure(f"{path.name} exited with code {code} (expected {expected})")
-
-
-def _members(names, strip):
-    """(archive name, relative destination) pairs, refusing anything that would land outside dest."""
-    for name in names:
-        parts = PurePosixPath(name.replace("\\", "/")).parts
-        if strip and parts and parts[0] == strip:
-            parts = parts[1:]
-        if not parts:
-            continue
-        if any(p in ("..", "") for p in parts) or parts[0].endswith(":") or name.startswith("/"):
-            raise Failure(f"archive member {name!r} would be written outside the target folder")
-        yield name, Path(*parts)
-
-
-def extract(archive: Path, dest: Path, strip: str, out):
-    print(f"unpacking {archive.name} into {dest}", file=out, flush=True)
-    dest.mkdir(parents=True, exist_ok=True)
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
-                if info.is_dir():
-                    continue
-                for _, rel in _members([info.filename], strip):
-                    target = dest / rel
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with zf.open(info) as src, target.open("wb") as sink:
-                        shutil.copyfileobj(src, sink, _CHUNK)
-        return
-    if not tarfile.is_tarfile(archive):
-        raise Failure(f"{archive} is neither a zip nor a tar archive")
-    with tarfile.open(archive) as tf:
-        for member in tf.getmembers():
-            for _, rel in _members([member.name], strip):
-                target = dest / rel
-                if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                elif member.issym():
-                    # cuDNN ships libcudnn.so -> libcudnn.so.7 links; keep them, but only inside dest.
-                    link = PurePosixPath(member.linkname)
-                    if link.is_absolute() or ".." in link.parts:
-                        raise Failure(f"archive link {member.name!r} -> {member.linkname!r} "
-                                      "points outside the target folder")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    if target.is_symlink() or target.exists():
-                        target.unlink()
-                    os.symlink(member.linkname, target)
-                elif member.isfile():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with tf.extractfile(member) as src, target.open("wb") as sink:
-                        shutil.copyfileobj(src, sink, _CHUNK)
 
 
 def _check_expected(step: Step):
@@ -668,7 +355,7 @@ def execute(plan: Plan, download_dir: Path, out=None, dry_run=False, github_env=
             raise Failure(f"{step.title} finished but vswhere -version {step.vswhere.get('version')} does not "
                           f"list {step.vswhere['path']} with {', '.join(step.vswhere.get('requires', []))}")
     if github_env:
-        from torchwin import gha
+        from torchwin.ci import gha
 
         gha.write_outputs(sorted(plan.env.items()), variable="GITHUB_ENV")
         gha.add_paths(plan.paths)

@@ -33,7 +33,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from torchwin import gha
+from torchwin.ci import gha
 from torchwin.errors import Failure, UserError
 
 EXAMPLES = """\
@@ -307,7 +307,7 @@ def last_published_commit(api_url, owner, label, package=PROBE_PACKAGE, attempts
     import urllib.parse
     import urllib.request
 
-    from torchwin import ci_downloads
+    from torchwin.ci import fetch as ci_downloads
 
     sleep = sleep or time.sleep
     base = api_url.rstrip("/")
@@ -363,7 +363,7 @@ def _published_at(record):
 def _commit_in(data, basename):
     import tempfile
 
-    from torchwin import package_check
+    from torchwin.channel import package_check
 
     name = basename.rsplit("/", 1)[-1]
     with tempfile.TemporaryDirectory() as folder:

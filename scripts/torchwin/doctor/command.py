@@ -1,6 +1,6 @@
 """`torchwin doctor`: check that this machine can build a variant before a multi-hour build fails.
 
-Runs the host probes (scripts/torchwin/probes.py) for one target platform and CUDA version and
+Runs the host probes (doctor/*_probes.py) for one target platform and CUDA version and
 prints one line per check: OK, WARN or FAIL, what was found, and for each WARN/FAIL the exact fix.
 Exits 1 when any check FAILs (WARN does not fail). `torchwin build` of a compiled recipe calls
 `run_checks()` and `ok()` before it starts.
@@ -17,9 +17,9 @@ import platform
 import re
 from pathlib import Path
 
-from torchwin import probes
+from torchwin.doctor import cuda_probes, host_probes, linux_probes, windows_probes
+from torchwin.doctor.host_probes import FAIL, OK, WARN, Host
 from torchwin.errors import UserError
-from torchwin.probes import FAIL, OK, WARN, Host
 
 TARGET_PLATFORMS = ("win-64", "linux-64")
 FALLBACK_CUDA = "9.0"
@@ -70,7 +70,7 @@ class RecipeCuda:
 
     def allowed(self):
         """The values --cuda accepts for this platform: the recipe's CUDA versions, then none."""
-        return sorted(self.cudnn, key=probes.version_key) + ["none"]
+        return sorted(self.cudnn, key=host_probes.version_key) + ["none"]
 
 
 def _pytorch_recipe_dir():
@@ -167,9 +167,9 @@ def nvtoolsext_facts(recipe_dir=None):
     where the build will. Releases that need it decide; outside a checkout, or before the tables
     exist, the probes' constants (the same facts) stand in.
     """
-    fallback = (probes.NVTOOLSEXT_VARIABLE, probes.NVTOOLSEXT_DEFAULT, True)
+    fallback = (cuda_probes.NVTOOLSEXT_VARIABLE, cuda_probes.NVTOOLSEXT_DEFAULT, True)
     recipe_dir = Path(recipe_dir) if recipe_dir is not None else _pytorch_recipe_dir()
-    tables = sorted((recipe_dir / "upstream").glob("*.json"), key=lambda p: probes.version_key(p.stem)) \
+    tables = sorted((recipe_dir / "upstream").glob("*.json"), key=lambda p: host_probes.version_key(p.stem)) \
         if recipe_dir is not None else []
     found = []
     for path in tables:
@@ -206,56 +206,56 @@ def run_checks(target_platform, cuda, build_dir=None, host=None, cudnn=None):
 
 def _windows_checks(host, cuda, build_dir, cudnn=None):
     checks = [
-        probes.check_windows_64(host),
-        probes.check_python_64(host, windows_target=True),
-        probes.check_disk(host, build_dir, cuda),
-        probes.check_git_longpaths(host),
+        windows_probes.check_windows_64(host),
+        host_probes.check_python_64(host, windows_target=True),
+        host_probes.check_disk(host, build_dir, cuda),
+        host_probes.check_git_longpaths(host),
     ]
     if host.windows:
         # The registry exists only there; on another host the 64-bit Windows check already says why.
-        checks.append(probes.check_windows_longpaths(host))
-    installs, notes = probes.find_vs2017(host)
-    checks.append(probes.check_vs2017(host, installs, notes))
-    if cuda in probes.MSVC_TOOLSET_FOR_CUDA:
-        checks.append(probes.check_msvc_toolset(host, installs, cuda))
-    checks.append(probes.check_windows_sdk(host, installs))
+        checks.append(windows_probes.check_windows_longpaths(host))
+    installs, notes = windows_probes.find_vs2017(host)
+    checks.append(windows_probes.check_vs2017(host, installs, notes))
+    if cuda in windows_probes.MSVC_TOOLSET_FOR_CUDA:
+        checks.append(windows_probes.check_msvc_toolset(host, installs, cuda))
+    checks.append(windows_probes.check_windows_sdk(host, installs))
     if cuda:
-        found = probes.find_cuda(host, cuda, windows_target=True)
+        found = cuda_probes.find_cuda(host, cuda, windows_target=True)
         checks += [
-            probes.check_nvcc(host, found, cuda, windows_target=True),
-            probes.check_cudnn(host, found, cuda, windows_target=True, major=cudnn),
+            cuda_probes.check_nvcc(host, found, cuda, windows_target=True),
+            cuda_probes.check_cudnn(host, found, cuda, windows_target=True, major=cudnn),
         ]
         variable, default, required = nvtoolsext_facts()
         if required:
-            checks.append(probes.check_nvtoolsext(host, variable, default))
+            checks.append(cuda_probes.check_nvtoolsext(host, variable, default))
     checks += [
-        probes.check_mkl(host),
-        probes.check_tool(host, "ninja", "pip install ninja (or conda install ninja)"),
-        probes.check_tool(host, "cmake", "pip install cmake (or conda install cmake)"),
-        probes.check_compiler_cache(host),
-        probes.check_path_length(host),
-        probes.check_path_duplicates(host),
+        linux_probes.check_mkl(host),
+        host_probes.check_tool(host, "ninja", "pip install ninja (or conda install ninja)"),
+        host_probes.check_tool(host, "cmake", "pip install cmake (or conda install cmake)"),
+        host_probes.check_compiler_cache(host),
+        windows_probes.check_path_length(host),
+        host_probes.check_path_duplicates(host),
     ]
     return checks
 
 
 def _linux_checks(host, cuda, build_dir, cudnn=None, conda_gcc=None):
     """`conda_gcc`: the gcc package the variant's build installs (then the machine's gcc is not used)."""
-    checks = [probes.check_python_64(host, windows_target=False), probes.check_disk(host, build_dir, cuda)]
+    checks = [host_probes.check_python_64(host, windows_target=False), host_probes.check_disk(host, build_dir, cuda)]
     if cuda:
-        found = probes.find_cuda(host, cuda, windows_target=False)
-        gcc = (probes.Check("host compiler (gcc)", OK, f"{conda_gcc} from conda: the build installs it, "
+        found = cuda_probes.find_cuda(host, cuda, windows_target=False)
+        gcc = (host_probes.Check("host compiler (gcc)", OK, f"{conda_gcc} from conda: the build installs it, "
                             "and the nvcc package's activation checks it against CUDA " + cuda)
-               if conda_gcc else probes.check_gcc(host, cuda, found))
+               if conda_gcc else linux_probes.check_gcc(host, cuda, found))
         checks += [
             gcc,
-            probes.check_nvcc(host, found, cuda, windows_target=False),
-            probes.check_cudnn(host, found, cuda, windows_target=False, major=cudnn),
+            cuda_probes.check_nvcc(host, found, cuda, windows_target=False),
+            cuda_probes.check_cudnn(host, found, cuda, windows_target=False, major=cudnn),
         ]
     checks += [
-        probes.check_tool(host, "ninja", "pip install ninja (or apt-get install ninja-build)"),
-        probes.check_tool(host, "cmake", "pip install cmake (or apt-get install cmake)"),
-        probes.check_compiler_cache(host),
+        host_probes.check_tool(host, "ninja", "pip install ninja (or apt-get install ninja-build)"),
+        host_probes.check_tool(host, "cmake", "pip install cmake (or apt-get install cmake)"),
+        host_probes.check_compiler_cache(host),
     ]
     return checks
 
