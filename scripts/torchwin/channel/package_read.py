@@ -28,11 +28,7 @@ CHUNK = 1 << 20
 # paths.json has one entry (~250 bytes) per file: PyTorch 1.1 has ~6,000 files,
 # 64 MiB allows ~250,000. Anything else (about.json, metadata.json) is small text.
 INFO_LIMITS = {"info/index.json": 1 << 20, "info/paths.json": 64 << 20}
-
-
 OTHER_INFO_LIMIT = 1 << 20
-
-
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -352,8 +348,6 @@ def _zstd_module():
 
 
 ZSTD = _zstd_module()
-
-
 ZSTD_ERRORS = (ZSTD.ZstdError,) if ZSTD is not None else ()
 
 

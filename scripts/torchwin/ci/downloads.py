@@ -37,11 +37,7 @@ from torchwin.ci.fetch import PIN_HINT, check_signature, extract, fetch, file_ha
 from torchwin.errors import Failure, UserError
 
 TABLE_NAME = "ci_downloads.yaml"
-
-
 PLATFORMS = ("win-64", "linux-64")
-
-
 INSTALLER_KINDS = ("local", "network")
 
 

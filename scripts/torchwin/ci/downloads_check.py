@@ -15,27 +15,13 @@ from torchwin.ci.fetch import url_allowed
 from torchwin.errors import UserError
 
 PLACEHOLDERS = ("install_dir", "home", "version")
-
-
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
-
-
 _CUDA_RE = re.compile(r"^\d+\.\d+$")
-
-
 VS_KEYS = {"download", "install_dir", "components", "args", "ok_exit_codes", "expect", "channel", "vswhere"}
-
-
 CUDA_KEYS = {"version", "installers", "runner", "args", "subpackages", "install_dir", "ok_exit_codes",
              "cudnn", "expect"}
-
-
 DOWNLOAD_KEYS = ("url", "file", "sha256", "md5", "signer", "source", "version")
-
-
 SIGNERS = ("NVIDIA Corporation", "Microsoft Corporation")
 
 

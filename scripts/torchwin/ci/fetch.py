@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 
 
 _CHUNK = 1 << 20
-
-
 PIN_HINT = (
     "pin it: on a trusted machine run `torchwin ci hash %s`, which downloads the file, checks "
     "NVIDIA's published md5 where the table has one and prints the sha256; put that value in "

@@ -14,8 +14,6 @@ from pathlib import Path
 from torchwin.doctor.host_probes import FAIL, OK, Check
 
 CUDA_ARCHIVE_URL = "https://developer.nvidia.com/cuda-toolkit-archive"
-
-
 CUDNN_ARCHIVE_URL = "https://developer.nvidia.com/rdp/cudnn-archive"
 
 
@@ -310,8 +308,6 @@ def check_cudnn(host, found, cuda, windows_target, major=None):
 # Where every Windows CUDA build of PyTorch 0.4.1-1.1.0 finds NvToolsExt when the upstream facts
 # (recipes/pytorch/upstream/<release>.json `nvtoolsext`) cannot be read: outside a checkout.
 NVTOOLSEXT_VARIABLE = "NVTOOLSEXT_PATH"
-
-
 NVTOOLSEXT_DEFAULT = "C:/Program Files/NVIDIA Corporation/NvToolsExt"
 
 

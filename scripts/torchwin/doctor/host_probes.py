@@ -29,11 +29,7 @@ OK, WARN, FAIL = "OK", "WARN", "FAIL"
 # build tree (a CUDA build compiles every kernel for several GPU architectures), the compiler cache,
 # the conda work and host environments and the package.
 DISK_GB_CUDA = 40
-
-
 DISK_GB_CPU = 20
-
-
 CACHE_COST = (
     "without a compiler cache every build compiles all of PyTorch again: hours (2-5 h for a CUDA "
     "build on 4-8 cores); with a warm cache a rebuild of unchanged sources takes minutes"

@@ -17,31 +17,17 @@ from torchwin.doctor.host_probes import FAIL, OK, WARN, Check, version_key
 # CUDA versions whose nvcc refuses every VS2017 compiler after toolset 14.11 (VS2017 15.4); VS2017
 # 15.5+ must add the side-by-side 14.11 toolset and activate it with `vcvarsall.bat x64 -vcvars_ver=14.11`.
 MSVC_TOOLSET_FOR_CUDA = {"9.0": "14.11", "9.1": "14.11"}
-
-
 MSVC_TOOLSET_COMPONENT = "Microsoft.VisualStudio.Component.VC.Tools.{}"
-
 
 # cmd.exe refuses a command line longer than 8191 characters ("The input line is too long"), and
 # `set PATH=...;%PATH%` is such a line. vcvarsall.bat adds about 1,500-2,000 characters to PATH.
 CMD_LINE_LIMIT = 8191
-
-
 VCVARS_PATH_GROWTH = 2000
 
-
 VS2017_EDITIONS = ("BuildTools", "Community", "Professional", "Enterprise")
-
-
 VS_BUILDTOOLS_URL = "https://aka.ms/vs/15/release/vs_buildtools.exe"
-
-
 WINDOWS_SDK_URL = "https://developer.microsoft.com/windows/downloads/windows-sdk/"
-
-
 WINDOWS_SDK_COMPONENT = "Microsoft.VisualStudio.Component.Windows10SDK.17763"
-
-
 LONGPATHS_KEY = r"SYSTEM\CurrentControlSet\Control\FileSystem"
 
 

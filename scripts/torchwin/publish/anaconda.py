@@ -13,11 +13,7 @@ from torchwin.errors import Failure
 from torchwin.publish.redact import Redactor
 
 ATTEMPTS = 6  # 1 try + 5 retries: 2+4+8+16+32 s of back-off rides out a minute-long outage
-
-
 BASE_DELAY = 2.0
-
-
 MAX_DELAY = 60.0
 
 

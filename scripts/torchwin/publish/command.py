@@ -43,7 +43,6 @@ from torchwin.publish.upload import Uploader
 
 TOKEN_ENV = "ANACONDA_API_TOKEN"
 
-
 DESCRIPTION = """\
 Upload package files to the anaconda.org channel of channel/channel.yaml
 (owner `anaconda.owner`), with a label (default main). Every file is looked up
@@ -65,8 +64,6 @@ Packages whose recipe names a label (extra: torchwin: label: L in recipe.yaml,
 e.g. recipes/cuda-runtime's cudatoolkit and cudnn: label cuda-runtime) are
 published only with --label L; under another label the run stops first.
 """
-
-
 EPILOG = """\
 examples:
   torchwin publish --dry-run --label nightly output/win-64/*.conda

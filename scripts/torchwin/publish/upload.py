@@ -13,8 +13,6 @@ from torchwin.errors import Failure
 from torchwin.publish.anaconda import Client
 
 UPLOAD, SKIP, REFUSE = "upload", "skip", "refuse"
-
-
 UPLOADED, SKIPPED, FAILED, NOT_ATTEMPTED = "uploaded", "skipped", "failed", "not attempted"
 
 

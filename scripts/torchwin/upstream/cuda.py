@@ -22,8 +22,6 @@ from torchwin.upstream.tree import (
 )
 
 _NVTX_NAME = re.compile(r"\w*NVTOOL\w*")
-
-
 _WINDOWS_PATH = re.compile(r"['\"]([A-Za-z]:[\\/]+[^'\"]*NvToolsExt)['\"]")
 
 
@@ -159,11 +157,7 @@ def ninja(tree, env_by_group):
 
 
 _ARCH_NUMBER = re.compile(r'"(\d\.\d)(?:\+PTX)?"')
-
-
 _CAPABILITY_WARNING = re.compile(r"minimum cuda capability that we support is (\d\.\d)")
-
-
 _LDG_CALL = re.compile(r"\b__ldg\s*\(")
 
 

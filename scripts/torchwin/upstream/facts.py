@@ -27,11 +27,7 @@ CMAKE_BREAKING_FLOOR = (3, 5)  # CMake >= 4 refuses cmake_minimum_required(VERSI
 PY_ENV_READ = re.compile(
     r"(?:\bos\.getenv|\bgetenv|\benviron\.get|\b\w*_env\.get|\bcheck_env_flag|\bcheck_negative_env_flag)"
     r"\(\s*(['\"])(%s)\1(?=\s*[,)])" % NAME_PATTERN)
-
-
 _PY_ENV_INDEX = re.compile(r"\benviron\[\s*(['\"])(%s)\1\s*\](?!\s*=[^=])" % NAME_PATTERN)
-
-
 _PY_ENV_IN = re.compile(r"(['\"])(%s)\1\s+(?:not\s+)?in\s+os\.environ\b" % NAME_PATTERN)
 
 
@@ -39,37 +35,19 @@ _PY_ENV_IN = re.compile(r"(['\"])(%s)\1\s+(?:not\s+)?in\s+os\.environ\b" % NAME_
 _PY_ENV_DYNAMIC = re.compile(
     r"(?:\bos\.getenv|\bgetenv|\benviron\.get|\bcheck_env_flag|\bcheck_negative_env_flag)"
     r"\(\s*((['\"])\w*\2\s*\+\s*\w+)")
-
-
 CMAKE_ENV = re.compile(r"(?:\$ENV|\bDEFINED\s+ENV)\{(%s)\}" % NAME_PATTERN)
-
-
 _CMAKE_FLOOR = re.compile(r"cmake_minimum_required\s*\(\s*VERSION\s+([0-9]+(?:\.[0-9]+)*)", re.I)
-
-
 _BAT_READ = re.compile(r"%%(%s)(?::[^%%\r\n]*)?%%|!(%s)!|\bdefined\s+(%s)" % (NAME_PATTERN, NAME_PATTERN, NAME_PATTERN), re.I)
-
-
 _BAT_SET = re.compile(r"\bset\s+(?:/[ap]\s+)?\"?(%s)\s*=" % NAME_PATTERN, re.I)
 
 
 # cmd.exe computes these itself; a script reading them reads no environment.
 _CMD_PSEUDO = {"CD", "DATE", "TIME", "RANDOM", "ERRORLEVEL", "CMDCMDLINE", "CMDEXTVERSION"}
-
-
 _SH_READ = re.compile(r"(?<!\\)\$\{#?(%s)|(?<!\\)\$(%s)" % (NAME_PATTERN, NAME_PATTERN))
-
-
 _SH_SET = re.compile(r"(?:^\s*|[;&|(){]\s*|\bexport\s+|\blocal\s+|\breadonly\s+|\bdeclare\s+(?:-\w+\s+)*)"
                      r"(%s)\+?=|\bfor\s+(%s)\s+in\b|\bread\s+(?:-\w+\s+)*(%s)" % (NAME_PATTERN, NAME_PATTERN, NAME_PATTERN))
-
-
 _YAML_LOAD = re.compile(r"\byaml\.load\(")
-
-
 _VERSION_LINE = re.compile(r"^version\s*=\s*['\"]([^'\"]+)['\"]", re.M)
-
-
 _PYTHON_REQUIRES = re.compile(r"python_requires\s*=\s*(?:(['\"])([^'\"]*)\1|([^,\n)]+(?:\([^)]*\))?))")
 
 

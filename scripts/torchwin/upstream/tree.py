@@ -140,8 +140,6 @@ def group_of(path):
 # CUDA sources a torch build compiles (ATen/THC, c10, torch/csrc, the caffe2 core and math it links):
 # where an intrinsic an old GPU lacks would stop the compile for that architecture.
 _CUDA_SOURCE_DIRS = ("aten/src/", "c10/", "torch/csrc/", "caffe2/core/", "caffe2/utils/")
-
-
 _CUDA_SOURCE_EXTS = (".cu", ".cuh", ".h", ".cpp", ".cc")
 
 
