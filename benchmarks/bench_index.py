@@ -3,7 +3,7 @@
 The packages are variants of one tiny metadata-only recipe, built once per
 run and shared by every channel size. A full index
 runs `rattler.index.index_fs` on a folder of N packages with no repodata yet;
-adding one goes through `torchwin.channel.add_packages`, the path `torchwin
+adding one goes through `torchwin.channel.command.add_packages`, the path `torchwin
 build` takes: it checks the package, computes its record and merges it into the
 live repodata.json, with no indexer run.
 """

@@ -332,7 +332,7 @@ def format_report(report) -> str:
         add = index.get("add_one")
         if add:
             out.append(f"   add one package to the {add['channel_packages']}-package channel "
-                       f"(torchwin.channel.add_packages, median of {add.get('adds', 1)}): {add['seconds']:.3f} s "
+                       f"(torchwin.channel.command.add_packages, median of {add.get('adds', 1)}): {add['seconds']:.3f} s "
                        f"= {add['ratio']:.3f} x the full index ({add['full_index_s']:.3f} s), "
                        f"peak {_mb(add.get('peak_rss_mb'))} MB")
 

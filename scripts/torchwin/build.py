@@ -3,7 +3,7 @@
 Recipes are built in dependency order, one variant at a time, into a staging
 folder per recipe. A recipe's packages go into the channel together once all of
 its variants built and passed their tests (through
-`torchwin.channel.add_packages`, which locks and re-indexes it), or not at all:
+`torchwin.channel.command.add_packages`, which locks and re-indexes it), or not at all:
 a failed pytorch build must not leave its noarch `pytorch-cpu` pointing at it.
 A rebuild replaces the local channel's copies of the same file names (new
 timestamps inside) and says how many it replaced.
