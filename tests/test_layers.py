@@ -1,4 +1,4 @@
-"""The package layout holds: each module imports only its own layer and the ones below (torchwin.LAYERS).
+"""The package layout holds: each module imports only its own layer and those torchwin.LAYERS lets it.
 
 Every module under scripts/torchwin is parsed with `ast`, so imports inside functions (the code
 imports lazily a lot) count as much as those at the top. The check itself is tested on made-up
@@ -12,8 +12,8 @@ import pytest
 import torchwin
 
 PACKAGE = Path(torchwin.__file__).resolve().parent
-RANK = {top: rank for rank, (_, tops) in enumerate(torchwin.LAYERS) for top in tops}
-LAYER_NAME = {top: name for name, tops in torchwin.LAYERS for top in tops}
+LAYER_OF = {top: layer for layer, (tops, _) in torchwin.LAYERS.items() for top in tops}
+MAY_IMPORT = {layer: {layer, *allowed} for layer, (_, allowed) in torchwin.LAYERS.items()}
 # A module over this many lines, or a class over CLASS_LINES without a reason in its docstring,
 # is a sign it holds more than one job.
 MODULE_LINES = 500
@@ -64,23 +64,23 @@ def _is_package(module, known):
 
 
 def violations(sources):
-    """One line per import of a higher layer, and per module no layer claims."""
+    """One line per import of a layer the importer may not import, and per module no layer claims."""
     known = set(sources)
     problems = []
     for module, source in sorted(sources.items()):
         top = top_of(module)
         if top is None:
             continue  # torchwin itself: the version and LAYERS, importable from everywhere
-        if top not in RANK:
+        if top not in LAYER_OF:
             problems.append(f"{module}: in no layer of torchwin.LAYERS")
             continue
+        layer = LAYER_OF[top]
         for line, target in imported_modules(module, source, known):
-            other = top_of(target)
-            if other is None or other not in RANK:
-                continue
-            if RANK[other] > RANK[top]:
-                problems.append(f"{module}:{line} imports {target}: layer {LAYER_NAME[top]!r} may not import "
-                                f"layer {LAYER_NAME[other]!r}, which comes after it in torchwin.LAYERS")
+            other = LAYER_OF.get(top_of(target))
+            if other is not None and other not in MAY_IMPORT[layer]:
+                allowed = ", ".join(sorted(MAY_IMPORT[layer]))
+                problems.append(f"{module}:{line} imports {target}: layer {layer!r} may not import layer "
+                                f"{other!r} (torchwin.LAYERS lets it import: {allowed})")
     return problems
 
 
@@ -92,7 +92,53 @@ def test_no_module_imports_a_later_layer():
 
 def test_every_top_level_module_and_package_is_in_a_layer():
     tops = {top_of(m) for m in module_sources()} - {None}
-    assert tops == set(RANK), "LAYERS and the package's folders disagree"
+    assert tops == set(LAYER_OF), "LAYERS and the package's folders disagree"
+
+
+def cycle(may_import):
+    """A chain of allowed imports that comes back to its start (a list of layers), or None."""
+    done, path = set(), []
+
+    def visit(layer):
+        if layer in path:
+            return path[path.index(layer):] + [layer]
+        if layer in done:
+            return None
+        path.append(layer)
+        for other in sorted(may_import[layer] - {layer}):
+            found = visit(other)
+            if found:
+                return found
+        path.pop()
+        done.add(layer)
+        return None
+
+    for layer in may_import:
+        found = visit(layer)
+        if found:
+            return found
+    return None
+
+
+def test_the_layers_are_layers():
+    """Each layer names only layers that exist, and no chain of allowed imports comes back to its
+    start: otherwise two parts could lean on each other and neither be understood alone."""
+    for layer, (_, allowed) in torchwin.LAYERS.items():
+        assert set(allowed) <= set(torchwin.LAYERS), layer
+    assert cycle(MAY_IMPORT) is None
+
+
+def test_the_cycle_check_finds_a_cycle():
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_the_pipeline_order_holds():
+    """channel must not import build, build not publish, nothing but the command line ci."""
+    assert "build" not in MAY_IMPORT["channel"]
+    assert "publish" not in MAY_IMPORT["build"] and "publish" not in MAY_IMPORT["channel"]
+    assert [layer for layer, allowed in MAY_IMPORT.items() if "ci" in allowed] == ["ci", "command line"]
+    assert "channel" not in MAY_IMPORT["doctor"] and "build" not in MAY_IMPORT["doctor"]  # usable on its own
 
 
 BASE = {
@@ -121,6 +167,7 @@ def test_the_check_fails_a_lower_layer_that_imports_a_higher_one(source):
     assert len(problems) == 1, problems
     assert problems[0].startswith("torchwin.channel.store:")
     assert "layer 'channel' may not import layer" in problems[0]
+    assert "lets it import: base, channel, recipes" in problems[0]
 
 
 @pytest.mark.parametrize("source", [

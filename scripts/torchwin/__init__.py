@@ -6,23 +6,27 @@ The folders follow the pipeline: recipes are rendered (`recipes.py`, `render.py`
 own: `doctor/` (can this host build variant X?) and `smoke.py` (does this torch work?).
 `upstream/` reads upstream PyTorch's own files for the facts the recipes depend on.
 
-What a module may import follows from LAYERS below, lowest layer first: a module imports from
-its own layer and the layers before it, never from a later one (tests/test_layers.py checks every
-module, function-level imports included). Where data flows up the pipeline the import goes the
-other way: build calls the channel to add its packages, so channel sits below build and must
-not import it; publish uploads what the channel checked; ci runs every step.
+What a module may import is LAYERS below: a module imports from its own layer and the layers
+its entry names, nothing else (tests/test_layers.py checks every module, function-level imports
+included, and that no two layers may import each other). Where data flows down the pipeline the
+import goes the other way: build hands its packages to the channel by calling it, so channel
+must not import build; publish uploads what the channel checked; ci runs every step.
 """
 
 __version__ = "0.1.0"
 
-# (layer, the top-level modules and packages in it), lowest first.
-LAYERS = (
-    ("base", ("errors", "checkout")),
-    ("recipes", ("recipes", "render", "upstream")),
-    ("beside the pipeline", ("doctor", "smoke")),
-    ("channel", ("channel",)),
-    ("build", ("build", "try_it")),
-    ("publish", ("publish",)),
-    ("ci", ("ci",)),
-    ("command line", ("cli", "__main__")),
-)
+# layer: (its top-level modules and packages, the layers it may import besides its own)
+LAYERS = {
+    "base": (("errors", "checkout"), ()),
+    "recipes": (("recipes", "render", "upstream"), ("base",)),
+    "doctor": (("doctor",), ("base", "recipes")),
+    "smoke": (("smoke",), ("base",)),
+    "channel": (("channel",), ("base", "recipes")),
+    "build": (("build", "try_it"), ("base", "recipes", "doctor", "channel")),
+    "publish": (("publish",), ("base", "recipes", "channel")),
+    "ci": (("ci",), ("base", "recipes", "doctor", "smoke", "channel", "build", "publish")),
+    "command line": (
+        ("cli", "__main__"),
+        ("base", "recipes", "doctor", "smoke", "channel", "build", "publish", "ci"),
+    ),
+}
