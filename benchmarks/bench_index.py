@@ -3,7 +3,7 @@
 The packages are variants of one tiny metadata-only recipe, built once per
 run and shared by every channel size. A full index
 runs `rattler.index.index_fs` on a folder of N packages with no repodata yet;
-adding one goes through `torchwin.channel.add_packages`, the path `torchwin
+adding one goes through `torchwin.channel.command.add_packages`, the path `torchwin
 build` takes: it checks the package, computes its record and merges it into the
 live repodata.json, with no indexer run.
 """
@@ -91,8 +91,8 @@ def full_index(params: dict) -> dict:
 
 def add_one(params: dict) -> dict:
     """Add new packages one at a time to an indexed channel, the way `torchwin build` does; the median add."""
-    from torchwin import channel as channel_api
-    from torchwin.channel_config import parse_channel_config
+    from torchwin.channel import command as channel_api
+    from torchwin.channel.config import parse_channel_config
 
     channel = Path(params["channel"])
     files = [Path(f) for f in params.get("files") or [params["file"]]]

@@ -21,7 +21,7 @@ EXTERNAL = (("numpy", "1.16.4"), ("mkl", "2019.4"), ("intel-openmp", "2019.4"), 
 
 
 def external_records():
-    from torchwin import repodata
+    from torchwin.channel import repodata
 
     out = []
     for subdir in SUBDIRS:
@@ -36,7 +36,7 @@ def external_records():
 
 
 def filler_records(count: int):
-    from torchwin import repodata
+    from torchwin.channel import repodata
 
     out = []
     names = [name for name, _ in EXTERNAL] + ["python", "cudatoolkit", "cudnn"]
@@ -56,7 +56,8 @@ def filler_records(count: int):
 
 
 def base_records():
-    from torchwin import recipes, repodata
+    from torchwin import recipes
+    from torchwin.channel import repodata
 
     dirs = [d for d in recipes.all_recipe_dirs() if d.name in ("pytorch", "pytorch-select")]
     rendered = recipes.render(dirs, list(SUBDIRS))
@@ -72,7 +73,7 @@ def _solve(source, specs, platform, gateway):
 
 def write(params: dict) -> dict:
     """Write the channel (its own process, so the solve's memory peak is the solver's alone)."""
-    from torchwin import repodata
+    from torchwin.channel import repodata
 
     base = base_records()
     size = max(int(params.get("records") or 0), len(base))

@@ -127,7 +127,7 @@ def baseline(params: dict) -> dict:
     """The floor under every other figure: Python with the engine, the solver and torchwin imported."""
     import rattler  # noqa: F401
     import rattler_build  # noqa: F401
-    import torchwin.channel
+    import torchwin.channel.command
     import torchwin.recipes  # noqa: F401
 
     return {}
@@ -332,7 +332,7 @@ def format_report(report) -> str:
         add = index.get("add_one")
         if add:
             out.append(f"   add one package to the {add['channel_packages']}-package channel "
-                       f"(torchwin.channel.add_packages, median of {add.get('adds', 1)}): {add['seconds']:.3f} s "
+                       f"(torchwin.channel.command.add_packages, median of {add.get('adds', 1)}): {add['seconds']:.3f} s "
                        f"= {add['ratio']:.3f} x the full index ({add['full_index_s']:.3f} s), "
                        f"peak {_mb(add.get('peak_rss_mb'))} MB")
 

@@ -249,8 +249,9 @@ def test_a_label_channel_yaml_lacks_stops_the_build_before_anything_is_built(tmp
 def test_a_test_that_needs_a_labelled_package_gets_that_label(tmp_path, capsys):
     """A CUDA 9.1 pytorch's package test needs cudatoolkit 9.1, which only label cuda-runtime holds."""
     import packages
-    from torchwin import build, channel, recipes
-    from torchwin.channel_config import load_channel_config
+    from torchwin import build, recipes
+    from torchwin.channel import command as channel
+    from torchwin.channel.config import load_channel_config
 
     config_file = tmp_path / "channel.yaml"
     config_file.write_text("name: torchwin\nanaconda: {owner: torchwin}\nlabels: [main, cuda-runtime]\n")

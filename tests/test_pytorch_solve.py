@@ -16,8 +16,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from torchwin import recipes, repodata
+from torchwin import recipes
 from torchwin.build import channel_labels
+from torchwin.channel import repodata
 
 rattler = pytest.importorskip("rattler")
 from rattler.exceptions import SolverError  # noqa: E402

@@ -17,7 +17,7 @@ from torchwin.cli import main
 
 rattler = pytest.importorskip("rattler")
 from test_pytorch_solve import external_records  # noqa: E402
-from torchwin import repodata  # noqa: E402
+from torchwin.channel import repodata  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "linux-64"
@@ -116,7 +116,7 @@ def test_other_platforms_lines_are_dry_runs_with_their_subdir(built):
 def test_a_cuda_runtime_label_in_the_channel_goes_into_that_selection_line(tmp_path):
     """With the label's cudatoolkit 9.1 in the local channel, the cuda91 lines name the label, and only they."""
     from packages import make_package
-    from torchwin import channel as tw_channel
+    from torchwin.channel import command as tw_channel
 
     channel = tmp_path / "channel"
     for subdir in ("linux-64", "win-64"):

@@ -3,7 +3,7 @@
 Recipes are built in dependency order, one variant at a time, into a staging
 folder per recipe. A recipe's packages go into the channel together once all of
 its variants built and passed their tests (through
-`torchwin.channel.add_packages`, which locks and re-indexes it), or not at all:
+`torchwin.channel.command.add_packages`, which locks and re-indexes it), or not at all:
 a failed pytorch build must not leave its noarch `pytorch-cpu` pointing at it.
 A rebuild replaces the local channel's copies of the same file names (new
 timestamps inside) and says how many it replaced.
@@ -101,7 +101,7 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from torchwin import channel
+    from torchwin.channel import command as channel
 
     platforms = recipes.check_platform(args.target_platform)
     recipe_dirs = recipes.find_recipes(args.recipe_dirs)
@@ -165,7 +165,7 @@ def channel_labels(variants, config=None) -> dict:
     A recipe names one with `extra: {torchwin: {label: L}}`; channel.yaml is read (and L checked
     against its labels) only when some recipe does.
     """
-    from torchwin.channel_config import EXTRA_KEY, MAIN, load_channel_config
+    from torchwin.channel.config import EXTRA_KEY, MAIN, load_channel_config
 
     extras = {id(v): _extra(v) for v in variants}
     if not any(EXTRA_KEY in extra for extra in extras.values()):
@@ -217,7 +217,7 @@ def why_not_buildable(variant: recipes.Variant, extra_channels) -> str:
 
 def toolchain_problems(variant: recipes.Variant) -> list:
     """What `torchwin doctor` finds missing for this variant's toolchain."""
-    from torchwin import doctor
+    from torchwin.doctor import command as doctor
 
     cuda = variant.variant.get("cuda_compiler_version", "None")
     cuda = "none" if cuda in ("None", None) else str(cuda)
@@ -265,9 +265,8 @@ def _load_script(path: Path):
 def hint_values(variant: recipes.Variant) -> dict:
     """The variant values a person picks to build just this variant: no compilers, no key with a
     single value on its platform, and of each zip_keys group only the first key (the rest follow it)."""
-    from torchwin.ci_matrix import recipe_zip_info
-
-    groups, values = recipe_zip_info(variant.recipe_dir, variant.target_platform)
+    config = recipes.load_variant_config(Path(variant.recipe_dir), variant.target_platform)
+    groups, values = [list(g) for g in (config.zip_keys or [])], config.to_dict()
     followers = {key for group in groups for key in group[1:]}
     return {k: v for k, v in variant.chosen_values().items()
             if k not in COMPILER_KEYS and k not in followers and len(set(map(str, values.get(k) or [v]))) > 1}
@@ -367,9 +366,9 @@ def add_recipe(outcomes, channel_dir: Path, out) -> None:
     for (build writes its own local channel, and a rebuild differs only in the timestamps inside),
     so it replaces them and says how many.
     """
-    from torchwin import channel
-    from torchwin.channel_store import label_root
-    from torchwin.package_check import file_digest
+    from torchwin.channel import command as channel
+    from torchwin.channel.package_check import file_digest
+    from torchwin.channel.store import label_root
 
     built = [o for o in outcomes if o.result == "built"]
     failed = [o for o in outcomes if o.result == "failed"]
@@ -412,10 +411,10 @@ def add_recipe(outcomes, channel_dir: Path, out) -> None:
 def local_channels(variant, channel_dir: Path) -> list:
     """The local channel for the build's and test's dependencies: main, plus a label only it needs
     (a CUDA 9.1 pytorch's test needs cudatoolkit 9.1 from label cuda-runtime)."""
-    from torchwin.channel_config import MAIN
-    from torchwin.channel_page import collect
-    from torchwin.channel_store import label_root
-    from torchwin.labels import dependency_labels
+    from torchwin.channel.config import MAIN
+    from torchwin.channel.labels import dependency_labels
+    from torchwin.channel.page import collect
+    from torchwin.channel.store import label_root
 
     channels = [channel_dir.resolve().as_uri()] if (channel_dir / "noarch" / "repodata.json").is_file() else []
     if channel_dir.is_dir():

@@ -17,13 +17,13 @@ from torchwin.errors import Failure, UserError
 COMMAND_MODULES = (
     "render",
     "build",
-    "channel",
-    "publish",
-    "doctor",
+    "channel.command",
+    "publish.command",
+    "doctor.command",
     "smoke",
-    "nightly",
-    "ci",
-    "upstream_facts",
+    "ci.nightly",
+    "ci.command",
+    "upstream.command",
 )
 
 DESCRIPTION = """\

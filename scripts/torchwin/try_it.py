@@ -40,10 +40,10 @@ def made_for(variant) -> str | None:
 
 
 def install_lines(outcomes, channel_dir: Path, host=None, records=None, label_only=None) -> list:
-    """The lines to print, main's first. `records` (channel_page.collect of channel_dir) and
+    """The lines to print, main's first. `records` (channel.page.collect of channel_dir) and
     `label_only` ({(subdir, name, minor version)} that only a label of ours carries) are looked up
     when not given."""
-    from torchwin.channel_config import MAIN
+    from torchwin.channel.config import MAIN
 
     host = host or recipes.host_platform()
     built = [o for o in outcomes if o.result == "built"]
@@ -100,15 +100,15 @@ def _lines_of(variants, host):
 def _toolkit_labels(variants, subdir, specs, channel_dir, records, label_only):
     """The labels of this channel a line's toolkit comes from ([] when defaults has it); None when it
     is a release only our label carries and this channel does not hold it."""
-    from torchwin.channel_config import MAIN
-    from torchwin.labels import dependency_labels
+    from torchwin.channel.config import MAIN
+    from torchwin.channel.labels import dependency_labels
 
     cuda = selection_of(specs[0])
     if cuda in (None, "cpu"):
         return []
     depends = ["cudatoolkit %s.*" % cuda]
     if records is None:
-        from torchwin.channel_page import collect
+        from torchwin.channel.page import collect
 
         records = collect(channel_dir) if channel_dir.is_dir() else []
     found = dependency_labels(MAIN, subdir, depends, records)
@@ -125,7 +125,7 @@ def labelled_toolkits(platforms) -> set:
     import yaml
 
     from torchwin.build import channel_labels
-    from torchwin.channel_config import EXTRA_KEY, MAIN
+    from torchwin.channel.config import EXTRA_KEY, MAIN
 
     dirs = []
     for recipe_dir in recipes.all_recipe_dirs():

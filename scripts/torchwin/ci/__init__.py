@@ -1,0 +1,9 @@
+"""The CI's own steps (`torchwin ci`, `torchwin nightly-version`), as commands anyone can run and read.
+
+`command` is `torchwin ci`; `matrix` turns render output into the build matrix; `nightly` the
+nightly version and gate; `downloads` the pinned download table (its rules in
+`downloads_check`) and the install plans made from it, `fetch` the checked download and unpacking
+of one file; `gha` hands values to later steps.
+
+The top layer: may import any torchwin module except cli. See LAYERS in torchwin/__init__.py.
+"""

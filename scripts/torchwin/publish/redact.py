@@ -1,0 +1,65 @@
+"""Keep the anaconda.org token out of every message: ours, an error answer's, and the libraries' own logs."""
+
+import logging
+
+# Loggers of the libraries publish calls: their records may quote headers, URLs or answers.
+LIBRARY_LOGGERS = ("binstar", "binstar_client", "requests", "urllib3")
+
+
+class Redactor:
+    """Blanks the token out of any text on its way to the terminal or an exception."""
+
+    def __init__(self, secret):
+        self.secret = secret or None
+
+    def __call__(self, text):
+        text = str(text)
+        return text.replace(self.secret, "***") if self.secret else text
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that blanks the token in a record's message before any handler formats it."""
+
+    def __init__(self, redact):
+        super().__init__()
+        self.redact = redact
+
+    def filter(self, record):
+        if self.redact.secret:
+            message = record.getMessage()
+            clean = self.redact(message)
+            if clean != message:
+                record.msg, record.args = clean, None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+class redacted_logging:
+    """While active, the token is blanked in every log record the libraries or their handlers see.
+
+    Logger filters catch records logged on those loggers; handler filters (the root's handlers and
+    logging.lastResort, which prints when nothing is configured) catch those of child loggers
+    that propagate to them.
+    """
+
+    def __init__(self, redact):
+        self.filter = RedactingFilter(redact)
+        self.targets = []
+
+    def __enter__(self):
+        names = [n for n in list(logging.root.manager.loggerDict)
+                 if n.split(".", 1)[0] in LIBRARY_LOGGERS] + list(LIBRARY_LOGGERS)
+        loggers = [logging.getLogger(n) for n in dict.fromkeys(names)]
+        handlers = list(logging.root.handlers) + [h for lg in loggers for h in lg.handlers]
+        if logging.lastResort is not None:
+            handlers.append(logging.lastResort)
+        self.targets = list(dict.fromkeys(loggers + handlers))
+        for target in self.targets:
+            target.addFilter(self.filter)
+        return self
+
+    def __exit__(self, *exc):
+        for target in self.targets:
+            target.removeFilter(self.filter)
+        return False

@@ -1,0 +1,428 @@
+"""recipes/pytorch/build_driver.py: the environment and command chosen for variant x platform x host."""
+
+import fnmatch
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DRIVER = ROOT / "recipes" / "pytorch" / "build_driver.py"
+
+
+def load_driver():
+    spec = importlib.util.spec_from_file_location("build_driver", DRIVER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+driver = load_driver()
+
+WIN_CUDA90 = r"C:\Program Files\NVIDIA GPU Computing Toolkit\CUDA\v9.0"
+
+
+class Host:
+    """A host described by the files it has and the tools on PATH (the edge the driver reads)."""
+
+    def __init__(self, files=(), tools=(), nvcc=None):
+        self.files = set(files)
+        self.tools = dict({"ninja": "/usr/bin/ninja"}, **dict(tools))
+        self.nvcc = nvcc or {}
+
+    def exists(self, path):
+        return path in self.files
+
+    def which(self, name):
+        return self.tools.get(name)
+
+    def nvcc_version(self, path):
+        return self.nvcc.get(path)
+
+    def glob(self, pattern):
+        return [f for f in self.files if fnmatch.fnmatchcase(f, pattern)]
+
+    def driver_host(self, can_run_nvcc=True):
+        return driver.Host(exists=self.exists, which=self.which, nvcc_version=self.nvcc_version,
+                           read_text=lambda path: None, glob=self.glob, can_run_nvcc=can_run_nvcc, cpu_count=2)
+
+
+NVTX = r"C:\Program Files\NVIDIA Corporation\NvToolsExt"
+NVTX_LIB = NVTX + r"\lib\x64\nvToolsExt64_1.lib"
+NVTX_HEADER = NVTX + r"\include\nvToolsExt.h"
+
+
+def nvtx_files(home):
+    return {home + r"\lib\x64\nvToolsExt64_1.lib", home + r"\include\nvToolsExt.h"}
+
+
+def win_cuda_host(version="9.0", home=WIN_CUDA90, cudnn=True, nvtx=True, extra=()):
+    nvcc = home + r"\bin\nvcc.exe"
+    files = {nvcc}
+    if cudnn:
+        files.add(home + r"\include\cudnn.h")
+    if nvtx:
+        files.update(nvtx_files(NVTX))
+    files.update(extra)
+    return Host(files, nvcc={nvcc: version})
+
+
+def plan(variant, environ, is_windows, host, facts=None):
+    result = driver.plan(variant, environ, is_windows, facts or {}, host.driver_host())
+    return result["env"], result["commands"][-1]
+
+
+def variant(version="1.0.1", cuda="9.0", build_number=201):
+    return {"version": version, "build_number": build_number, "cuda": cuda, "cudnn": "7"}
+
+
+WIN_ENV = {"PREFIX": r"C:\b\h_env", "LIBRARY_PREFIX": r"C:\b\h_env\Library", "VCToolsVersion": "14.11.25503",
+           "CUDA_PATH_V9_0": WIN_CUDA90, "PYTHON": r"C:\b\h_env\python.exe"}
+
+
+# (variant, platform, host) -> the values that must be chosen
+CASES = [
+    pytest.param(variant("1.0.1", "9.0"), True, WIN_ENV, win_cuda_host(), {
+        "USE_CUDA": "1", "NO_CUDA": "0", "TORCH_CUDA_ARCH_LIST": "3.5;5.0;6.0;6.1;7.0+PTX", "CUDA_HOME": WIN_CUDA90,
+        "CUDA_PATH": WIN_CUDA90, "DISTUTILS_USE_SDK": "1", "CMAKE_GENERATOR": "Ninja", "USE_DISTRIBUTED": "0",
+        "CUDNN_LIB_DIR": WIN_CUDA90 + r"\lib\x64", "CMAKE_INCLUDE_PATH": r"C:\b\h_env\Library\include",
+        "PYTORCH_BUILD_VERSION": "1.0.1", "PYTORCH_BUILD_NUMBER": "201", "MAX_JOBS": "2", "BUILD_TEST": "0",
+    }, id="win-1.0.1-cuda90"),
+    pytest.param(variant("0.4.1", "9.2", 121), True, dict(WIN_ENV, VCToolsVersion="14.13.26128",
+                                                         CUDA_PATH_V9_2=WIN_CUDA90.replace("9.0", "9.2")),
+                 win_cuda_host("9.2", WIN_CUDA90.replace("9.0", "9.2")), {
+        "NO_CUDA": "0", "TORCH_CUDA_ARCH_LIST": "3.5;5.0;6.0;6.1;7.0+PTX", "NO_DISTRIBUTED": "1", "NO_TEST": "1",
+    }, id="win-0.4.1-cuda92-old-spelling"),
+    pytest.param(variant("0.4.1", "None", 1), True, WIN_ENV, Host(), {
+        "NO_CUDA": "1", "NO_CUDNN": "1", "PYTORCH_BUILD_NUMBER": "1",
+    }, id="win-0.4.1-cpu"),
+    pytest.param(variant("1.1.0", "None", 1), False, {"PREFIX": "/opt/h_env"}, Host(), {
+        "USE_CUDA": "0", "NO_CUDA": "1", "USE_DISTRIBUTED": "1", "CMAKE_PREFIX_PATH": "/opt/h_env",
+    }, id="linux-1.1.0-cpu"),
+    pytest.param(variant("1.1.0", "9.0"), False, {"PREFIX": "/opt/h_env", "CUDA_HOME": "/usr/local/cuda-9.0"},
+                 Host({"/usr/local/cuda-9.0/bin/nvcc", "/usr/local/cuda-9.0/include/cudnn.h",
+                       "/opt/h_env/include/magma.h"}, {"sccache": "/usr/bin/sccache"},
+                      {"/usr/local/cuda-9.0/bin/nvcc": "9.0"}), {
+        "CUDA_HOME": "/usr/local/cuda-9.0", "CUDNN_LIBRARY": "/usr/local/cuda-9.0/lib64/libcudnn.so",
+        "MAGMA_HOME": "/opt/h_env", "CMAKE_CXX_COMPILER_LAUNCHER": "sccache", "USE_NCCL": "1",
+    }, id="linux-1.1.0-cuda90-magma-sccache"),
+]
+
+
+@pytest.mark.parametrize("var,is_windows,environ,host,expected", CASES)
+def test_plan_environment(var, is_windows, environ, host, expected):
+    env, command = plan(var, environ, is_windows, host)
+    for key, value in expected.items():
+        assert env.get(key) == value, key
+    assert command[1:3] == ["setup.py", "install"]
+
+
+def test_cpu_build_sets_no_cuda_paths():
+    env, _ = plan(variant("1.0.1", "None", 1), WIN_ENV, True, Host())
+    assert "CUDA_HOME" not in env and "TORCH_CUDA_ARCH_LIST" not in env
+
+
+def test_clcache_is_used_on_windows_when_sccache_is_absent():
+    host = win_cuda_host()
+    host.tools["clcache"] = r"C:\tools\clcache.exe"
+    env, _ = plan(variant(), WIN_ENV, True, host)
+    assert env["CMAKE_CXX_COMPILER_LAUNCHER"] == "clcache"
+    assert "CMAKE_CUDA_COMPILER_LAUNCHER" not in env
+
+
+def test_no_launcher_when_no_cache_tool():
+    env, _ = plan(variant(), WIN_ENV, True, win_cuda_host())
+    assert "CMAKE_C_COMPILER_LAUNCHER" not in env
+
+
+def test_refuses_cuda90_with_msvc_newer_than_14_11():
+    with pytest.raises(driver.BuildConfigError) as info:
+        plan(variant(cuda="9.0"), dict(WIN_ENV, VCToolsVersion="14.16.27023"), True, win_cuda_host())
+    message = str(info.value)
+    assert "14.16.27023" in message and "Microsoft.VisualStudio.Component.VC.Tools.14.11" in message
+
+
+def test_refuses_cuda_build_without_activated_msvc():
+    environ = {k: v for k, v in WIN_ENV.items() if k != "VCToolsVersion"}
+    with pytest.raises(driver.BuildConfigError, match="VCToolsVersion"):
+        plan(variant(), environ, True, win_cuda_host())
+
+
+def test_refuses_cuda_requested_but_no_toolkit():
+    with pytest.raises(driver.BuildConfigError) as info:
+        plan(variant(cuda="9.0"), dict(WIN_ENV, CUDA_PATH_V9_0=""), True, Host())
+    assert "CUDA 9.0" in str(info.value) and "CUDA_PATH_V9_0" in str(info.value)
+
+
+def test_refuses_toolkit_of_another_version():
+    host = Host({"/usr/local/cuda/bin/nvcc"}, nvcc={"/usr/local/cuda/bin/nvcc": "13.0"})
+    with pytest.raises(driver.BuildConfigError) as info:
+        plan(variant(cuda="9.0"), {"PREFIX": "/p", "CUDA_HOME": "/usr/local/cuda"}, False, host)
+    assert "9.0" in str(info.value) and "13.0" in str(info.value)
+
+
+def test_refuses_missing_cudnn():
+    with pytest.raises(driver.BuildConfigError, match="cudnn.h"):
+        plan(variant(), WIN_ENV, True, win_cuda_host(cudnn=False))
+
+
+def test_variant_from_environ_requires_the_recipe_variables():
+    with pytest.raises(driver.BuildConfigError, match="TORCHWIN_PYTORCH_VERSION"):
+        driver.variant_from_environ({})
+    var = driver.variant_from_environ({"TORCHWIN_PYTORCH_VERSION": "1.0.1", "TORCHWIN_BUILD_NUMBER": "201",
+                                       "TORCHWIN_CUDA_VERSION": "9.0", "TORCHWIN_PATCHES": "a.patch b.patch"})
+    assert var["cuda"] == "9.0" and var["patches"] == ["a.patch", "b.patch"]
+
+
+def test_every_supported_cuda_has_arch_list_and_limits():
+    assert set(driver.NEWEST_ARCH) == set(driver.MAX_MSVC_TOOLSET)
+
+
+KEPLER_FACTS = {"release": "1.0.1", "cuda_arch": {"oldest": "3.0"}}
+
+
+def test_arch_list_runs_from_the_oldest_gpu_the_source_allows_to_the_toolkits_newest_with_ptx():
+    """Kepler 3.0 where the release compiles for it (its facts say so), else from 3.5; PTX on the newest."""
+    env, _ = plan(variant("1.0.1", "9.0"), WIN_ENV, True, win_cuda_host(), KEPLER_FACTS)
+    assert env["TORCH_CUDA_ARCH_LIST"] == "3.0;3.5;5.0;6.0;6.1;7.0+PTX"
+    env, _ = plan(variant("1.1.0", "9.0"), WIN_ENV, True, win_cuda_host(), {"cuda_arch": {"oldest": "3.5"}})
+    assert env["TORCH_CUDA_ARCH_LIST"] == "3.5;5.0;6.0;6.1;7.0+PTX"
+    assert driver.cuda_arch_list(KEPLER_FACTS, "8.0") == "3.0;3.5;5.0;6.0;6.1+PTX"  # CUDA 8 has no Volta
+    assert env["NO_MKLDNN"] == "1"
+
+
+def test_arch_list_from_the_environment_wins():
+    env, _ = plan(variant("1.0.1", "9.0"), dict(WIN_ENV, TORCH_CUDA_ARCH_LIST="6.1"), True, win_cuda_host(),
+                  KEPLER_FACTS)
+    assert env["TORCH_CUDA_ARCH_LIST"] == "6.1"
+
+
+def test_windows_cuda_folder_must_end_in_version():
+    home = r"D:\cuda"
+    host = win_cuda_host(home=home)
+    with pytest.raises(driver.BuildConfigError, match="must be named v9.0"):
+        plan(variant(), dict(WIN_ENV, CUDA_PATH_V9_0=home), True, host)
+
+
+def test_cuda_path_with_trailing_backslash_is_normalized():
+    """setup.py takes the folder's basename as the CUDA version: `v9.0\\` would give '' and torch.version.cuda None."""
+    env, _ = plan(variant(), dict(WIN_ENV, CUDA_PATH_V9_0=WIN_CUDA90 + "\\"), True, win_cuda_host())
+    assert env["CUDA_PATH"] == env["CUDA_HOME"] == WIN_CUDA90
+    assert driver.basename(env["CUDA_PATH"]) == "v9.0"
+
+
+def test_linux_cuda_home_with_trailing_slash_is_normalized():
+    host = Host({"/opt/cuda-9.0/bin/nvcc", "/opt/cuda-9.0/include/cudnn.h"}, nvcc={"/opt/cuda-9.0/bin/nvcc": "9.0"})
+    env, _ = plan(variant("1.1.0"), {"PREFIX": "/p", "CUDA_HOME": "/opt/cuda-9.0/"}, False, host)
+    assert env["CUDA_HOME"] == "/opt/cuda-9.0"
+    assert env["CUDNN_INCLUDE_DIR"] == "/opt/cuda-9.0/include"
+
+
+def test_nvtoolsext_default_folder_is_found_and_passed_on():
+    env, _ = plan(variant(), WIN_ENV, True, win_cuda_host())
+    assert env["NVTOOLSEXT_PATH"] == NVTX
+
+
+def test_nvtoolsext_from_the_environment_wins_and_is_normalized():
+    other = r"D:\nvtx"
+    host = win_cuda_host(nvtx=False, extra=nvtx_files(other))
+    env, _ = plan(variant(), dict(WIN_ENV, NVTOOLSEXT_PATH=other + "\\"), True, host)
+    assert env["NVTOOLSEXT_PATH"] == other
+
+
+def test_windows_cuda_build_without_nvtoolsext_is_refused():
+    with pytest.raises(driver.BuildConfigError) as info:
+        plan(variant(), WIN_ENV, True, win_cuda_host(nvtx=False))
+    assert "NvToolsExt" in str(info.value) and "NVTOOLSEXT_PATH" in str(info.value)
+
+
+def test_nvtoolsext_without_its_header_is_refused():
+    """torch/csrc/autograd/profiler.h includes nvToolsExt.h: the library alone does not compile."""
+    host = win_cuda_host(nvtx=False, extra={NVTX_LIB})
+    with pytest.raises(driver.BuildConfigError) as info:
+        plan(variant(), WIN_ENV, True, host)
+    assert "no " + NVTX_HEADER in str(info.value)
+    host.files.add(NVTX_HEADER)
+    env, _ = plan(variant(), WIN_ENV, True, host)
+    assert env["NVTOOLSEXT_PATH"] == NVTX
+
+
+def test_plan_program_files_stands_for_the_fixed_windows_folders(tmp_path):
+    """Under --plan a folder can stand for C:\\Program Files (fake machines); a build never reads it."""
+    root = str(tmp_path / "pf")
+    host = Host({root + "/NVIDIA GPU Computing Toolkit/CUDA/v9.0/bin/nvcc.exe",
+                 root + "/NVIDIA GPU Computing Toolkit/CUDA/v9.0/include/cudnn.h"}
+                | {root + "/NVIDIA Corporation/NvToolsExt/" + p for p in ("lib/x64/nvToolsExt64_1.lib",
+                                                                         "include/nvToolsExt.h")},
+                nvcc={root + "/NVIDIA GPU Computing Toolkit/CUDA/v9.0/bin/nvcc.exe": "9.0"})
+    probe = host.driver_host()
+    probe.program_files = root
+    environ = {k: v for k, v in WIN_ENV.items() if k != "CUDA_PATH_V9_0"}
+    result = driver.plan(variant("1.1.0"), environ, True, NVTX_1_1_0, probe)
+    assert result["env"]["NVTOOLSEXT_PATH"] == root + "/NVIDIA Corporation/NvToolsExt"
+    assert result["env"]["CUDA_HOME"] == root + "/NVIDIA GPU Computing Toolkit/CUDA/v9.0"
+    with pytest.raises(driver.BuildConfigError, match="no CUDA 9.0 toolkit was found"):
+        driver.plan(variant("1.1.0"), environ, True, NVTX_1_1_0, host.driver_host())
+
+
+def test_plan_program_files_is_read_under_plan_only(tmp_path, monkeypatch):
+    seen = []
+    real_plan = driver.plan
+    monkeypatch.setattr(driver, "plan", lambda variant, environ, is_windows, facts, host:
+                        seen.append(host.program_files) or real_plan(variant, environ, is_windows, facts, host))
+    # A nightly skips the source checks: only the host matters here.
+    environ = {"TORCHWIN_PYTORCH_VERSION": "1.2.0.dev20190601", "TORCHWIN_RELEASE": "1.1.0",
+               "TORCHWIN_BUILD_NUMBER": "1", "SRC_DIR": str(tmp_path), "PATH": str(tmp_path),
+               "PREFIX": str(tmp_path), driver.PLAN_PROGRAM_FILES: str(tmp_path / "pf")}
+    (tmp_path / "ninja").write_text("#!/bin/sh\n")
+    (tmp_path / "ninja").chmod(0o755)
+    for plan_only in (True, False):
+        driver.make_plan(dict(environ), "linux-64", plan_only=plan_only)
+    assert seen == [str(tmp_path / "pf"), None]
+
+
+def test_nvtoolsext_not_needed_on_linux_or_cpu():
+    env, _ = plan(variant("1.0.1", "None"), WIN_ENV, True, Host())
+    assert "NVTOOLSEXT_PATH" not in env
+    host = Host({"/usr/local/cuda-9.0/bin/nvcc", "/usr/local/cuda-9.0/include/cudnn.h"},
+                nvcc={"/usr/local/cuda-9.0/bin/nvcc": "9.0"})
+    env, _ = plan(variant("1.1.0"), {"PREFIX": "/p"}, False, host)
+    assert "NVTOOLSEXT_PATH" not in env
+
+
+def test_nvcc_is_not_given_a_launcher_findcuda_ignores():
+    """FindCUDA (bundled by all four releases) never reads CMAKE_CUDA_COMPILER_LAUNCHER."""
+    host = win_cuda_host()
+    host.tools["sccache"] = r"C:\tools\sccache.exe"
+    env, _ = plan(variant(), WIN_ENV, True, host)
+    assert env["CMAKE_CXX_COMPILER_LAUNCHER"] == "sccache"
+    assert "CMAKE_CUDA_COMPILER_LAUNCHER" not in env
+
+
+def test_a_users_cuda_nvcc_executable_is_passed_on_or_refused_when_absent():
+    wrapper = r"C:\tools\nvcc-sccache.exe"
+    env, _ = plan(variant(), dict(WIN_ENV, CUDA_NVCC_EXECUTABLE=wrapper), True, win_cuda_host(extra={wrapper}))
+    assert env["CUDA_NVCC_EXECUTABLE"] == wrapper
+    with pytest.raises(driver.BuildConfigError, match="CUDA_NVCC_EXECUTABLE"):
+        plan(variant(), dict(WIN_ENV, CUDA_NVCC_EXECUTABLE=wrapper), True, win_cuda_host())
+
+
+NINJA_PROBE = {"release": "1.0.0", "ninja": {"python_module_probe": True}}
+
+
+def test_release_that_imports_ninja_needs_the_module_in_the_host_prefix_on_linux():
+    module = "/opt/h_env/lib/python3.6/site-packages/ninja/__init__.py"
+    env, _ = plan(variant("1.0.0", "None"), {"PREFIX": "/opt/h_env"}, False, Host({module}), NINJA_PROBE)
+    assert env["CMAKE_GENERATOR"] == "Ninja"
+    with pytest.raises(driver.BuildConfigError) as info:
+        plan(variant("1.0.0", "None"), {"PREFIX": "/opt/h_env"}, False, Host(), NINJA_PROBE)
+    assert "import" in str(info.value) and "make" in str(info.value) and "/opt/h_env" in str(info.value)
+
+
+def test_windows_and_1_1_0_need_ninja_on_path_only():
+    env, _ = plan(variant("1.0.0", "None"), WIN_ENV, True, Host(), NINJA_PROBE)
+    assert env["CMAKE_GENERATOR"] == "Ninja"
+    host = Host()
+    del host.tools["ninja"]
+    with pytest.raises(driver.BuildConfigError, match="ninja is not on PATH"):
+        plan(variant("1.1.0", "None"), {"PREFIX": "/p"}, False, host, {"ninja": {"python_module_probe": False}})
+
+
+def test_toolkit_version_is_read_from_version_txt_where_nvcc_cannot_run():
+    """Planning win-64 on Linux: nvcc.exe cannot run; CUDA 8-10 ship version.txt."""
+    files = {WIN_CUDA90 + r"\bin\nvcc.exe", WIN_CUDA90 + r"\version.txt", WIN_CUDA90 + r"\include\cudnn.h"} | nvtx_files(NVTX)
+    host = Host(files).driver_host(can_run_nvcc=False)
+    host.read_text = {WIN_CUDA90 + r"\version.txt": "CUDA Version 9.0.176\n"}.get
+    result = driver.plan(variant(), WIN_ENV, True, {}, host)
+    assert result["env"]["CUDA_PATH"] == WIN_CUDA90
+    host.read_text = {WIN_CUDA90 + r"\version.txt": "CUDA Version 9.2.148\n"}.get
+    with pytest.raises(driver.BuildConfigError, match=r"CUDA 9\.2"):
+        driver.plan(variant(), WIN_ENV, True, {}, host)
+
+
+def test_join_follows_the_style_of_the_base_path():
+    assert driver.join("C:\\a\\", "lib", "x64") == "C:\\a\\lib\\x64"
+    assert driver.join("/tmp/a/", "lib") == "/tmp/a/lib"
+    assert driver.normalize_dir("C:\\") == "C:\\" and driver.normalize_dir("/") == "/"
+
+
+@pytest.mark.parametrize("files, name, expected", [
+    ({"setup.py": "import os\nversion = '1.0.0a0'\nsha = 'Unknown'\n"}, None, "1.0.0a0"),
+    ({"setup.py": "version = '0.5.0a0'\n"}, "setup.py", "0.5.0a0"),
+    ({"version.txt": "1.5.0a0\n", "setup.py": "version = '0.0'\n"}, None, "1.5.0a0"),
+    ({"version.txt": "1.5.0a0\n", "setup.py": "version = '0.0'\n"}, "setup.py", "0.0"),
+    ({"setup.py": "print('no version here')\n"}, None, None),
+    ({}, None, None),
+])
+def test_declared_version_of_a_checkout(tmp_path, files, name, expected):
+    for filename, text in files.items():
+        (tmp_path / filename).write_text(text)
+    assert driver.declared_version(str(tmp_path), name) == expected
+
+
+FACTS_041 = {"release": "0.4.1", "commit": "a24163a9", "declared_version": "0.5.0a0",
+             "declared_version_file": "setup.py",
+             "submodules": [{"path": "third_party/pybind11"}, {"path": "third_party/nervanagpu"}]}
+
+
+def src_tree(root, version, submodules=("third_party/pybind11",)):
+    (root / "setup.py").write_text("version = '%s'\n" % version)
+    for path in submodules:
+        (root / path).mkdir(parents=True)
+        (root / path / "CMakeLists.txt").write_text("")
+    return str(root)
+
+
+def source_variant(version, release=None):
+    return {"version": version, "release": release or version}
+
+
+def test_0_4_1_tree_declares_0_5_0a0_and_builds_as_0_4_1(tmp_path):
+    """The v0.4.1 tag's setup.py says 0.5.0a0: the check compares with upstream's facts, not the release name."""
+    src = src_tree(tmp_path, "0.5.0a0")
+    assert driver.check_source(source_variant("0.4.1"), FACTS_041, {"third_party/nervanagpu": "gone"}, src) == []
+
+
+def test_tree_of_another_release_is_refused(tmp_path):
+    facts_110 = {"release": "1.1.0", "commit": "142c973f", "declared_version": "1.1.0",
+                 "declared_version_file": "setup.py", "submodules": []}
+    src = src_tree(tmp_path, "1.0.0a0", ())
+    with pytest.raises(driver.BuildConfigError) as info:
+        driver.check_source(source_variant("1.1.0"), facts_110, {}, src)
+    assert "declares 1.0.0a0" in str(info.value) and "1.1.0" in str(info.value)
+    # Nightlies build any ref.
+    assert "not checked" in driver.check_source(source_variant("1.2.0.dev20190601", "1.1.0"), facts_110, {}, src)[0]
+
+
+def test_empty_submodule_is_refused_unless_skipped(tmp_path):
+    src = src_tree(tmp_path, "0.5.0a0", ())
+    (tmp_path / "third_party" / "pybind11").mkdir(parents=True)
+    with pytest.raises(driver.BuildConfigError) as info:
+        driver.check_source(source_variant("0.4.1"), FACTS_041, {"third_party/nervanagpu": "gone"}, src)
+    assert "submodule third_party/pybind11 is empty or missing" in str(info.value)
+    with pytest.raises(driver.BuildConfigError, match=r"third_party/pybind11 .*\(and 1 more\)"):
+        driver.check_source(source_variant("0.4.1"), FACTS_041, {}, src)
+
+
+NVTX_1_1_0 = {"release": "1.1.0", "nvtoolsext": {
+    "env_var": "NVTOOLSEXT_PATH", "default_path": "C:/Program Files/NVIDIA Corporation/NvToolsExt",
+    "required_on_windows_cuda": True, "env_var_honoured": False}}
+
+
+def test_release_whose_cmake_ignores_nvtoolsext_path_needs_the_default_folder():
+    """1.1.0's torch/CMakeLists.txt links nvToolsExt64_1.lib from the fixed folder only."""
+    other = r"D:\nvtx"
+    host = win_cuda_host(nvtx=False, extra=nvtx_files(other))
+    with pytest.raises(driver.BuildConfigError) as info:
+        plan(variant("1.1.0"), dict(WIN_ENV, NVTOOLSEXT_PATH=other), True, host, NVTX_1_1_0)
+    assert "only from " + NVTX in str(info.value) and "ignores NVTOOLSEXT_PATH" in str(info.value)
+    host.files.update(nvtx_files(NVTX))
+    env, _ = plan(variant("1.1.0"), dict(WIN_ENV, NVTOOLSEXT_PATH=other), True, host, NVTX_1_1_0)
+    assert env["NVTOOLSEXT_PATH"] == other
+
+
+def test_cmake_generator_is_set_only_for_releases_that_read_it():
+    env, _ = plan(variant("1.1.0", "None"), WIN_ENV, True, Host(), {"ninja": {"reads_cmake_generator": False}})
+    assert "CMAKE_GENERATOR" not in env
+    env, _ = plan(variant("1.0.1", "None"), WIN_ENV, True, Host(), {"ninja": {"reads_cmake_generator": True}})
+    assert env["CMAKE_GENERATOR"] == "Ninja"
