@@ -392,7 +392,7 @@ def run_plan(workdir, upstream, monkeypatch, capsys, variables=None, inputs=None
         env = {k: _env_value(_expr(v, ctx)) for k, v in step.get("env", {}).items()}
         line = " ".join(step["run"].split())
         if line.startswith("torchwin render"):
-            break  # render and matrix are run by tests/test_workflows.py's plan fixture
+            break  # render and matrix are run by tests/ci/test_workflows.py's plan fixture
         words = [re.sub(r"\$(\w+)", lambda m: env[m.group(1)], w) for w in shlex.split(line)]
         code = main(words[1:])
         printed.append(capsys.readouterr())

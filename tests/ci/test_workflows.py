@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 from torchwin.ci import matrix as ci_matrix
+from torchwin.ci import stages as ci_stages
 from torchwin.cli import main, make_parser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -525,7 +526,7 @@ def _read_outputs(path):
 
 
 def _nightly_base():
-    from torchwin import nightly
+    from torchwin.ci import nightly
 
     return nightly.upstream_source()[2]
 
@@ -1045,8 +1046,8 @@ def test_a_recipe_is_compiled_when_it_calls_a_compiler_or_builds_on_one_that_doe
                _rec("nvcc", "nvcc_win-64"),
                _rec("pytorch", "pytorch", host=["gpu-lib 1.0.*"], variant={"python": "3.6"}, version="1.1.0"),
                _rec("addon", "addon", run=["pytorch ==1.1.0"], variant={"python": "3.6"})]
-    assert ci_matrix.compiled_recipes(records, ("pytorch",)) == {"gpu-lib", "pytorch", "addon"}
-    assert ci_matrix.stages(records, {"gpu-lib", "pytorch", "addon"}) == [["gpu-lib"], ["pytorch"], ["addon"]]
+    assert ci_stages.compiled_recipes(records, ("pytorch",)) == {"gpu-lib", "pytorch", "addon"}
+    assert ci_stages.stages(records, {"gpu-lib", "pytorch", "addon"}) == [["gpu-lib"], ["pytorch"], ["addon"]]
     assert ci_matrix.support_recipes(records) == ["recipes/nvcc"]
 
 
@@ -1054,7 +1055,7 @@ def test_recipes_that_need_each_other_are_refused():
     records = [_rec("a", "a", variant={"c_compiler": "x"}, host=["b"]),
                _rec("b", "b", variant={"c_compiler": "x"}, host=["a"])]
     with pytest.raises(ci_matrix.Failure, match="cycle"):
-        ci_matrix.stages(records, {"a", "b"})
+        ci_stages.stages(records, {"a", "b"})
 
 
 def test_a_pin_that_no_rendered_build_matches_is_an_error():

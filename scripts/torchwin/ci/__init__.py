@@ -1,6 +1,7 @@
 """The CI's own steps (`torchwin ci`, `torchwin nightly-version`), as commands anyone can run and read.
 
-`command` is `torchwin ci`; `matrix` turns render output into the build matrix; `nightly` the
+`command` is `torchwin ci`; `matrix` turns render output into the build matrix, `stages` orders
+its compiled recipes and links each job to the jobs it needs; `nightly` the
 nightly version and gate; `downloads` the pinned download table (its rules in
 `downloads_check`) and the install plans made from it, `fetch` the checked download and unpacking
 of one file; `gha` hands values to later steps.

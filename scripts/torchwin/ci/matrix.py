@@ -6,30 +6,8 @@ buildable variant of a recipe -- (recipe, target platform, version, python,
 CUDA) -- because one `conda build` call with that variant pinned builds every
 output of it. noarch outputs ride along with whichever job builds them.
 
-Which recipes get build jobs, and in which stage, is read from the render too:
-
-  * A recipe is *compiled* when one of its rendered variants calls a compiler
-    (the engine records the `<lang>_compiler` key `compiler('c')` or
-    `compiler('cuda')` reads, e.g. `cuda_compiler`): it needs a build machine
-    with VS2017/gcc and CUDA, so each variant gets a build job (magma,
-    pytorch, torchvision). So is a recipe that needs a compiled recipe's
-    package (torchvision 0.2.x is pure Python, but built on its pytorch).
-    Every other recipe is script-only (vs2017, nvcc, pytorch-select,
-    cuda-runtime): the toolchain job builds them all, for both platforms, in
-    seconds, before any stage.
-  * A compiled recipe whose packages another compiled recipe requires (build,
-    host or run requirements) builds in an earlier stage: magma (stage 0)
-    before pytorch (host: magma-cudaXY) before torchvision (host/run: pytorch).
-  * Entry by entry, a job needs the jobs whose packages match its
-    requirements (matched as the solver would, with py-rattler's MatchSpec;
-    of several matches, those that agree on the shared variant values such as
-    python): the torchvision job of py3.6 CUDA 9.0 needs that pytorch job and,
-    through it, the magma-cuda90 job. `needs_artifacts` names their
-    artifacts; a requirement that names a package a compiled recipe makes but
-    matches no rendered build is an error (the job could not find it).
-  * The stages before the main recipe's (pytorch) build only what a later job
-    needs: magma for the (platform, CUDA) of the pytorch jobs, not every
-    CUDA release recipes/magma/variants.yaml lists.
+Which recipes get build jobs, in which stage, and which job needs which are read
+from the render too (torchwin.ci.stages).
 
 Each entry carries what its jobs need and nothing they would have to compute:
 the runner label, the CUDA version to install, the full variant to pin (so
@@ -51,6 +29,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from torchwin.ci.stages import check_job_recipes, compiled_recipes, link_entries, stages
 from torchwin.errors import Failure, UserError
 
 PLATFORM_KINDS = {"win-64": "windows", "linux-64": "linux"}
@@ -199,127 +178,6 @@ def entry_id(recipe, platform, python, cuda, version=None):
     if version:
         parts.append(version)
     return _slug("-".join(p for p in parts if p))
-
-
-def compiles(record):
-    """The variant calls a compiler: rattler-build records `c_compiler`, `cuda_compiler`... it read."""
-    return any(str(key).endswith("_compiler") for key in (record.get("variant") or {}))
-
-
-def requirements(record):
-    """Every requirement of a rendered package: build, host and run."""
-    return [*record.get("build_requirements", ()), *record.get("host_requirements", ()), *record.get("depends", ())]
-
-
-def _spec_name(spec):
-    return str(spec).split()[0] if str(spec).split() else ""
-
-
-def compiled_recipes(records, main=()):
-    """Recipes that need a build machine: they compile, or need a package of one that does."""
-    producer = {}
-    for record in records:
-        producer.setdefault(record["name"], record["recipe"])
-    machine = {r["recipe"] for r in records if compiles(r)} | set(main)
-    changed = True
-    while changed:
-        changed = False
-        for record in records:
-            if record["recipe"] in machine:
-                continue
-            if any(producer.get(_spec_name(s)) in machine for s in requirements(record)):
-                machine.add(record["recipe"])
-                changed = True
-    return machine
-
-
-def stages(records, machine):
-    """[[recipe, ...], ...]: each compiled recipe one stage after the latest compiled recipe it needs."""
-    producer = {}
-    for record in records:
-        if record["recipe"] in machine:
-            producer.setdefault(record["name"], record["recipe"])
-    needs = {recipe: set() for recipe in machine}
-    for record in records:
-        if record["recipe"] in machine:
-            for spec in requirements(record):
-                dep = producer.get(_spec_name(spec))
-                if dep is not None and dep != record["recipe"]:
-                    needs[record["recipe"]].add(dep)
-    level = {}
-
-    def depth(recipe, path):
-        if recipe in path:
-            raise Failure("recipes need each other's packages in a cycle: " + " -> ".join([*path, recipe]))
-        if recipe not in level:
-            level[recipe] = 1 + max((depth(d, (*path, recipe)) for d in needs[recipe]), default=-1)
-        return level[recipe]
-
-    for recipe in sorted(machine):
-        depth(recipe, ())
-    out = [[] for _ in range(max(level.values(), default=-1) + 1)]
-    for recipe in sorted(level):
-        out[level[recipe]].append(recipe)
-    return out
-
-
-def _package_record(record):
-    import rattler
-
-    return rattler.PackageRecord(record["name"], rattler.VersionWithSource(record["version"]),
-                                 rattler.BuildString(record["build_string"]),
-                                 int(record.get("build_number") or 0), rattler.Subdir(record["subdir"]))
-
-
-def _matches(spec, record):
-    import rattler
-
-    try:
-        return rattler.MatchSpec(str(spec)).matches(_package_record(record))
-    except Exception as exc:  # py-rattler raises its own parse errors
-        raise Failure(f"{record['recipe']}: cannot read the requirement {spec!r} ({exc})") from None
-
-
-def _agree(a, b):
-    """Two variants agree on every key both have (python, CUDA...), the platform aside."""
-    return all(str(a[k]) == str(b[k]) for k in set(a) & set(b) if k != "target_platform")
-
-
-def link_entries(entries, records_of):
-    """Set each entry's `needs` (ids of the entries whose packages it requires), transitively closed."""
-    by_name = {}
-    for entry in entries:
-        for record in records_of[entry["id"]]:
-            by_name.setdefault(record["name"], []).append((entry, record))
-    direct = {}
-    for entry in entries:
-        found = set()
-        for record in records_of[entry["id"]]:
-            for spec in requirements(record):
-                candidates = [(e, r) for e, r in by_name.get(_spec_name(spec), ())
-                              if e["recipe"] != entry["recipe"] and r["subdir"] in (record["subdir"], "noarch")]
-                if not candidates:
-                    continue
-                matching = [(e, r) for e, r in candidates if _matches(spec, r)]
-                if not matching:
-                    builds = sorted({f"{r['name']} {r['version']} {r['build_string']}" for _, r in candidates})
-                    raise Failure(f"{entry['id']} requires {spec!r}; recipe {candidates[0][0]['recipe']} builds "
-                                  f"{', '.join(builds)} for {record['subdir']} but none matches, so the job "
-                                  "would not find it (do the two recipes render the same release?)")
-                agreeing = [e for e, r in matching if _agree(e["variant"], entry["variant"])]
-                found |= {e["id"] for e in (agreeing or [e for e, _ in matching])}
-        direct[entry["id"]] = found
-
-    def closure(ident, path=()):
-        out = set()
-        for dep in direct[ident]:
-            if dep in path:
-                raise Failure(f"build jobs need each other in a cycle: {' -> '.join([*path, dep])}")
-            out |= {dep} | closure(dep, (*path, dep))
-        return out
-
-    for entry in entries:
-        entry["needs"] = sorted(closure(entry["id"], (entry["id"],)))
 
 
 def script_test(records, recipe_dir):
@@ -473,26 +331,6 @@ def build_matrix(records, recipes=("pytorch",), runners=Runners(), only=(), reci
                 gpu.append(dict(entry, runner=runs_on(runners.gpu)))
     matrix["gpu"] = gpu
     return matrix
-
-
-def check_job_recipes(job_recipes, order):
-    """UserError unless the workflow's build jobs cover every compiled recipe, in an order the stages allow."""
-    listed = list(job_recipes)
-    missing = [r for names in order for r in names if r not in listed]
-    if missing:
-        raise UserError(f"--job-recipes {','.join(listed)}: the render has the compiled recipe(s) "
-                        f"{', '.join(missing)}, which would be built nowhere; stages: {stage_text(order)}")
-    stage_of = {recipe: number for number, names in enumerate(order) for recipe in names}
-    present = [r for r in listed if r in stage_of]
-    for before, after in zip(present, present[1:]):
-        if stage_of[before] > stage_of[after]:
-            raise UserError(f"--job-recipes {','.join(listed)}: {before} is listed before {after}, but builds in "
-                            f"a later stage (on what {after} builds); stages: {stage_text(order)}")
-
-
-def stage_text(order):
-    """[["magma"], ["pytorch"]] -> "0: magma, 1: pytorch"."""
-    return ", ".join(f"{n}: {' '.join(names)}" for n, names in enumerate(order))
 
 
 def support_recipes(records, recipes=("pytorch",), recipes_root="recipes"):

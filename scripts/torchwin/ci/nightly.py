@@ -227,7 +227,7 @@ def release_branch(release):
     """Upstream's release branch of a release: the tag plus the fixes made after it.
 
     Upstream named them v<X.Y.Z> up to 1.3.1 (v1.1.0, v1.2.0, v1.3.0, v1.3.1) and release/<X.Y>
-    from 1.4 on (release/1.4 ... release/1.7); tests/test_nightly.py checks every release of
+    from 1.4 on (release/1.4 ... release/1.7); tests/ci/test_nightly.py checks every release of
     variants.yaml from 1.1.0 on against an upstream mirror's branches (TORCHWIN_UPSTREAM_REPO).
     """
     major, minor, _ = _version_key(release)
