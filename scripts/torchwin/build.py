@@ -272,9 +272,12 @@ def hint_values(variant: recipes.Variant) -> dict:
             if k not in COMPILER_KEYS and k not in followers and len(set(map(str, values.get(k) or [v]))) > 1}
 
 
+WITH_THE_REST = "built with the rest of recipes/%s on its build machine (see the lines above)"
+
+
 def build_command_hint(variant: recipes.Variant) -> str:
     if variant.subdir == "noarch":
-        return "built with the rest of recipes/%s on its build machine (see the lines above)" % variant.recipe
+        return WITH_THE_REST % variant.recipe
     values = " ".join("--variant %s=%s" % (k, v) for k, v in hint_values(variant).items())
     if not needs_toolchain(variant):
         # Skipped by its build script's host check: no compiler or channel needed, only that install.
@@ -313,11 +316,13 @@ def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
         label = "[%d/%d] %s %s %s (%s)" % (index, total, variant.name, variant.version,
                                           variant.build_string, variant.subdir)
         reason = reasons[id(variant)]
+        hint = None
         if not reason and compiled_ok.get(variant.recipe) is False:
             reason = "it goes with %s's compiled packages, none of which this host can build" % variant.recipe
+            hint = WITH_THE_REST % variant.recipe
         channel_label = labels.get(id(variant), "main")
         if reason:
-            outcome = Outcome(variant, "skipped", reason=reason, hint=build_command_hint(variant))
+            outcome = Outcome(variant, "skipped", reason=reason, hint=hint or build_command_hint(variant))
             print("%s skipped" % label, file=out, flush=True)
         else:
             into = "" if channel_label == "main" else " into label %s" % channel_label

@@ -467,6 +467,9 @@ def test_build_here_lists_every_variant_as_skipped_with_a_reason(tmp_path, capsy
     assert "torchvision for win-64" in out and "torchvision for linux-64" in out
     # The pure-Python 0.2.x builds wait for the compiled ones rather than fail on a missing pytorch.
     assert "it goes with torchvision's compiled packages" in out
+    # ... and is built where they are, not "where that is installed" (there is nothing to install).
+    assert "where that is installed" not in out
+    assert "e.g. built with the rest of recipes/torchvision on its build machine" in out
 
 
 # ---- the package test script -----------------------------------------------------------------------
