@@ -54,10 +54,11 @@ def external_records(vs2015_runtime=VS2015_RUNTIME):
     """What the defaults channel provides: one plausible version of each dependency, its real CUDA packages."""
     out = [repodata.record("vs2015_runtime", vs2015_runtime, "hf0eaf9b_0", subdir="win-64")]
     for subdir in PLATFORMS:
-        for py in ("3.5.6", "3.6.8", "3.7.3"):
+        for py in ("3.5.6", "3.6.8", "3.7.3", "3.8.1"):
             out.append(repodata.record("python", py, "h0_0", subdir=subdir))
-        for name, version in (("numpy", "1.16.4"), ("mkl", "2019.4"), ("intel-openmp", "2019.4"),
-                              ("cffi", "1.12.3"), ("vc", "14.1")):
+        # numpy 1.15 for 3.5-3.7 and 1.17 on for 3.8 (these records carry no python pin).
+        for name, version in (("numpy", "1.16.4"), ("numpy", "1.18.1"), ("mkl", "2019.4"),
+                              ("intel-openmp", "2019.4"), ("cffi", "1.12.3"), ("vc", "14.1")):
             out.append(repodata.record(name, version, "h0_0", subdir=subdir))
         for cuda, build, cudnn in DEFAULTS_CUDA[subdir]:
             out.append(repodata.record("cudatoolkit", cuda, build, subdir=subdir))
@@ -159,7 +160,9 @@ def default_build(variants):
     raise AssertionError("release without a CUDA build")
 
 
-CASES = [(p, py) for p in PLATFORMS for py in ("3.5", "3.6", "3.7")]
+# Every Python of the matrix (variants.yaml) on both platforms.
+PYTHONS = tuple(str(p) for p in recipes.load_variant_config(ROOT / "recipes" / "pytorch", "linux-64").to_dict()["python"])
+CASES = [(p, py) for p in PLATFORMS for py in PYTHONS]
 
 
 @pytest.mark.parametrize("priority", PRIORITIES)

@@ -167,20 +167,31 @@ def channel_of(linked):
     return LABEL if url.endswith("/label/" + LABEL) else url.rsplit("/", 1)[-1]
 
 
-def pytorch_builds(rendered, platform, python="3.7"):
-    return [v for v in rendered if v.name == "pytorch" and v.subdir == platform and v.variant["python"] == python]
+def pytorch_builds(rendered, platform):
+    return [v for v in rendered if v.name == "pytorch" and v.subdir == platform]
+
+
+def classic_pick(candidates):
+    """Of builds each right for its Python: classic maximises pytorch's version and build number, then Python's."""
+    return max(candidates, key=lambda v: (recipes._version_key(v.version), v.build_number,
+                                          recipes._version_key(v.variant["python"])))
 
 
 def expected_for(specs, builds):
-    """The pytorch build README's line promises, on conda's newest Python (3.7)."""
+    """The pytorch build README's line promises, on the newest Python that build has (no Python is named)."""
     pinned = [s.split("=")[1] for s in specs if s.startswith("pytorch=")]
     if pinned:  # e.g. "pytorch=1.1.0=*cuda90*": that release only
         builds = [b for b in builds if b.version == pinned[0]]
-    if "cpuonly" in specs or "pytorch-cpu" in specs:
-        return newest(builds, "None")
-    if "cuda91" in specs:
-        return newest(builds, "9.1")
-    return default_build(builds)
+    candidates = []
+    for python in {b.variant["python"] for b in builds}:
+        of_python = [b for b in builds if b.variant["python"] == python]
+        if "cpuonly" in specs or "pytorch-cpu" in specs:
+            candidates.append(newest(of_python, "None"))
+        elif "cuda91" in specs:
+            candidates.append(newest(of_python, "9.1"))
+        else:
+            candidates.append(default_build(of_python))
+    return classic_pick([c for c in candidates if c is not None])
 
 
 # -- README "Install": every line, solved by conda's classic solver -------------------------------------
@@ -224,7 +235,8 @@ def test_strict_priority_with_the_label_and_a_plain_pytorch_differs_between_solv
     top = max(builds, key=lambda v: recipes._version_key(v.version)).version
     label_only = {"9.1", "9.2"} - {row[0] for row in DEFAULTS_CUDA[platform]}
     reachable = [v for v in builds if v.version == top and v.variant["cuda_compiler_version"] in label_only]
-    want = max(reachable, key=lambda v: v.build_number) if reachable else newest(builds, "None")
+    want = classic_pick(reachable or [v for v in builds if v.version == top and
+                                      v.variant["cuda_compiler_version"] == "None"])
     assert (linked["pytorch"]["version"], linked["pytorch"]["build_string"]) == (want.version, want.build_string)
     readme = (ROOT / "README.md").read_text()
     assert "conda's classic solver" in readme and want.version in readme

@@ -32,7 +32,7 @@ RECIPE = ROOT / "recipes" / "torchvision"
 RUN_TEST = RECIPE / "run_test.py"
 DRIVER = RECIPE / "build_torchvision.py"
 PLATFORMS = ("win-64", "linux-64")
-PYTHONS = ("3.5", "3.6", "3.7")
+PYTHONS = ("3.5", "3.6", "3.7", "3.8")
 # The pairs upstream published (README.md has the evidence): pytorch release -> torchvision release.
 PAIRS = {"0.4.0": "0.2.1", "0.4.1": "0.2.1", "1.0.0": "0.2.2", "1.0.1": "0.2.2", "1.1.0": "0.3.0",
          "1.2.0": "0.4.0", "1.3.0": "0.4.1", "1.3.1": "0.4.2", "1.4.0": "0.5.0", "1.5.0": "0.6.0",
@@ -99,7 +99,7 @@ def test_records_pin_their_pytorch_release_and_flavour(rendered):
         pin = "pytorch %s *_%s_*" % (pins[v.version], flavour(v))
         assert pin in v.depends, (v.key, v.depends)
         assert "python %s.*" % v.variant["python"] in v.depends
-        assert re.match(r"^py3[567]_(cpu|cuda\d\d)_\d+$", v.build_string), v.build_string
+        assert re.match(r"^py3[5-8]_(cpu|cuda\d\d)_\d+$", v.build_string), v.build_string
         assert v.build_string == "py%s_%s_%d" % (v.variant["python"].replace(".", ""), flavour(v), v.build_number)
         assert bool(v.track_features) == (flavour(v) == "cpu"), v.key
         assert ("tqdm" in v.depends) == (v.version == "0.2.2")
@@ -383,7 +383,8 @@ def solved(channels, line, platform, specs, priority):
 
 # The newest pair per platform and Python: 1.6.0 on need Python 3.6, 1.7.x is Linux-only.
 NEWEST = {("linux-64", "3.5"): "1.5.1", ("linux-64", "3.6"): "1.7.1", ("linux-64", "3.7"): "1.7.1",
-          ("win-64", "3.5"): "1.5.1", ("win-64", "3.6"): "1.6.0", ("win-64", "3.7"): "1.6.0"}
+          ("linux-64", "3.8"): "1.7.1", ("win-64", "3.5"): "1.5.1", ("win-64", "3.6"): "1.6.0",
+          ("win-64", "3.7"): "1.6.0", ("win-64", "3.8"): "1.6.0"}
 
 
 @pytest.mark.parametrize("priority", PRIORITIES)

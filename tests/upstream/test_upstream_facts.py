@@ -306,6 +306,19 @@ def test_version_txt_when_setup_py_declares_none(tmp_path):
     assert facts["python_requires"] == ">=2.7, !=3.0.*"
 
 
+def test_dll_directory_calls_of_torchs_import(tmp_path):
+    """Python 3.8 on Windows: where torch/__init__.py hands its DLL folders to os.add_dll_directory."""
+    init = ("import os\n# os.add_dll_directory(p) would be needed on 3.8\nif sys.version_info >= (3, 8):\n"
+            "    for p in dll_paths:\n        os.add_dll_directory(p)\n")
+    repo = make_repo(tmp_path / "r", {"setup.py": "version = '1.5.0a0'\n", "torch/__init__.py": init,
+                                      "tools/other.py": "os.add_dll_directory(x)\n"})
+    facts = table.extract(tree.Git(repo), "1.5.0", commit(repo))
+    assert facts["windows_dll_directory_calls"] == ["torch/__init__.py:5"]
+    repo = make_repo(tmp_path / "old", {"setup.py": "version = '1.4.0a0'\n",
+                                        "torch/__init__.py": "os.environ['PATH'] = ';'.join(dll_paths)\n"})
+    assert table.extract(tree.Git(repo), "1.4.0", commit(repo))["windows_dll_directory_calls"] == []
+
+
 def test_python_requires_built_from_python_min_version(tmp_path):
     """1.7 on: python_requires='>={}'.format(python_min_version_str)."""
     repo = make_repo(tmp_path / "r", {"setup.py": ("python_min_version = (3, 6, 2)\nversion = '1.7.0a0'\n"
@@ -470,7 +483,8 @@ def test_table_matches_the_pinned_commit_and_is_generator_output(release, commit
     assert (facts["release"], facts["commit"], facts["tag"]) == (release, commit, "v" + release)
     assert text == table.render(facts)  # sorted keys, 2-space indent, trailing newline
     for key in ("declared_version", "declared_version_file", "env_vars", "submodules", "cmake_minimum_required",
-                "bare_yaml_load", "nvtoolsext", "ninja", "python_requires", "unreadable"):
+                "bare_yaml_load", "nvtoolsext", "ninja", "python_requires", "windows_dll_directory_calls",
+                "unreadable"):
         assert key in facts, (release, key)
 
 
@@ -484,3 +498,24 @@ def test_tables_match_upstream(capsys):
         args += ["--submodule-mirrors", os.environ["TORCHWIN_UPSTREAM_SUBMODULE_MIRRORS"]]
     code, out, err = run_cli(capsys, *args)
     assert code == 0, out + err
+
+
+def test_each_release_builds_only_pythons_its_source_allows():
+    """variants.yaml's Pythons against the tables: every one within setup.py's python_requires, and
+    Python 3.8 on Windows exactly where `import torch` calls os.add_dll_directory (3.8 there no longer
+    finds torch's DLLs through PATH)."""
+    from packaging.specifiers import SpecifierSet
+
+    data = yaml.safe_load(VARIANTS.read_text())
+    windows_38 = []
+    for index, release in enumerate(data["pytorch_version"]):
+        facts = json.loads((TABLES / ("%s.json" % release)).read_text())
+        allowed = SpecifierSet(facts["python_requires"] or "")
+        for suffix in ("win", "linux"):
+            for python in data["pytorch_python_" + suffix][index].split():
+                assert python + ".99" in allowed, (release, suffix, python, facts["python_requires"])
+        win = data["pytorch_python_win"][index].split()
+        if win:
+            assert ("3.8" in win) == bool(facts["windows_dll_directory_calls"]), (release, win)
+            windows_38 += [release] if "3.8" in win else []
+    assert windows_38, "no release builds Python 3.8 on Windows"

@@ -157,6 +157,17 @@ def python_requires(tree):
     return text
 
 
+def dll_directory_calls(tree):
+    """Where `import torch` registers its DLL folders with os.add_dll_directory (torch/__init__.py).
+
+    Python 3.8 on Windows no longer finds an extension module's DLLs through PATH: a torch that
+    only prepends torch/lib to PATH (1.4.0) fails to import there with "DLL load failed".
+    """
+    text = tree.text.get("torch/__init__.py", "")
+    return ["torch/__init__.py:%d" % number for number, line in code_lines(text, "#")
+            if re.search(r"\badd_dll_directory\(", line)]
+
+
 def submodules(git, tree):
     """.gitmodules entries with the gitlink each path has at this commit."""
     links = tree.gitlinks()

@@ -20,6 +20,7 @@ from torchwin.upstream.facts import (
     bare_yaml_loads,
     cmake_floors,
     declared_version,
+    dll_directory_calls,
     env_reads,
     floor_summary,
     python_requires,
@@ -76,6 +77,7 @@ def extract(git, release, commit, mirrors=None, source=SOURCE):
         "cuda_arch": cuda_arch(tree),
         "cuda_host_gcc": cuda_host_gcc(tree),
         "python_requires": python_requires(tree),
+        "windows_dll_directory_calls": dll_directory_calls(tree),
         # distutils' _get_vc_env runs vcvarsall for the newest toolset unless DISTUTILS_USE_SDK is set.
         "distutils_vc_env_calls": [
             "%s:%d" % (path, number) for path in tree.files(is_build_file) if path.endswith(".py")
