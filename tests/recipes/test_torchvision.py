@@ -160,6 +160,24 @@ def test_sources_are_pinned():
     assert (RECIPE / "patches" / "0.3.0-force-cuda.patch").is_file()
 
 
+def test_only_windows_0_5_0_clones_another_commit_than_its_tag(rendered):
+    """0.5.0's tag does not link on Windows (vision#1756): Windows clones the commit upstream's Windows
+    wheel was built from; every other compiled build clones its tag and checks the commit."""
+    by_rev = {}
+    for v in builds(rendered, "torchvision"):
+        for source in v.rendered.recipe.to_dict().get("source") or ():
+            if "git" in source:
+                by_rev.setdefault((v.version, v.subdir), set()).add(
+                    (source["rev"], source.get("expected_commit")))
+    for (version, subdir), revs in sorted(by_rev.items()):
+        if (version, subdir) == ("0.5.0", "win-64"):
+            assert revs == {("85b8fbfd31e9324e64e24ca25410284ef238bcb3", None)}
+        else:
+            assert revs == {("refs/tags/v" + version, WHEEL_COMMITS[version])}, (version, subdir, revs)
+    assert ("0.5.0", "win-64") in by_rev and ("0.5.0", "linux-64") in by_rev
+    assert "`85b8fbfd31e9324e64e24ca25410284ef238bcb3`" in (RECIPE / "README.md").read_text()
+
+
 # ---- the nightly -----------------------------------------------------------------------------------
 
 def render_nightly(monkeypatch, date, base):
