@@ -1092,3 +1092,14 @@ def test_job_recipes_must_cover_the_stages_in_order(tmp_path, capsys, job_recipe
     assert matrix["recipes"]["extra"] == {"windows": [], "linux": []}
     outputs = dict(ci_matrix.github_outputs(matrix))
     assert outputs["extra-windows-count"] == "0" and json.loads(outputs["extra-windows"]) == {"include": []}
+
+
+def test_every_build_job_of_a_platform_runs_the_same_steps():
+    """magma, pytorch and torchvision are built the same way per platform: one steps list (a YAML anchor),
+    not copies that drift; only needs, if and the matrix differ."""
+    jobs = yaml.safe_load(NIGHTLY.read_text(encoding="utf-8"))["jobs"]
+    for kind, first in (("windows", "magma-windows"), ("linux", "magma-linux")):
+        for name in ("build-" + kind, "torchvision-" + kind):
+            assert jobs[name]["steps"] is jobs[first]["steps"], name  # an alias loads as the same object
+            assert jobs[name]["env"] is jobs[first]["env"], name
+    assert "Let git write long paths" in {s.get("name") for s in jobs["build-windows"]["steps"]}
