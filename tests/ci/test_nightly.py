@@ -528,3 +528,63 @@ def test_every_release_branch_exists_upstream_and_the_nightly_line_is_supported(
                          check=True).stdout.strip()
     line = nightly.check_supported(upstream, tip)
     assert (line.release, line.next) == newest_nightly_line() and base == line.next
+
+
+# ---- earlier-stage builds already published (magma) ------------------------------------------------------
+
+def _nightly_render(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCHWIN_NIGHTLY", "20190601")
+    monkeypatch.setenv("TORCHWIN_NIGHTLY_BASE", newest_nightly_line()[1])
+    monkeypatch.delenv("TORCHWIN_SOURCE_DIR", raising=False)
+    assert main(["render", "--target-platform", "all", "--json"]) == 0
+    path = tmp_path / "render.json"
+    path.write_text(capsys.readouterr().out, encoding="utf-8")
+    return path, json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_magma_already_under_the_label_is_taken_from_it_not_built_again(tmp_path, monkeypatch, capsys, anaconda):
+    render, records = _nightly_render(tmp_path, monkeypatch, capsys)
+    magma = {(r["subdir"], r["name"]): r for r in records if r["recipe"] == "magma"}
+    win90, linux92 = magma[("win-64", "magma-cuda90")], magma[("linux-64", "magma-cuda92")]
+    for record, label in ((win90, "nightly"), (linux92, "main")):  # main is not the nightly's label
+        basename = f"{record['subdir']}/{record['name']}-{record['version']}-{record['build_string']}.conda"
+        anaconda.packages[record["name"]] = [({"basename": basename, "version": record["version"],
+                                               "labels": [label]}, b"")]
+    published = tmp_path / "published.json"
+    outputs = tmp_path / "outputs"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    assert main(["ci", "published", str(render), "--label", "nightly", "--output", str(published),
+                 "--github-output"]) == 0
+    key = f"win-64/magma-cuda90-{win90['version']}-{win90['build_string']}"
+    assert json.loads(published.read_text(encoding="utf-8")) == [key]
+    assert outputs.read_text(encoding="utf-8").splitlines() == ["channel=torchwin/label/nightly", "count=1"]
+    # Only the magma packages were asked about (the stages before pytorch's), each once.
+    assert sorted(r.split("/")[-1] for r in anaconda.requests) == sorted({r["name"] for r in magma.values()})
+    capsys.readouterr()
+
+    assert main(["ci", "matrix", str(render), "--job-recipes", "magma,pytorch,torchvision",
+                 "--published", str(published)]) == 0
+    matrix = json.loads(capsys.readouterr().out)
+    magma_jobs = {e["id"] for k in ("windows", "linux") for e in matrix["recipes"]["magma"][k]}
+    assert "magma-win-64-cuda9.0" not in magma_jobs and "magma-linux-64-cuda9.2" in magma_jobs
+    taken = f"magma-cuda90 {win90['version']} {win90['build_string']}"
+    for recipe in ("pytorch", "torchvision"):
+        for entry in matrix["recipes"][recipe]["windows"]:
+            if entry["cuda"] == "9.0":
+                assert entry["from_channel"] == [taken], entry["id"]
+                assert not any("magma" in a for a in entry["needs_artifacts"] + entry["test_artifacts"])
+            else:
+                assert entry["from_channel"] == [], entry["id"]
+    assert all(e["from_channel"] == [] for e in matrix["recipes"]["pytorch"]["linux"])
+    assert "packages-magma-win-64-cuda9.0" not in matrix["skip_rebuilt_artifacts"]
+    assert "packages-magma-linux-64-cuda9.2" in matrix["skip_rebuilt_artifacts"]
+
+
+def test_published_list_bad_input_is_one_line(tmp_path, capsys):
+    render = tmp_path / "render.json"
+    render.write_text("[]", encoding="utf-8")
+    bad = tmp_path / "published.json"
+    bad.write_text('{"win-64/magma-cuda90-2.5.0-0": true}', encoding="utf-8")
+    assert main(["ci", "matrix", str(render), "--published", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "expected a JSON list of build keys" in err

@@ -322,11 +322,15 @@ def _run_with_stubs(step, env, stubs, cwd, fails=False):
 BUILD_JOBS = {f"{stage}-{kind}" for stage in ("magma", "build", "torchvision") for kind in ("windows", "linux")}
 
 
+# Stand-ins for a job that takes nothing from the published label (the usual first night).
+NOTHING_PUBLISHED = {"FROM_CHANNEL": "", "PUBLISHED_CHANNEL": "torchwin/label/nightly"}
+
+
 def _conda_build_calls(workflow, tmp_path, dependency_channels="defaults"):
     calls = {}
     for job_name, job, step in _steps_running(workflow, "conda build"):
         env = {"RECIPE_DIR": "recipes/pytorch", "DEPENDENCY_CHANNELS": dependency_channels,
-               "ZSTD_LEVEL": "7", "GITHUB_WORKSPACE": "/ws", "RUNNER_TEMP": "/tmp/rt"}
+               "ZSTD_LEVEL": "7", "GITHUB_WORKSPACE": "/ws", "RUNNER_TEMP": "/tmp/rt", **NOTHING_PUBLISHED}
         calls[job_name] = _run_with_stubs(step, env, ["conda"], tmp_path)
     return calls
 
@@ -406,7 +410,8 @@ def test_builds_and_tests_get_their_dependencies_from_channels_that_have_them(wo
             assert _option(argvs[0], "-c") == ["/ws/toolchain-channel", *expected], job_name
         for job_name, _, step in _steps_running(nightly, "conda create"):
             env = {"PYTHON_VERSION": "3.6", "PACKAGE_SPECS": "pytorch ==1.2.0.dev20190601 py36_cpu_0;cpuonly",
-                   "DEPENDENCY_CHANNELS": dependency_channels, "GITHUB_WORKSPACE": "/ws", "RUNNER_TEMP": "/rt"}
+                   "DEPENDENCY_CHANNELS": dependency_channels, "GITHUB_WORKSPACE": "/ws", "RUNNER_TEMP": "/rt",
+                   **NOTHING_PUBLISHED}
             (argv,) = _run_with_stubs(step, env, ["conda"], tmp_path)
             assert "--override-channels" in argv
             assert _option(argv, "-c") == ["/ws/test-channel", *expected], job_name
@@ -560,6 +565,9 @@ def plan(tmp_path_factory, workflows):
         known = {"steps.version.outputs.version": versions.pop()}
         env = {k: _expression_default(v, known) for k, v in matrix_step["env"].items()}
         env["RUNNER_TEMP"] = str(tmp)
+        # The published step's answer on a first night: nothing (tests/ci/test_nightly.py asks a fake
+        # anaconda.org for the nights after).
+        (tmp / "published.json").write_text("[]\n", encoding="utf-8")
         argv = _arguments(_logical_lines(matrix_step["run"])[0], env)
         assert main(argv[1:]) == 0
         return {"records": records, "outputs": _read_outputs(tmp / "outputs"), "tmp": tmp}
@@ -998,10 +1006,15 @@ def test_a_build_job_indexes_the_artifacts_it_needs_and_fails_without_one(workfl
     (tmp_path / "stage-channel").mkdir()
     build = next(s for s in job["steps"] if s.get("name") == "conda build")
     env = {"RECIPE_DIR": "recipes/torchvision", "DEPENDENCY_CHANNELS": "defaults", "ZSTD_LEVEL": "7",
-           "GITHUB_WORKSPACE": "/ws", "RUNNER_TEMP": "/tmp/rt"}
+           "GITHUB_WORKSPACE": "/ws", "RUNNER_TEMP": "/tmp/rt", **NOTHING_PUBLISHED}
     (argv,) = _run_with_stubs(build, env, ["conda"], tmp_path)
     assert argv[:3] == ["conda", "build", "recipes/torchvision"]
     assert _option(argv, "-c") == ["/ws/toolchain-channel", "/ws/stage-channel", "defaults"]
+    # A magma not built tonight (already published) comes from the nightly's label, before the dependencies.
+    env["FROM_CHANNEL"] = "magma-cuda90 2.5.0 h0_0"
+    (argv,) = _run_with_stubs(build, env, ["conda"], tmp_path)
+    assert _option(argv, "-c") == ["/ws/toolchain-channel", "/ws/stage-channel", "torchwin/label/nightly",
+                                   "defaults"]
 
 
 def test_the_test_job_runs_the_recipes_own_test_script_with_its_environment(workflows, tmp_path):
@@ -1026,7 +1039,7 @@ def test_the_test_job_runs_the_recipes_own_test_script_with_its_environment(work
     install = next(s for s in job["steps"] if s.get("name") == "Install the exact build into a new environment")
     (argv,) = _run_with_stubs(install, {"PYTHON_VERSION": "", "PACKAGE_SPECS": "magma-cuda90 ==2.5.0 0;python >=3.5",
                                         "DEPENDENCY_CHANNELS": "defaults", "GITHUB_WORKSPACE": "/ws",
-                                        "RUNNER_TEMP": "/rt"}, ["conda"], tmp_path)
+                                        "RUNNER_TEMP": "/rt", **NOTHING_PUBLISHED}, ["conda"], tmp_path)
     assert argv[-2:] == ["magma-cuda90 ==2.5.0 0", "python >=3.5"] and not any(a.startswith("python=") for a in argv)
 
 

@@ -6,6 +6,7 @@ machine:
 
   ci upstream        which upstream repository, ref and next version the nightly builds
   ci nightly-gate    refuse a ref the matrix cannot build; skip one already published
+  ci published       the builds of the stages before pytorch's (magma) the label already holds
   ci matrix          render output -> the build matrix of the nightly
   ci variant-file    one matrix entry -> a variants.yaml for `conda build -m`
   ci package-format  the package format and zstd level `torchwin build` would use here
@@ -113,6 +114,28 @@ def add_parser(subparsers):
     p.set_defaults(func=run_nightly_gate)
 
     p = sub.add_parser(
+        "published", help="list the earlier-stage builds (magma) the channel label already holds",
+        description="Of the compiled recipes in the stages before the main recipe's (magma before pytorch: "
+        "`torchwin ci matrix` derives them), the rendered builds that anaconda.org already has under the "
+        "label, as a JSON list of build keys (subdir/name-version-build). `torchwin ci matrix --published "
+        "FILE` then leaves them out of the build jobs, and the jobs that need them take them from the "
+        "label (the `channel` step output: OWNER/label/LABEL). A recipe change must bump its build "
+        "number to be built again.",
+        epilog="example (GitHub Actions):\n  torchwin ci published \"$RUNNER_TEMP/render.json\" --label nightly "
+        "--output \"$RUNNER_TEMP/published.json\" --github-output\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("render_json", metavar="FILE", help="render output (JSON); - reads standard input")
+    p.add_argument("--label", default="nightly", help="anaconda.org label the nightly publishes to (default: nightly)")
+    p.add_argument("--recipe", action="append", metavar="NAME", help="the main recipe (repeatable; default: pytorch)")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="channel.yaml naming the anaconda.org owner and API (default: channel/channel.yaml)")
+    p.add_argument("--output", type=Path, default=None, metavar="FILE",
+                   help="also write the JSON list here (for `torchwin ci matrix --published`)")
+    p.add_argument("--github-output", action="store_true",
+                   help="also append channel=OWNER/label/LABEL and count=N to $GITHUB_OUTPUT")
+    p.set_defaults(func=run_published)
+
+    p = sub.add_parser(
         "matrix", help="turn `torchwin render --json` output into the GitHub build matrix",
         description=ci_matrix.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="step outputs (--github-output; stdout shows the same entries as one JSON object):\n"
@@ -126,7 +149,8 @@ def add_parser(subparsers):
         "  support-recipes        the script-only recipes the toolchain job builds\n"
         "  skip-rebuilt-artifacts artifacts of the stages before pytorch's (publish keeps their copies)\n"
         "Each entry names its artifact (`artifact`), the artifacts its job builds on (`needs_artifacts`,\n"
-        "`needs_pattern` for download-artifact) and those its test installs (`test_pattern`).\n\n"
+        "`needs_pattern` for download-artifact) and those its test installs (`test_pattern`); with\n"
+        "--published, `from_channel` lists the earlier-stage packages it takes from the label instead.\n\n"
         "example:\n  torchwin render --target-platform all --json | "
         "torchwin ci matrix - --only 'pytorch-win-64-*'\n")
     p.add_argument("render_json", metavar="FILE", help="render output (JSON); - reads standard input")
@@ -153,6 +177,9 @@ def add_parser(subparsers):
                    help="runs-on for Linux CUDA builds (default: same as --linux-runner)")
     p.add_argument("--gpu-runner", default="", metavar="LABELS",
                    help="runs-on of a machine with an NVIDIA GPU; empty: no GPU test jobs")
+    p.add_argument("--published", type=Path, default=None, metavar="FILE",
+                   help="`torchwin ci published --output` of this render: earlier-stage builds the label "
+                   "already holds are not built again; the jobs needing them list them in `from_channel`")
     p.add_argument("--github-output", action="store_true",
                    help="append the step outputs listed below to $GITHUB_OUTPUT")
     p.set_defaults(func=run_matrix)
@@ -230,6 +257,14 @@ def _read(source):
         raise UserError(f"{source}: cannot read ({exc.strerror or exc})") from None
 
 
+def _write_atomic(path, text):
+    """Write through a temporary file, so a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(text, encoding="utf-8")
+    os.replace(temp, path)
+
+
 def print_outputs(pairs, github_output):
     """name=value lines on stdout, and the same as step outputs when --github-output is given."""
     for name, value in pairs:
@@ -265,6 +300,50 @@ def run_nightly_gate(args):
     return 0
 
 
+def run_published(args):
+    import json
+
+    from torchwin.channel.config import load_channel_config
+    from torchwin.ci import anaconda_api, stages
+
+    text, where = _read(args.render_json)
+    records = ci_matrix.load_records(text, where)
+    recipes = tuple(args.recipe or ("pytorch",))
+    config = load_channel_config(args.config)
+    if args.label not in config.labels:
+        raise UserError(f"--label {args.label!r} is not a label of {config.path or 'channel.yaml'} "
+                        f"(it lists: {', '.join(config.labels)})")
+    earlier = set(stages.before_main(stages.stages(records, stages.compiled_recipes(records, recipes)), recipes))
+    wanted = {anaconda_api.build_key(r["subdir"], r["name"], r["version"], r["build_string"]): r["name"]
+              for r in records if r["recipe"] in earlier and not r.get("skip")}
+    have = anaconda_api.published_builds(config.api_url, config.owner, args.label, set(wanted.values()))
+    found = sorted(set(wanted) & have)
+    text = json.dumps(found, indent=2) + "\n"
+    if args.output:
+        _write_atomic(args.output, text)
+    sys.stdout.write(text)
+    print(f"published: {len(found)} of {len(wanted)} build(s) of {', '.join(sorted(earlier)) or 'no recipe'} "
+          f"already under {config.owner}/label/{args.label}", file=sys.stderr)
+    if args.github_output:
+        gha.write_outputs([("channel", f"{config.owner}/label/{args.label}"), ("count", str(len(found)))])
+    return 0
+
+
+def _published(path):
+    import json
+
+    if path is None:
+        return frozenset()
+    text, where = _read(str(path))
+    try:
+        keys = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{where}: not JSON ({exc}); pass the --output of `torchwin ci published`") from None
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise UserError(f"{where}: expected a JSON list of build keys (subdir/name-version-build)")
+    return frozenset(keys)
+
+
 def run_matrix(args):
     import json
 
@@ -276,7 +355,8 @@ def run_matrix(args):
         linux=args.linux_runner, linux_cuda=args.linux_cuda_runner, gpu=args.gpu_runner)
     matrix = ci_matrix.build_matrix(records, recipes=recipes, runners=runners,
                                     only=ci_matrix.parse_only(args.only), expect_version=args.expect_version,
-                                    job_recipes=ci_matrix.parse_only(args.job_recipes))
+                                    job_recipes=ci_matrix.parse_only(args.job_recipes),
+                                    published=_published(args.published))
     support = ci_matrix.support_recipes(records, recipes)
     rebuilt = ci_matrix.skip_rebuilt_artifacts(matrix, recipes)
     print(json.dumps(dict(matrix, support_recipes=support, skip_rebuilt_artifacts=rebuilt), indent=2,
@@ -311,10 +391,7 @@ def run_variant_file(args):
     except Failure as exc:
         raise UserError(f"--variant-json: {exc}") from None
     text = ci_matrix.variant_file_text(variant)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    temp = args.output.with_name(args.output.name + ".tmp")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, args.output)
+    _write_atomic(args.output, text)
     print(text, end="")
     return 0
 

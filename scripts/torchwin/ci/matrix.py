@@ -29,7 +29,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchwin.ci.stages import check_job_recipes, compiled_recipes, link_entries, stages
+from torchwin.ci.anaconda_api import build_key
+from torchwin.ci.stages import before_main, check_job_recipes, compiled_recipes, link_entries, stages
 from torchwin.errors import Failure, UserError
 
 PLATFORM_KINDS = {"win-64": "windows", "linux-64": "linux"}
@@ -216,7 +217,7 @@ def artifact_pattern(names):
 
 
 def build_matrix(records, recipes=("pytorch",), runners=Runners(), only=(), recipes_root="recipes",
-                 expect_version=None, zip_info=None, job_recipes=()):
+                 expect_version=None, zip_info=None, job_recipes=(), published=frozenset()):
     """Every build job, by recipe and platform kind, and the test jobs.
 
     Returns {"windows", "linux", "gpu", "recipes", "stages", "tests"}: windows/linux are the jobs of
@@ -227,6 +228,10 @@ def build_matrix(records, recipes=("pytorch",), runners=Runners(), only=(), reci
     zip_info: callable(recipe_dir, platform) -> (zip_groups, values); default reads variants.yaml.
     job_recipes: the compiled recipes the workflow has build jobs for, in the order its jobs run
     (empty: no check); each gets outputs, empty when it renders nothing.
+    published: build keys (anaconda_api.build_key) the channel label already holds. A job of a stage
+    before the main recipe's whose every package is among them is not built again (magma, from an
+    unchanged recipe); the jobs that need it list its packages in `from_channel` and take them from
+    the published label instead of an artifact.
     """
     zip_info = zip_info or recipe_zip_info
     machine = compiled_recipes(records, recipes)
@@ -308,6 +313,13 @@ def build_matrix(records, recipes=("pytorch",), runners=Runners(), only=(), reci
     main_stage = min(stage_of[r] for r in recipes if r in stage_of)
     needed = {dep for e in entries for dep in e["needs"]}
     entries = [e for e in entries if e["stage"] >= main_stage or e["id"] in needed]
+    reused = {e["id"] for e in entries if e["stage"] < main_stage and all(
+        build_key(r["subdir"], r["name"], r["version"], r["build_string"]) in published for r in records_of[e["id"]])}
+    for entry in entries:
+        entry["from_channel"] = sorted("{} {} {}".format(r["name"], r["version"], r["build_string"])
+                                       for d in entry["needs"] if d in reused for r in records_of[d])
+        entry["needs"] = [d for d in entry["needs"] if d not in reused]
+    entries = [e for e in entries if e["id"] not in reused]
     by_id = {e["id"]: e for e in entries}
     for entry in entries:
         entry["needs_artifacts"] = [by_id[d]["artifact"] for d in entry["needs"]]
@@ -343,8 +355,7 @@ def support_recipes(records, recipes=("pytorch",), recipes_root="recipes"):
 def skip_rebuilt_artifacts(matrix, recipes=("pytorch",)):
     """Artifacts of the stages before the main recipe's (magma): rebuilt every night from an unchanged
     recipe, so the same file names as the copies already published: publish keeps those (--skip-rebuilt)."""
-    first = min((n for n, names in enumerate(matrix["stages"]) if set(names) & set(recipes)), default=0)
-    earlier = {r for names in matrix["stages"][:first] for r in names}
+    earlier = set(before_main(matrix["stages"], recipes))
     return sorted(e["artifact"] for r in earlier for k in ("windows", "linux") for e in matrix["recipes"][r][k])
 
 

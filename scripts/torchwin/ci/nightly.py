@@ -312,51 +312,21 @@ def last_published_commit(api_url, owner, label, package=PROBE_PACKAGE, attempts
     None when the package or label has no file yet (the first nightly), or when that file
     does not record one (built before the recipe did).
     """
-    import time
-    import urllib.error
     import urllib.parse
-    import urllib.request
 
-    from torchwin.ci import fetch as ci_downloads
+    from torchwin.ci import anaconda_api
 
-    sleep = sleep or time.sleep
-    base = api_url.rstrip("/")
     quote = urllib.parse.quote
-
-    def get(url):
-        ci_downloads.check_url(url)
-        opener = urllib.request.build_opener(ci_downloads.NoDowngrade())
-        for attempt in range(attempts):
-            try:
-                with opener.open(url, timeout=timeout) as response:
-                    return response.read()
-            except urllib.error.HTTPError as exc:
-                if exc.code == 404:
-                    return None
-                if exc.code < 500 and exc.code != 429 or attempt == attempts - 1:
-                    raise Failure(f"{url}: HTTP {exc.code} {exc.reason}; cannot tell whether the ref "
-                                  "changed (re-run, or dispatch with force)") from None
-            except OSError as exc:
-                if attempt == attempts - 1:
-                    reason = getattr(exc, "reason", None) or exc
-                    raise Failure(f"{url}: {reason}; cannot tell whether the ref changed "
-                                  "(re-run, or dispatch with force)") from None
-            sleep(2 ** (attempt + 1))
-
-    body = get(f"{base}/package/{quote(owner)}/{quote(package)}")
-    if body is None:
-        return None
-    try:
-        files = json.loads(body).get("files") or []
-    except (ValueError, AttributeError):
-        raise Failure(f"{base}/package/{owner}/{package}: the answer is not the JSON package record") from None
-    labelled = [f for f in files if isinstance(f, dict) and label in (f.get("labels") or ["main"])
-                and isinstance(f.get("basename"), str) and f.get("version") is not None]
+    unknown = "cannot tell whether the ref changed (re-run, or dispatch with force)"
+    kwargs = {"attempts": attempts, "sleep": sleep, "timeout": timeout}
+    files = anaconda_api.package_files(api_url, owner, package, unknown, **kwargs)
+    labelled = [f for f in files if label in (f.get("labels") or ["main"]) and f.get("version") is not None]
     if not labelled:
         return None
     newest = max(labelled, key=_published_at)
-    data = get("{}/download/{}/{}/{}/{}".format(base, quote(owner), quote(package), quote(str(newest["version"])),
-                                                quote(newest["basename"])))
+    data = anaconda_api.api_get("{}/download/{}/{}/{}/{}".format(
+        api_url.rstrip("/"), quote(owner), quote(package), quote(str(newest["version"])),
+        quote(newest["basename"])), unknown, **kwargs)
     if data is None:
         return None
     return _commit_in(data, newest["basename"])

@@ -171,3 +171,9 @@ def check_job_recipes(job_recipes, order):
 def stage_text(order):
     """[["magma"], ["pytorch"]] -> "0: magma, 1: pytorch"."""
     return ", ".join(f"{n}: {' '.join(names)}" for n, names in enumerate(order))
+
+
+def before_main(order, recipes=("pytorch",)):
+    """The compiled recipes of the stages before the main recipe's (magma before pytorch)."""
+    main = min((n for n, names in enumerate(order) if set(names) & set(recipes)), default=0)
+    return [recipe for names in order[:main] for recipe in names]
