@@ -580,9 +580,13 @@ def test_magma_already_under_the_label_is_taken_from_it_not_built_again(tmp_path
     assert "packages-magma-linux-64-cuda9.2" in matrix["skip_rebuilt_artifacts"]
 
 
-def test_published_list_bad_input_is_one_line(tmp_path, capsys):
+def test_published_list_bad_input_is_one_line(tmp_path, capsys, anaconda):
     render = tmp_path / "render.json"
     render.write_text("[]", encoding="utf-8")
+    out = tmp_path / "published.json"
+    assert main(["ci", "published", str(render), "--label", "weekly", "--output", str(out)]) == 2
+    assert "--label 'weekly' is not a label" in capsys.readouterr().err
+    assert not out.exists() and anaconda.requests == []  # refused before asking or writing anything
     bad = tmp_path / "published.json"
     bad.write_text('{"win-64/magma-cuda90-2.5.0-0": true}', encoding="utf-8")
     assert main(["ci", "matrix", str(render), "--published", str(bad)]) == 2

@@ -273,6 +273,17 @@ def print_outputs(pairs, github_output):
         gha.write_outputs(pairs)
 
 
+def _channel_with_label(path, label):
+    """channel.yaml (--config), or one UserError line when --label is not one of its labels."""
+    from torchwin.channel.config import load_channel_config
+
+    config = load_channel_config(path)
+    if label not in config.labels:
+        raise UserError(f"--label {label!r} is not a label of {config.path or 'channel.yaml'} "
+                        f"(it lists: {', '.join(config.labels)})")
+    return config
+
+
 def run_upstream(args):
     from torchwin.ci import nightly
 
@@ -282,15 +293,11 @@ def run_upstream(args):
 
 
 def run_nightly_gate(args):
-    from torchwin.channel.config import load_channel_config
     from torchwin.ci import nightly
 
     if args.force not in ("true", "false"):
         raise UserError(f"--force {args.force!r}: allowed: true, false")
-    config = load_channel_config(args.config)
-    if args.label not in config.labels:
-        raise UserError(f"--label {args.label!r} is not a label of {config.path or 'channel.yaml'} "
-                        f"(it lists: {', '.join(config.labels)})")
+    config = _channel_with_label(args.config, args.label)
     build, message = nightly.nightly_gate(args.repo, args.commit, config.api_url, config.owner, args.label,
                                           force=args.force == "true", recipe_dir=args.recipe)
     # A workflow command: GitHub shows it on the run's summary page.
@@ -303,16 +310,12 @@ def run_nightly_gate(args):
 def run_published(args):
     import json
 
-    from torchwin.channel.config import load_channel_config
     from torchwin.ci import anaconda_api, stages
 
     text, where = _read(args.render_json)
     records = ci_matrix.load_records(text, where)
     recipes = tuple(args.recipe or ("pytorch",))
-    config = load_channel_config(args.config)
-    if args.label not in config.labels:
-        raise UserError(f"--label {args.label!r} is not a label of {config.path or 'channel.yaml'} "
-                        f"(it lists: {', '.join(config.labels)})")
+    config = _channel_with_label(args.config, args.label)
     earlier = set(stages.before_main(stages.stages(records, stages.compiled_recipes(records, recipes)), recipes))
     wanted = {anaconda_api.build_key(r["subdir"], r["name"], r["version"], r["build_string"]): r["name"]
               for r in records if r["recipe"] in earlier and not r.get("skip")}
