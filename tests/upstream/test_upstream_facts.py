@@ -519,3 +519,153 @@ def test_each_release_builds_only_pythons_its_source_allows():
             assert ("3.8" in win) == bool(facts["windows_dll_directory_calls"]), (release, win)
             windows_38 += [release] if "3.8" in win else []
     assert windows_38, "no release builds Python 3.8 on Windows"
+
+
+# ---- what the build links (issue 24): MKL, MKL-DNN, the MSVC limit per CUDA, the cuDNN check -------------
+
+FIND_MKL = """\
+IF (WIN32)
+ENDIF (WIN32)
+IF ("${SIZE_OF_VOIDP}" EQUAL 8)
+  SET(mkl64s "_lp64")
+ELSE ("${SIZE_OF_VOIDP}" EQUAL 8)
+  SET(mkl64s)
+ENDIF ("${SIZE_OF_VOIDP}" EQUAL 8)
+IF(CMAKE_COMPILER_IS_GNUCC)
+  SET(mklthreads "mkl_gnu_thread" "mkl_intel_thread")
+  SET(mklifaces  "intel" "gf")
+ELSE(CMAKE_COMPILER_IS_GNUCC)
+  IF ("${MKL_THREADING}" STREQUAL "TBB")
+    SET(mklthreads "mkl_tbb_thread")
+  ELSE()
+    SET(mklthreads "mkl_intel_thread")
+    SET(mklrtls "iomp5" "guide")
+    IF (MSVC)
+      SET(mklrtls "libiomp5md")
+    ENDIF (MSVC)
+  ENDIF()
+  SET(mklifaces  "intel")
+ENDIF (CMAKE_COMPILER_IS_GNUCC)
+MACRO(CHECK_ALL_LIBRARIES LIBRARIES _name _list _flags)
+  FIND_LIBRARY(${_prefix}_${_library}_LIBRARY NAMES ${_library})
+ENDMACRO(CHECK_ALL_LIBRARIES)
+CHECK_ALL_LIBRARIES(MKL_LIBRARIES cblas_sgemm "mkl_${mkliface}${mkl64};${mklthread};mkl_core;${mklrtl}" "")
+"""
+
+FIND_MKLDNN_MSVC = """\
+SET(MKLDNN_LIBRARIES)
+IF(MSVC)
+  MESSAGE(STATUS "MKL-DNN needs omp 3+ which is not supported in MSVC so far")
+  RETURN()
+ENDIF(MSVC)
+SET(IDEEP_ROOT "${PROJECT_SOURCE_DIR}/third_party/ideep")
+"""
+
+CUDA_CMAKE_MSVC = """\
+if((CUDA_VERSION VERSION_EQUAL   9.0) OR
+    (CUDA_VERSION VERSION_GREATER 9.0  AND CUDA_VERSION VERSION_LESS 9.2))
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "MSVC" AND
+      NOT CMAKE_CXX_COMPILER_VERSION VERSION_LESS 19.12 AND
+      NOT DEFINED ENV{CUDAHOSTCXX})
+        message(FATAL_ERROR "CUDA ${CUDA_VERSION} is not compatible")
+  endif()
+elseif(CUDA_VERSION VERSION_EQUAL   9.2)
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "MSVC" AND
+      NOT CMAKE_CXX_COMPILER_VERSION VERSION_LESS 19.14 AND
+      NOT DEFINED ENV{CUDAHOSTCXX})
+    message(FATAL_ERROR "CUDA ${CUDA_VERSION} is not compatible")
+  endif()
+endif()
+"""
+
+CUDNN_04 = """\
+            compile_version = torch._C._cudnn_version()
+            # Check that cuDNN major and minor versions match
+            if (__cudnn_version // 100) != (compile_version // 100):
+                raise RuntimeError('cuDNN version mismatch')
+"""
+CUDNN_1X = """\
+            elif runtime_major < 7:
+                cudnn_compatible = runtime_minor == compile_minor
+            else:
+                cudnn_compatible = runtime_minor >= compile_minor
+"""
+CUDA_INIT_04 = """\
+    old_gpu_warn = '''
+    Found GPU%d %s which is of cuda capability %d.%d.
+    PyTorch no longer supports this GPU because it is too old.
+    '''
+    for d in range(device_count()):
+        if CUDA_VERSION < 8000 and major >= 6:
+            pass
+        elif capability == (3, 0) or major < 3:
+            warnings.warn(old_gpu_warn % (d, name, major, capability[1]))
+"""
+
+
+def test_linking_facts_from_the_build_files(tmp_path):
+    repo = make_repo(tmp_path / "r", {
+        "cmake/Modules/FindMKL.cmake": FIND_MKL,
+        # Caffe2's own FindMKL of 0.4.0 (no CHECK_ALL_LIBRARIES) is not the one torch's build uses.
+        "aten/FindMKL.cmake": "# Find the MKL libraries\n",
+        "cmake/Modules/FindMKLDNN.cmake": FIND_MKLDNN_MSVC,
+        "cmake/public/cuda.cmake": CUDA_CMAKE_MSVC,
+        "torch/backends/cudnn/__init__.py": CUDNN_04,
+        "torch/cuda/__init__.py": CUDA_INIT_04,
+    })
+    facts = table.extract(tree.Git(repo), "9.9.9", commit(repo))
+    assert facts["mkl"] == {
+        "find_module": "cmake/Modules/FindMKL.cmake",
+        "msvc_libraries": ["mkl_intel_lp64", "mkl_intel_thread", "mkl_core"], "msvc_openmp": "libiomp5md",
+        "looks_for_dll_import_libraries": False,
+        "at": {"mkl64s": "cmake/Modules/FindMKL.cmake:4", "mklthreads": "cmake/Modules/FindMKL.cmake:15",
+               "mklrtls": "cmake/Modules/FindMKL.cmake:18", "mklifaces": "cmake/Modules/FindMKL.cmake:21"}}
+    assert facts["mkldnn"] == {"find_module": "cmake/Modules/FindMKLDNN.cmake", "bundled": True,
+                               "msvc_returns_early_at": "cmake/Modules/FindMKLDNN.cmake:2"}
+    assert facts["cuda_msvc_limits"] == [
+        {"cuda_from": "9.0", "cuda_below": "9.2", "msvc_below": "19.12", "unless_env": "CUDAHOSTCXX",
+         "at": "cmake/public/cuda.cmake:3"},
+        {"cuda_from": "9.2", "cuda_below": "9.3", "msvc_below": "19.14", "unless_env": "CUDAHOSTCXX",
+         "at": "cmake/public/cuda.cmake:9"}]
+    assert facts["cudnn_version_check"] == {"rule": "same_minor", "at": "torch/backends/cudnn/__init__.py:3"}
+    arch = facts["cuda_arch"]
+    # 0.4.x warns for 3.0 without the message's "minimum ... is 3.5".
+    assert (arch["runtime_warning_for"], arch["runtime_warning_at"], arch["runtime_warning_below"]) == (
+        ["3.0", "below 3.0"], "torch/cuda/__init__.py:8", None)
+
+
+def test_linking_facts_absent_or_lenient(tmp_path):
+    repo = make_repo(tmp_path / "r", {
+        "cmake/Modules/FindMKLDNN.cmake": "find_library(MKLDNN_LIBRARY mkldnn)\n",
+        "torch/backends/cudnn/__init__.py": CUDNN_1X,
+    })
+    facts = table.extract(tree.Git(repo), "9.9.9", commit(repo))
+    assert facts["mkl"] is None and facts["cuda_msvc_limits"] == []
+    assert facts["mkldnn"] == {"find_module": "cmake/Modules/FindMKLDNN.cmake", "bundled": False,
+                               "msvc_returns_early_at": None}
+    assert facts["cudnn_version_check"] == {"rule": "minor_at_least", "at": "torch/backends/cudnn/__init__.py:4"}
+
+
+def committed(release):
+    return json.loads((TABLES / ("%s.json" % release)).read_text())
+
+
+def test_committed_tables_record_what_the_build_links():
+    """The per-release facts issue 24 found, as read from each tag."""
+    for release, _ in pinned():
+        facts = committed(release)
+        assert facts["mkl"]["msvc_libraries"] == ["mkl_intel_lp64", "mkl_intel_thread", "mkl_core"], release
+        assert facts["mkl"]["looks_for_dll_import_libraries"] is False, release
+        # 0.4.x: 3.0 warned about at run time too (was null: the warning has no "minimum" sentence there).
+        assert facts["cuda_arch"]["runtime_warning_at"], release
+        assert "3.0" in facts["cuda_arch"]["runtime_warning_for"], release
+        rule = facts["cudnn_version_check"]["rule"]
+        assert rule == ("same_minor" if release.startswith("0.4") else "minor_at_least"), release
+        early = facts["mkldnn"]["msvc_returns_early_at"]
+        # "Enable mkldnn on windows" (19bb496a0d) is in v1.5.0, not v1.4.0; 0.4.x looks for an installed one.
+        assert bool(early) == (release in ("1.0.0", "1.0.1", "1.1.0", "1.2.0", "1.3.0", "1.3.1", "1.4.0")), release
+        assert facts["mkldnn"]["bundled"] == (not release.startswith("0.4")), release
+        limit_92 = [x["msvc_below"] for x in facts["cuda_msvc_limits"] if x["cuda_from"] == "9.2"]
+        version = tuple(int(x) for x in release.split("."))
+        expected = [] if version < (1, 2) else ["19.14"] if version >= (1, 6) else ["19.13"]
+        assert limit_92 == expected, release

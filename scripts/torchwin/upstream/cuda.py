@@ -158,6 +158,8 @@ def ninja(tree, env_by_group):
 
 _ARCH_NUMBER = re.compile(r'"(\d\.\d)(?:\+PTX)?"')
 _CAPABILITY_WARNING = re.compile(r"minimum cuda capability that we support is (\d\.\d)")
+_WARNED_CAPABILITY = re.compile(r"\b(?:el)?if\s+(capability\s*==\s*\(.*?):\s*$")
+_CAPABILITY_TUPLE = re.compile(r"capability\s*==\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)")
 _LDG_CALL = re.compile(r"\b__ldg\s*\(")
 
 
@@ -208,12 +210,18 @@ def cuda_arch(tree):
                 break
         if common_at:
             break
-    warning, warning_at = None, None
+    warning, warning_at, warned, warned_at = None, None, [], None
     init = tree.text.get("torch/cuda/__init__.py", "")
     for number, line in code_lines(init, "#"):
         m = _CAPABILITY_WARNING.search(line)
         if m:
             warning, warning_at = m.group(1), "torch/cuda/__init__.py:%d" % number
+        # The test that decides the "too old" warning (0.4.0-1.0.1 have it without the message's 3.5).
+        m = _WARNED_CAPABILITY.search(line)
+        if m:
+            warned = ["%s.%s" % c for c in _CAPABILITY_TUPLE.findall(m.group(1))]
+            warned += ["below %s.0" % n for n in re.findall(r"\bmajor\s*<\s*(\d+)", m.group(1))]
+            warned_at = "torch/cuda/__init__.py:%d" % number
     ldg, generated = [], []
     for path in tree.files(is_cuda_source):
         calls, strings = unguarded_ldg(path, tree.text[path])
@@ -229,7 +237,10 @@ def cuda_arch(tree):
         # The JIT fuser's generated kernels: they fail at run time on a GPU below 3.2, the build does not.
         "generated_ldg": generated,
         "runtime_warning_below": warning,
-        "runtime_warning_at": warning_at,
+        # Where torch warns "no longer supports this GPU": the message's line, else the test's.
+        "runtime_warning_at": warning_at or warned_at,
+        "runtime_warning_for": warned,
+        "runtime_warning_test_at": warned_at,
         "how": "oldest is the newest of: CUDA 9's floor %s; the CMake common list's first, %s (%s); %s"
                % (CUDA9_OLDEST_ARCH, common[0] if common else "none", common_at or "no select_compute_arch.cmake",
                   "3.5, for %d __ldg call(s) outside an __CUDA_ARCH__ guard" % len(ldg) if ldg

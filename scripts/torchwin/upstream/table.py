@@ -27,6 +27,7 @@ from torchwin.upstream.facts import (
     submodule_floors,
     submodules,
 )
+from torchwin.upstream.linking import cuda_msvc_limits, cudnn_version_check, mkl, mkldnn
 from torchwin.upstream.tree import Tree, code_lines, group_of, is_build_file, is_wanted
 
 SOURCE = "upstream pytorch/pytorch tag, read from a public fork carrying all tags (github:hterada/pytorch)"
@@ -76,6 +77,10 @@ def extract(git, release, commit, mirrors=None, source=SOURCE):
         "ninja": ninja(tree, env),
         "cuda_arch": cuda_arch(tree),
         "cuda_host_gcc": cuda_host_gcc(tree),
+        "cuda_msvc_limits": cuda_msvc_limits(tree),
+        "cudnn_version_check": cudnn_version_check(tree),
+        "mkl": mkl(tree),
+        "mkldnn": mkldnn(tree),
         "python_requires": python_requires(tree),
         "windows_dll_directory_calls": dll_directory_calls(tree),
         # distutils' _get_vc_env runs vcvarsall for the newest toolset unless DISTUTILS_USE_SDK is set.
