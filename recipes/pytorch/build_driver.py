@@ -98,11 +98,11 @@ def is_nightly(version):
     return ".dev" in version
 
 
-def release_switches(pytorch_version, use_cuda, is_windows):
+def release_switches(pytorch_version, use_cuda, is_windows, mkldnn=None):
     """The spelling each release understands for its switches.
 
     0.4.x only reads NO_* variables; 1.0 added USE_* and still honours NO_*,
-    so 1.x gets both spellings.
+    so 1.x gets both spellings. `mkldnn`: see mkldnn_on (None: on except on Windows).
     """
     env = {}
     old_style = version_tuple(pytorch_version) < (1, 0)
@@ -117,14 +117,103 @@ def release_switches(pytorch_version, use_cuda, is_windows):
     # torch.distributed does not build on Windows before 1.7; NCCL is Linux-only.
     switch("DISTRIBUTED", not is_windows)
     switch("NCCL", use_cuda and not is_windows)
-    # MKL-DNN needs OpenMP 3, which MSVC lacks; 0.4.x would look for an external one.
-    switch("MKLDNN", not is_windows)
+    switch("MKLDNN", (not is_windows) if mkldnn is None else mkldnn)
     # Tests add an hour of compiling and are not shipped.
     if old_style:
         env["NO_TEST"] = "1"
     else:
         env["BUILD_TEST"] = "0"
     return env
+
+
+def mkldnn_on(facts, is_windows):
+    """Build MKL-DNN wherever the release's FindMKLDNN.cmake builds it, as upstream's binaries did.
+
+    Linux: always. Windows: only where FindMKLDNN builds the bundled copy (third_party/ideep, 1.0 on)
+    and does not return early under MSVC (it does in 1.0.0-1.4.0: "MKL-DNN needs omp 3+"; upstream's
+    19bb496a0d "Enable mkldnn on windows" is in 1.5.0). 0.4.x looks for an installed MKL-DNN instead.
+    """
+    if not is_windows:
+        return True
+    info = facts.get("mkldnn") or {}
+    return bool(info.get("bundled")) and not info.get("msvc_returns_early_at")
+
+
+# Patches named so add `<name>_dll` to the names FindMKL.cmake looks for (patches/*.patch say why).
+MKL_DLL_PATCH = "findmkl-dll-import-libs"
+
+
+def mkl_libraries_check(facts, library, patches, host):
+    """Windows: refuse a host prefix where the release's FindMKL.cmake would find no MKL.
+
+    It would not stop: CMake falls back to Eigen without MKL and only the package test notices.
+    FindMKL looks for each name in `mkl.msvc_libraries` (facts) as `<name>.lib`; with the recipe's
+    findmkl-dll-import-libs patch also as `<name>_dll.lib`, the names Intel's and conda's mkl-devel
+    ship for Windows. The OpenMP runtime is optional (FindMKL retries without it).
+    """
+    info = facts.get("mkl") or {}
+    names = info.get("msvc_libraries")
+    if not names:
+        return
+    patched = any(MKL_DLL_PATCH in os.path.basename(p) for p in patches or ())
+    suffixes = ("", "_dll") if patched or info.get("looks_for_dll_import_libraries") else ("",)
+    lib_dir = join(library, "lib")
+    for name in names:
+        tried = [join(lib_dir, name + suffix + ".lib") for suffix in suffixes]
+        if not any(host.exists(path) for path in tried):
+            raise BuildConfigError(
+                "MKL not found as PyTorch %s's %s looks for it: none of %s exists (it looks for %s); the "
+                "build would fall back to Eigen without MKL. Install mkl-devel into the host prefix%s"
+                % (facts.get("release", "?"), info.get("find_module", "FindMKL.cmake"), ", ".join(tried),
+                   ", ".join(names), "" if patched else "; Intel's Windows import libraries are named <name>_dll.lib, "
+                   "which only a %s patch in pytorch_patches makes FindMKL accept" % MKL_DLL_PATCH))
+
+
+def msvc_limit(facts, cuda, environ):
+    """The newest MSVC toolset (14, N) a Windows CUDA build may use, and why.
+
+    nvcc's own limit (MAX_MSVC_TOOLSET) and the release's cmake/public/cuda.cmake (facts'
+    cuda_msvc_limits: cl 19.N refused from `msvc_below` on, unless CUDAHOSTCXX is set; VS2017's
+    toolset 14.N is cl 19.N): CUDA 9.2 is refused from cl 19.13 in 1.2.0-1.5.1, from 19.14 in 1.6.0.
+    """
+    limit = MAX_MSVC_TOOLSET.get(cuda)
+    why = "nvcc %s" % cuda
+    for rule in facts.get("cuda_msvc_limits") or ():
+        if not (version_tuple(rule["cuda_from"]) <= version_tuple(cuda) < version_tuple(rule["cuda_below"])):
+            continue
+        if rule.get("unless_env") and environ.get(rule["unless_env"]):
+            continue
+        below = version_tuple(rule["msvc_below"])
+        newest = (14, below[1] - 1)
+        if limit is None or newest < limit:
+            limit = newest
+            why = "PyTorch %s's %s (MSVC %s and newer refused)" % (facts.get("release", "?"), rule["at"],
+                                                                  rule["msvc_below"])
+    return limit, why
+
+
+CUDNN_DEFINE = re.compile(r"^\s*#\s*define\s+CUDNN_(MAJOR|MINOR)\s+(\d+)", re.MULTILINE)
+
+
+def cudnn_header_check(header, expected, host):
+    """Refuse a cudnn.h of another cuDNN major.minor than the recipe's run pin was written for.
+
+    A recipe's run requirements are fixed before its build script runs, so the pin cannot be read
+    from the header at build time; the recipe pins `expected` (TORCHWIN_CUDNN_COMPILED) and this
+    makes the compile use exactly that header.
+    """
+    if not expected:
+        return
+    found = dict(CUDNN_DEFINE.findall(host.read_text(header) or ""))
+    if "MAJOR" not in found or "MINOR" not in found:
+        raise BuildConfigError("cannot read CUDNN_MAJOR/CUDNN_MINOR from %s; the package's cudnn run pin "
+                               "needs the cuDNN version compiled against" % header)
+    version = "%s.%s" % (found["MAJOR"], found["MINOR"])
+    if version != expected:
+        raise BuildConfigError(
+            "%s is cuDNN %s, but the recipe pins the package to cuDNN %s (TORCHWIN_CUDNN_COMPILED); install "
+            "cuDNN %s for this CUDA, point CUDNN_ROOT at it, or set TORCHWIN_CUDNN_COMPILED=%s so the pin follows"
+            % (header, version, expected, expected, version))
 
 
 def join(base, *parts):
@@ -261,18 +350,18 @@ def find_cuda_home(cuda_version, environ, is_windows, host):
         % (cuda_version, cuda_version, major, minor, "; found " + ", ".join(seen) if seen else "", cuda_version))
 
 
-def check_msvc(cuda_version, environ):
-    """vcvarsall sets VCToolsVersion (e.g. 14.11.25503); refuse a toolset nvcc rejects."""
-    limit = MAX_MSVC_TOOLSET.get(cuda_version)
+def check_msvc(cuda_version, environ, facts=None):
+    """vcvarsall sets VCToolsVersion (e.g. 14.11.25503); refuse a toolset nvcc or the release's CMake rejects."""
+    limit, why = msvc_limit(facts or {}, cuda_version, environ)
     found = environ.get("VCToolsVersion", "")
     if not found:
         raise BuildConfigError("MSVC is not activated (VCToolsVersion is unset); build inside the vs2017 "
                                "compiler package's activation or run vcvarsall.bat x64 -vcvars_ver=14.11")
     if limit and version_tuple(found)[:2] > limit:
         raise BuildConfigError(
-            "CUDA %s needs MSVC toolset %d.%d or older but VCToolsVersion is %s; install the component "
+            "CUDA %s needs MSVC toolset %d.%d or older (%s) but VCToolsVersion is %s; install the component "
             "Microsoft.VisualStudio.Component.VC.Tools.14.11 and activate with vcvarsall.bat x64 "
-            "-vcvars_ver=14.11" % (cuda_version, limit[0], limit[1], found))
+            "-vcvars_ver=14.11" % (cuda_version, limit[0], limit[1], why, found))
 
 
 def find_nvtoolsext(facts, environ, host):
@@ -362,7 +451,7 @@ def plan(variant, environ, is_windows, facts=None, host=None):
     cuda = variant.get("cuda", "None")
     use_cuda = cuda not in ("None", "", None)
     env = {}
-    env.update(release_switches(variant["version"], use_cuda, is_windows))
+    env.update(release_switches(variant["version"], use_cuda, is_windows, mkldnn_on(facts, is_windows)))
     env["PYTORCH_BUILD_VERSION"] = variant["version"]
     env["PYTORCH_BUILD_NUMBER"] = str(variant["build_number"])
     # Read by build_pytorch_libs.bat (0.4.1-1.0.1); on Linux those releases
@@ -380,6 +469,7 @@ def plan(variant, environ, is_windows, facts=None, host=None):
         env["CMAKE_INCLUDE_PATH"] = join(library, "include")
         env["LIB"] = join(library, "lib") + ";" + environ.get("LIB", "")
         env["CMAKE_PREFIX_PATH"] = library
+        mkl_libraries_check(facts, library, variant.get("patches"), host)
     else:
         library = prefix
         env["CMAKE_PREFIX_PATH"] = prefix
@@ -394,7 +484,7 @@ def plan(variant, environ, is_windows, facts=None, host=None):
         # On Linux the nvcc package's activation has already refused a gcc NVIDIA rejects; some
         # releases' CMake is stricter.
         if is_windows:
-            check_msvc(cuda, environ)
+            check_msvc(cuda, environ, facts)
         else:
             warnings += check_host_gcc(facts, cuda, environ, host)
         home = find_cuda_home(cuda, environ, is_windows, host)
@@ -415,6 +505,7 @@ def plan(variant, environ, is_windows, facts=None, host=None):
             raise BuildConfigError("cuDNN %s for CUDA %s not found: no cudnn.h in %s; unpack cuDNN into the "
                                    "CUDA folder or set CUDNN_ROOT" % (variant.get("cudnn"), cuda,
                                                                       env["CUDNN_INCLUDE_DIR"]))
+        cudnn_header_check(join(env["CUDNN_INCLUDE_DIR"], "cudnn.h"), variant.get("cudnn_compiled"), host)
         nvtx = facts.get("nvtoolsext") or {}
         if is_windows and nvtx.get("required_on_windows_cuda", True):
             name, path = find_nvtoolsext(facts, environ, host)
@@ -465,6 +556,8 @@ def variant_from_environ(environ):
         "cuda": environ.get("TORCHWIN_CUDA_VERSION", "None"),
         "cudnn": environ.get("TORCHWIN_CUDNN", "None"),
         "patches": environ.get("TORCHWIN_PATCHES", "").split(),
+        # The cuDNN major.minor the recipe's run pin is written for (cudnn_header_check).
+        "cudnn_compiled": environ.get("TORCHWIN_CUDNN_COMPILED", ""),
     }
 
 

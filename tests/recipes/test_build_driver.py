@@ -426,3 +426,125 @@ def test_cmake_generator_is_set_only_for_releases_that_read_it():
     assert "CMAKE_GENERATOR" not in env
     env, _ = plan(variant("1.0.1", "None"), WIN_ENV, True, Host(), {"ninja": {"reads_cmake_generator": True}})
     assert env["CMAKE_GENERATOR"] == "Ninja"
+
+
+# ---- what the build links (issue 24) ------------------------------------------------------------------------
+
+import json  # noqa: E402
+
+FACTS_DIR = ROOT / "recipes" / "pytorch" / "upstream"
+
+
+def real_facts(release):
+    return json.loads((FACTS_DIR / ("%s.json" % release)).read_text())
+
+
+MKL_LIB = r"C:\b\h_env\Library\lib"
+MKL_DLL_LIBS = {MKL_LIB + "\\" + n for n in ("mkl_intel_lp64_dll.lib", "mkl_intel_thread_dll.lib",
+                                             "mkl_core_dll.lib", "mkl_rt.lib")}
+MKL_PATCH = "patches/findmkl-dll-import-libs-1.5-1.6.patch"
+
+
+def windows_plan(release, files=(), patches=(), cuda="None", environ=None, texts=None):
+    var = dict(variant(release, cuda, 1), patches=list(patches))
+    host = win_cuda_host(cuda if cuda != "None" else "9.0", WIN_CUDA90.replace("9.0", cuda), extra=files) \
+        if cuda != "None" else Host(files)
+    texts = texts or {}
+    driver_host = driver.Host(exists=host.exists, which=host.which, nvcc_version=host.nvcc_version,
+                              read_text=texts.get, glob=host.glob, cpu_count=2)
+    env = dict(WIN_ENV, **{"CUDA_PATH_V" + cuda.replace(".", "_"): WIN_CUDA90.replace("9.0", cuda)}) \
+        if cuda != "None" else dict(WIN_ENV)
+    env.update(environ or {})
+    return driver.plan(var, env, True, real_facts(release), driver_host)
+
+
+def test_windows_plan_refuses_a_host_prefix_whose_mkl_findmkl_would_not_find():
+    """mkl-devel for Windows ships mkl_core_dll.lib etc.; unpatched FindMKL looks for mkl_core.lib only."""
+    with pytest.raises(driver.BuildConfigError) as info:
+        windows_plan("1.6.0", MKL_DLL_LIBS)
+    message = str(info.value)
+    assert "cmake/Modules/FindMKL.cmake" in message and "mkl_intel_lp64.lib" in message
+    assert "Eigen" in message and driver.MKL_DLL_PATCH in message
+    # With the recipe's patch FindMKL also takes the _dll names.
+    assert windows_plan("1.6.0", MKL_DLL_LIBS, [MKL_PATCH])["env"]["CMAKE_PREFIX_PATH"] == r"C:\b\h_env\Library"
+    # A static MKL under the plain names is found without it.
+    static = {MKL_LIB + "\\" + n for n in ("mkl_intel_lp64.lib", "mkl_intel_thread.lib", "mkl_core.lib")}
+    windows_plan("0.4.1", static)
+    with pytest.raises(driver.BuildConfigError, match="mkl_core"):
+        windows_plan("1.6.0", {p for p in MKL_DLL_LIBS if "core" not in p}, [MKL_PATCH])
+
+
+def test_every_windows_release_has_the_mkl_patch_that_applies_to_its_findmkl():
+    """variants.yaml names one findmkl-dll-import-libs patch per Windows release; it exists, has a
+    header, and patches the FindMKL.cmake the facts name."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "recipes" / "pytorch" / "variants.yaml").read_text())
+    for index, release in enumerate(data["pytorch_version"]):
+        patches = (data["pytorch_patches"][index] or "").split()
+        mkl = [p for p in patches if driver.MKL_DLL_PATCH in p]
+        if not data["pytorch_cuda_win"][index] and not data["pytorch_python_win"][index]:
+            assert not mkl, release
+            continue
+        assert len(mkl) == 1, release
+        text = (ROOT / "recipes" / "pytorch" / mkl[0]).read_text()
+        header = text.split("\n--- a/")[0]
+        assert "_dll" in header and len(header.splitlines()) >= 3, release
+        assert "+++ b/%s" % real_facts(release)["mkl"]["find_module"] in text, release
+
+
+@pytest.mark.parametrize("release, windows, on", [
+    ("0.4.1", True, False), ("1.4.0", True, False), ("1.5.0", True, True), ("1.6.0", True, True),
+    ("1.4.0", False, True), ("1.1.0", False, True),
+])
+def test_mkldnn_where_the_releases_findmkldnn_builds_it(release, windows, on):
+    """Upstream's "Enable mkldnn on windows" (19bb496a0d) is in 1.5.0: its FindMKLDNN no longer returns
+    early under MSVC."""
+    if windows:
+        env = windows_plan(release, MKL_DLL_LIBS, ["patches/%s-findmkl-dll-import-libs.patch" % release])["env"]
+    else:
+        env = driver.plan(variant(release, "None", 1), {"PREFIX": "/p"}, False, real_facts(release),
+                          Host().driver_host())["env"]
+    assert env["NO_MKLDNN"] == ("0" if on else "1")
+    if not release.startswith("0.4"):
+        assert env["USE_MKLDNN"] == ("1" if on else "0")
+
+
+@pytest.mark.parametrize("release, toolset, refused", [
+    ("1.2.0", "14.13.26128", True), ("1.5.1", "14.13.26128", True), ("1.5.1", "14.12.25827", False),
+    ("1.6.0", "14.13.26128", False), ("1.6.0", "14.14.26428", True),
+])
+def test_msvc_limit_for_cuda_9_2_is_the_releases_own(release, toolset, refused):
+    """cmake/public/cuda.cmake refuses CUDA 9.2 with MSVC >= 19.13 in 1.2.0-1.5.1, >= 19.14 from 1.6.0."""
+    def run(extra=None):
+        environ = dict({"VCToolsVersion": toolset}, **(extra or {}))
+        return windows_plan(release, MKL_DLL_LIBS, [MKL_PATCH], cuda="9.2", environ=environ)
+    if refused:
+        with pytest.raises(driver.BuildConfigError) as info:
+            run()
+        assert toolset in str(info.value)
+        # Where the release's CMake is stricter than nvcc, the message names it.
+        assert ("cmake/public/cuda.cmake" in str(info.value)) == (release != "1.6.0")
+        # CUDAHOSTCXX skips that CMake check (nvcc's own limit, 14.13, remains).
+        if toolset.startswith("14.13"):
+            run({"CUDAHOSTCXX": "cl.exe"})
+    else:
+        assert run()["env"]["CUDA_HOME"].endswith("v9.2")
+
+
+def test_cudnn_header_must_be_the_version_the_run_pin_is_written_for():
+    header = WIN_CUDA90 + r"\include\cudnn.h"
+    texts = {header: "#define CUDNN_MAJOR 7\n#define CUDNN_MINOR 6\n#define CUDNN_PATCHLEVEL 5\n"}
+    var = dict(variant("1.0.1", "9.0", 1), cudnn_compiled="7.1")
+    host = win_cuda_host()
+    dhost = driver.Host(exists=host.exists, which=host.which, nvcc_version=host.nvcc_version,
+                        read_text=texts.get, glob=host.glob, cpu_count=2)
+    with pytest.raises(driver.BuildConfigError) as info:
+        driver.plan(var, WIN_ENV, True, {}, dhost)
+    assert "cuDNN 7.6" in str(info.value) and "7.1" in str(info.value)
+    var["cudnn_compiled"] = "7.6"
+    assert driver.plan(var, WIN_ENV, True, {}, dhost)["env"]["CUDNN_INCLUDE_DIR"] == WIN_CUDA90 + r"\include"
+    with pytest.raises(driver.BuildConfigError, match="CUDNN_MAJOR"):
+        driver.plan(var, WIN_ENV, True, {}, driver.Host(exists=host.exists, which=host.which,
+                                                        nvcc_version=host.nvcc_version, read_text=lambda p: "",
+                                                        glob=host.glob, cpu_count=2))
