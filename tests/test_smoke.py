@@ -393,3 +393,45 @@ def test_smoke_help_teaches(capsys):
     out = capsys.readouterr().out
     for text in ("--require-cuda", "--expect-version", "--json", "examples:", "TORCHWIN_REQUIRE_CUDA"):
         assert text in out
+
+
+MKLDNN_TORCH = """\
+__version__ = "1.6.0"
+class _C:
+    has_mkldnn = {has}
+"""
+
+
+@pytest.mark.parametrize("expect,has,status", [
+    ("1", True, "PASS"), ("1", False, "FAIL"), ("0", True, "FAIL"), ("0", False, "PASS"),
+    # On Linux (where this runs) 1.4.0 builds the bundled MKL-DNN; on Windows it would be switched off.
+    ("facts:1.4.0", True, "PASS"), ("facts:1.4.0", False, "FAIL"), (None, False, "PASS"),
+])
+def test_mkldnn_compiled_in_is_checked_against_what_the_build_switched_on(tmp_path, expect, has, status):
+    """TORCHWIN_EXPECT_MKLDNN (the recipe passes facts:X.Y.Z): torch's own report, torch._C.has_mkldnn, in a
+    stand-in torch (only that attribute matters to the check)."""
+    env = fake_torch(tmp_path, MKLDNN_TORCH.format(has=has))
+    if expect:
+        env["TORCHWIN_EXPECT_MKLDNN"] = expect
+    proc = run(["--json", "--only", "config.mkldnn"], env=env)
+    result = by_name(json.loads(proc.stdout))["config.mkldnn"]
+    assert (result["status"], proc.returncode) == (status, 1 if status == "FAIL" else 0), result
+    assert "torch._C.has_mkldnn" in result["reason"]
+    assert_no_traceback(proc)
+
+
+def test_mkldnn_expectation_follows_the_build_driver_for_each_platform(monkeypatch):
+    module = load_run_test()
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert module.expected_mkldnn("facts:1.4.0", "X") is False  # FindMKLDNN returns early under MSVC
+    assert module.expected_mkldnn("facts:1.5.0", "X") is True   # "Enable mkldnn on windows" (19bb496a0d)
+    assert module.expected_mkldnn("facts:0.4.1", "X") is False  # looks for an installed MKL-DNN
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert module.expected_mkldnn("facts:1.4.0", "X") is True
+    with pytest.raises(ValueError, match="expected 1, 0 or facts"):
+        module.expected_mkldnn("yes", "X")
+
+
+def test_bad_mkldnn_expectation_is_a_usage_error():
+    proc = run(["--only", "config.mkldnn"], env=clean_env(TORCHWIN_EXPECT_MKLDNN="facts:9.9.9"))
+    assert proc.returncode == 2 and "TORCHWIN_EXPECT_MKLDNN=facts:9.9.9: no upstream facts" in proc.stderr

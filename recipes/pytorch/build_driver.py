@@ -141,6 +141,13 @@ def mkldnn_on(facts, is_windows):
 
 # Patches named so add `<name>_dll` to the names FindMKL.cmake looks for (patches/*.patch say why).
 MKL_DLL_PATCH = "findmkl-dll-import-libs"
+# A patch whose file name starts so is applied to Windows builds only.
+WINDOWS_PATCH_PREFIX = "win-"
+
+
+def platform_patches(patches, is_windows):
+    """The variant's patches this platform applies: `win-*.patch` only on Windows."""
+    return [p for p in patches or () if is_windows or not os.path.basename(p).startswith(WINDOWS_PATCH_PREFIX)]
 
 
 def mkl_libraries_check(facts, library, patches, host):
@@ -202,13 +209,18 @@ def cudnn_header_check(header, expected, host):
     from the header at build time; the recipe pins `expected` (TORCHWIN_CUDNN_COMPILED) and this
     makes the compile use exactly that header.
     """
-    if not expected:
+    if expected is None:
         return
     found = dict(CUDNN_DEFINE.findall(host.read_text(header) or ""))
     if "MAJOR" not in found or "MINOR" not in found:
         raise BuildConfigError("cannot read CUDNN_MAJOR/CUDNN_MINOR from %s; the package's cudnn run pin "
                                "needs the cuDNN version compiled against" % header)
     version = "%s.%s" % (found["MAJOR"], found["MINOR"])
+    if not expected:
+        raise BuildConfigError(
+            "TORCHWIN_CUDNN_COMPILED is not set: the package's cudnn run pin is written from it; set it to "
+            "%s, the cuDNN of %s (`torchwin ci install-cuda` exports it with the cuDNN it installs)"
+            % (version, header))
     if version != expected:
         raise BuildConfigError(
             "%s is cuDNN %s, but the recipe pins the package to cuDNN %s (TORCHWIN_CUDNN_COMPILED); install "
@@ -532,7 +544,7 @@ def plan(variant, environ, is_windows, facts=None, host=None):
 
     commands = []
     recipe_dir = environ.get("RECIPE_DIR") or os.path.dirname(os.path.abspath(__file__))
-    for patch in variant.get("patches") or ():
+    for patch in platform_patches(variant.get("patches"), is_windows):
         path = join(recipe_dir, patch)
         commands.append(["git", "apply", "--check", path])
         commands.append(["git", "apply", path])

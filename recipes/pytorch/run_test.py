@@ -17,6 +17,9 @@ set it without editing the command line (a flag wins over the variable):
     TORCHWIN_EXPECT_ARCHS=LIST   the GPU architectures that must be compiled in, as TORCH_CUDA_ARCH_LIST
                                  spells them (3.0;3.5;...;7.0+PTX), or `facts:X.Y.Z`: what build_driver.py
                                  next to this file derives from upstream/X.Y.Z.json for the expected CUDA
+    TORCHWIN_EXPECT_MKLDNN=...   1: torch.backends.mkldnn.is_available() must be True; 0: must be False;
+                                 `facts:X.Y.Z`: what build_driver.py next to this file decides for this
+                                 platform from upstream/X.Y.Z.json (MKL-DNN on Windows from 1.5.0 only)
     TORCHWIN_SMOKE_TIMEOUT_SCALE=X  multiply every check's time bound by X (e.g. 3 on a slow CI machine)
 
 Each check prints PASS, FAIL or SKIP, its time and a reason; the last line reads
@@ -66,6 +69,7 @@ ENV_EXPECT_VERSION = "TORCHWIN_EXPECT_VERSION"
 ENV_EXPECT_VARIANT = "TORCHWIN_EXPECT_VARIANT"
 ENV_EXPECT_MAGMA = "TORCHWIN_EXPECT_MAGMA"
 ENV_EXPECT_ARCHS = "TORCHWIN_EXPECT_ARCHS"
+ENV_EXPECT_MKLDNN = "TORCHWIN_EXPECT_MKLDNN"
 ENV_TIMEOUT_SCALE = "TORCHWIN_SMOKE_TIMEOUT_SCALE"
 
 # A DataLoader worker that sends nothing for this long makes the DataLoader raise instead of hang.
@@ -146,6 +150,8 @@ def make_parser():
     parser.add_argument("--expect-archs", metavar="LIST",
                         help="GPU architectures that must be compiled in, e.g. 3.0;3.5;7.0+PTX, or facts:X.Y.Z "
                         "(env %s)" % ENV_EXPECT_ARCHS)
+    parser.add_argument("--expect-mkldnn", metavar="1|0|facts:X.Y.Z",
+                        help="whether MKL-DNN must be compiled in (env %s)" % ENV_EXPECT_MKLDNN)
     parser.add_argument("--timeout-scale", metavar="X", type=float,
                         help="multiply every check's time bound by X (env %s)" % ENV_TIMEOUT_SCALE)
     parser.add_argument("--only", metavar="NAMES",
@@ -184,6 +190,15 @@ def resolve_options(parser, args):
             args.expect_archs = expected_archs(args.expect_archs, args.expect_variant, source)
         except ValueError as exc:
             parser.error(str(exc))
+    source = "--expect-mkldnn"
+    if not args.expect_mkldnn:
+        args.expect_mkldnn = os.environ.get(ENV_EXPECT_MKLDNN, "").strip() or None
+        source = ENV_EXPECT_MKLDNN
+    if args.expect_mkldnn:
+        try:
+            args.expect_mkldnn = expected_mkldnn(args.expect_mkldnn, source)
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.timeout_scale is None:
         raw = os.environ.get(ENV_TIMEOUT_SCALE, "").strip()
         try:
@@ -201,6 +216,35 @@ def resolve_options(parser, args):
 
 
 ARCH_ENTRY = r"^\d\.\d(\+PTX)?$"
+
+
+def load_build_driver(source, value):
+    """build_driver.py next to this file (the package test copies it with the facts table)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, here)
+    try:
+        import build_driver
+    except ImportError:
+        raise ValueError("%s=%s: build_driver.py is not next to %s" % (source, value, __file__))
+    finally:
+        sys.path.remove(here)
+    return here, build_driver
+
+
+def expected_mkldnn(value, source):
+    """True/False: whether MKL-DNN must be compiled in; `facts:X.Y.Z` asks the build driver's rule."""
+    if value in ("1", "0"):
+        return value == "1"
+    if not value.startswith("facts:"):
+        raise ValueError("%s=%r: expected 1, 0 or facts:X.Y.Z" % (source, value))
+    here, build_driver = load_build_driver(source, value)
+    try:
+        facts = build_driver.load_facts(here, value[len("facts:"):])
+    except build_driver.BuildConfigError as exc:
+        raise ValueError("%s=%s: %s" % (source, value, exc))
+    # Switched on and built from the bundled source (0.4.x looks for an installed MKL-DNN instead).
+    windows = sys.platform == "win32"
+    return build_driver.mkldnn_on(facts, windows) and bool((facts.get("mkldnn") or {}).get("bundled"))
 
 
 def expected_archs(value, variant, source):
@@ -286,6 +330,8 @@ def option_argv(args):
         argv += ["--expect-variant", args.expect_variant]
     if args.expect_archs:
         argv += ["--expect-archs", args.expect_archs]
+    if args.expect_mkldnn is not None:
+        argv += ["--expect-mkldnn", "1" if args.expect_mkldnn else "0"]
     argv += ["--timeout-scale", repr(args.timeout_scale)]
     return argv
 
@@ -655,6 +701,33 @@ def check_mkl(ctx):
             detail = ": " + line.strip(" -")
             break
     return "MKL available (%s)%s" % (how, detail)
+
+
+def mkldnn_status(torch):
+    """(True/False/None, how we know) for "is MKL-DNN compiled in" (an API from 1.1.0 on)."""
+    mkldnn = import_submodule("torch.backends.mkldnn")
+    if mkldnn is not None and hasattr(mkldnn, "is_available"):
+        return bool(mkldnn.is_available()), "torch.backends.mkldnn.is_available()"
+    core = getattr(torch, "_C", None)
+    if hasattr(core, "has_mkldnn"):
+        return bool(core.has_mkldnn), "torch._C.has_mkldnn"
+    return None, "this torch has no API that reports MKL-DNN (torch.backends.mkldnn is from 1.1.0 on)"
+
+
+@check("config.mkldnn", timeout=60)
+def check_mkldnn(ctx):
+    torch = ctx.torch()
+    available, how = mkldnn_status(torch)
+    if available is None:
+        raise Skip(how)
+    want = ctx.options.expect_mkldnn
+    if want is not None and available != want:
+        raise CheckFailed("MKL-DNN is %s (%s is %s), but the build %s it (--expect-mkldnn or %s)"
+                          % ("compiled in" if available else "not compiled in", how, available,
+                             "switched it on and must have" if want else "switched it off and must not have",
+                             ENV_EXPECT_MKLDNN))
+    return "MKL-DNN %s (%s)%s" % ("available" if available else "not compiled in", how,
+                                  ", as expected" if want is not None else "")
 
 
 @check("config.cuda", timeout=60)

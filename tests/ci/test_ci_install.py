@@ -692,3 +692,15 @@ def test_an_install_vswhere_does_not_list_afterwards_fails(tmp_path, mirror, mon
     with pytest.raises(Failure, match=r"vswhere -version \[15\.9,16\.0\) does not list"):
         ci_downloads.execute(plan, tmp_path / "downloads", out=io.StringIO())
     assert (target / "installer-args.json").is_file()  # it did run, and was then judged
+
+
+def test_cuda_install_exports_the_cudnn_the_pytorch_run_pin_is_written_from(table):
+    """recipes/pytorch pins cudnn from TORCHWIN_CUDNN_COMPILED; its driver refuses another cudnn.h."""
+    for version, platforms in table["cuda"].items():
+        for platform, entry in platforms.items():
+            plan = ci_downloads.cuda_plan(table, version, platform=platform, install_dir="/opt/c")
+            cudnn = entry["cudnn"]["version"]
+            assert plan.env["TORCHWIN_CUDNN_COMPILED"] == ".".join(cudnn.split(".")[:2]), (version, platform)
+            toolkit_only = ci_downloads.cuda_plan(table, version, platform=platform, install_dir="/opt/c",
+                                                  with_cudnn=False)
+            assert "TORCHWIN_CUDNN_COMPILED" not in toolkit_only.env

@@ -442,7 +442,7 @@ def real_facts(release):
 MKL_LIB = r"C:\b\h_env\Library\lib"
 MKL_DLL_LIBS = {MKL_LIB + "\\" + n for n in ("mkl_intel_lp64_dll.lib", "mkl_intel_thread_dll.lib",
                                              "mkl_core_dll.lib", "mkl_rt.lib")}
-MKL_PATCH = "patches/findmkl-dll-import-libs-1.5-1.6.patch"
+MKL_PATCH = "patches/win-findmkl-dll-import-libs-1.5-1.6.patch"
 
 
 def windows_plan(release, files=(), patches=(), cuda="None", environ=None, texts=None):
@@ -501,7 +501,7 @@ def test_mkldnn_where_the_releases_findmkldnn_builds_it(release, windows, on):
     """Upstream's "Enable mkldnn on windows" (19bb496a0d) is in 1.5.0: its FindMKLDNN no longer returns
     early under MSVC."""
     if windows:
-        env = windows_plan(release, MKL_DLL_LIBS, ["patches/%s-findmkl-dll-import-libs.patch" % release])["env"]
+        env = windows_plan(release, MKL_DLL_LIBS, ["patches/win-%s-findmkl-dll-import-libs.patch" % release])["env"]
     else:
         env = driver.plan(variant(release, "None", 1), {"PREFIX": "/p"}, False, real_facts(release),
                           Host().driver_host())["env"]

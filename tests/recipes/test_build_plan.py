@@ -91,6 +91,9 @@ class Machine:
         if self.windows:
             self.environ["LIBRARY_PREFIX"] = str(self.prefix / "Library")
             self.environ["VCToolsVersion"] = "14.11.25503"
+            # mkl-devel's Windows import libraries, as FindMKL (with the recipe's patch) finds them.
+            for name in ("mkl_intel_lp64_dll.lib", "mkl_intel_thread_dll.lib", "mkl_core_dll.lib", "mkl_rt.lib"):
+                write(self.prefix / "Library" / "lib" / name)
         if self.cuda != "None":
             self.add_cuda()
 
@@ -115,7 +118,9 @@ class Machine:
                   "#!/bin/sh\necho 'Cuda compilation tools, release %s, V%s.176'\n" % (self.cuda, self.cuda),
                   executable=True)
             self.environ["CUDA_HOME"] = str(self.cuda_home) + "/"
-        write(self.cuda_home / "include" / "cudnn.h")
+        write(self.cuda_home / "include" / "cudnn.h", "#define CUDNN_MAJOR 7\n#define CUDNN_MINOR 1\n")
+        # What `torchwin ci install-cuda` exports with that cuDNN; the recipe's run pin follows it.
+        self.environ["TORCHWIN_CUDNN_COMPILED"] = "7.1"
 
     def add_default_nvtoolsext(self):
         # Under --plan, TORCHWIN_PLAN_PROGRAM_FILES stands for C:\Program Files, where upstream's fixed folder is.
@@ -194,8 +199,11 @@ def test_plan_of_every_rendered_build(tmp_path, key):
         assert "CUDA_HOME" not in env and "NVTOOLSEXT_PATH" not in env
     if machine.windows:
         assert env["DISTUTILS_USE_SDK"] == "1" and env["NO_DISTRIBUTED"] == "1"
-    assert result["commands"] == [[sys.executable, "setup.py", "install", "--single-version-externally-managed",
-                                   "--record=record.txt"]]
+    # The win-* patches (FindMKL's *_dll names) on Windows only.
+    patches = [os.path.join(str(RECIPE), p) for p in machine.variant.variant["pytorch_patches"].split()
+               if machine.windows or not p.startswith("patches/win-")]
+    assert result["commands"] == [c for p in patches for c in (["git", "apply", "--check", p], ["git", "apply", p])] + [
+        [sys.executable, "setup.py", "install", "--single-version-externally-managed", "--record=record.txt"]]
     assert result["warnings"] == []
 
 

@@ -49,6 +49,8 @@ def fake_host(root, platform, cuda):
     env = {"PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin", "PREFIX": str(prefix)}
     if platform == "win-64":
         env["LIBRARY_PREFIX"] = str(prefix / "Library")
+        for name in ("mkl_intel_lp64_dll.lib", "mkl_intel_thread_dll.lib", "mkl_core_dll.lib"):
+            touch(prefix / "Library" / "lib" / name)
     if cuda == "None":
         return env
     release = f"{cuda}.176"
@@ -77,7 +79,8 @@ def fake_host(root, platform, cuda):
         touch(home / "lib64" / "libcudnn.so")
         env["CUDA_HOME"] = str(home)
     touch(home / "version.txt", f"CUDA Version {release}\n")
-    touch(home / "include" / "cudnn.h", "#define CUDNN_MAJOR 7\n")
+    touch(home / "include" / "cudnn.h", "#define CUDNN_MAJOR 7\n#define CUDNN_MINOR 1\n")
+    env["TORCHWIN_CUDNN_COMPILED"] = "7.1"
     return env
 
 

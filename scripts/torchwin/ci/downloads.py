@@ -209,6 +209,9 @@ def cuda_plan(table, version, platform=None, installer="local", install_dir=None
         ))
     tag = version.replace(".", "_")
     env = {"CUDA_PATH": target, f"CUDA_PATH_V{tag}": target, "CUDA_HOME": target}
+    if with_cudnn and entry.get("cudnn", {}).get("version"):
+        # The cuDNN major.minor recipes/pytorch writes its cudnn run pin from (its driver checks cudnn.h).
+        env["TORCHWIN_CUDNN_COMPILED"] = ".".join(str(entry["cudnn"]["version"]).split(".")[:2])
     if platform.startswith("win"):
         # CMake's FindCUDA and PyTorch's build look for NvToolsExt here (pytorch/builder set it too).
         env["NVTOOLSEXT_PATH"] = r"C:\Program Files\NVIDIA Corporation\NvToolsExt"
