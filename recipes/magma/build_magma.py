@@ -26,12 +26,16 @@ import sys
 PLATFORMS = ("win-64", "linux-64")
 
 # GPU code MAGMA is compiled for: what pytorch/builder's magma-cuda90/-cuda92 2.5.0 packages
-# built ("All" in their CMakeLists patch: sm_35 sm_50 sm_60 sm_61 sm_70). MAGMA adds PTX for the
-# highest one, so newer GPUs still run it through the JIT. CUDA 8.0 is not built (README.md).
+# built ("All" in their CMakeLists patch: sm_35 sm_50 sm_60 sm_61 sm_70), plus sm_30: one package
+# serves every pytorch release, and 0.4.0-1.0.1 compile torch for compute capability 3.0
+# (upstream/<release>.json cuda_arch.oldest), so MAGMA's GPU calls must run there too (builder's
+# 2.3.0 set MIN_ARCH 300 but compiled no sm_30 code). MAGMA adds PTX for the highest one, so newer
+# GPUs still run it through the JIT. CUDA 8.0 knows no sm_70.
 GPU_TARGETS = {
-    "9.0": "sm_35 sm_50 sm_60 sm_61 sm_70",
-    "9.1": "sm_35 sm_50 sm_60 sm_61 sm_70",
-    "9.2": "sm_35 sm_50 sm_60 sm_61 sm_70",
+    "8.0": "sm_30 sm_35 sm_50 sm_60 sm_61",
+    "9.0": "sm_30 sm_35 sm_50 sm_60 sm_61 sm_70",
+    "9.1": "sm_30 sm_35 sm_50 sm_60 sm_61 sm_70",
+    "9.2": "sm_30 sm_35 sm_50 sm_60 sm_61 sm_70",
 }
 
 # Installed library per platform: what the package test loads and what the driver checks for.

@@ -47,3 +47,19 @@ def test_mkldnn_expectation_is_passed_to_the_package_test(rendered):
     for v in builds:
         script = next(t["script"] for t in v.tests if "script" in t)
         assert script["env"]["TORCHWIN_EXPECT_MKLDNN"] == "facts:" + v.variant["pytorch_version"], v.key
+
+
+def test_the_default_cuda_and_randomtemp_decisions_are_written_with_their_evidence():
+    """Issue 24 item 9: 9.0 stays the default CUDA on Windows for 1.3.0-1.6.0 (upstream's were 9.2), and
+    randomtemp is not used by default; both say why where they are decided."""
+    import yaml
+
+    variants_text = (RECIPE / "variants.yaml").read_text()
+    data = yaml.safe_load(variants_text)
+    offsets = dict(zip(data["cuda_compiler_version"], data["cuda_build_offset"]))
+    assert offsets["9.0"] > max(o for c, o in offsets.items() if c != "9.0")
+    assert "7e1a5835" in variants_text and "1.3.0-1.6.0" in variants_text
+    recipe_text = (RECIPE / "recipe.yaml").read_text()
+    assert "randomtemp" in recipe_text and "pytorch#25393" in recipe_text and "builder #448" in recipe_text
+    readme = (RECIPE / "README.md").read_text()
+    assert "No randomtemp" in readme and "c3877de0" in readme

@@ -42,13 +42,36 @@ def rendered():
     return recipes.render([RECIPE, ROOT / "recipes" / "pytorch"], PLATFORMS)
 
 
-def test_one_package_per_cuda_release_pytorch_builds_from_9_0_on(rendered):
-    """magma-cuda90/91/92 for exactly the 9.x releases pytorch is built with on each platform."""
+def test_one_package_per_cuda_release_pytorch_builds(rendered):
+    """magma-cuda80/90/91/92 for exactly the CUDA releases pytorch is built with on each platform (8.0: Linux)."""
     magma = {(v.subdir, v.name) for v in rendered if v.recipe == "magma"}
     wanted = {(v.subdir, "magma-cuda" + v.variant["cuda_compiler_version"].replace(".", "")) for v in rendered
-              if v.name == "pytorch" and v.variant["cuda_compiler_version"] not in ("None", "8.0")}
+              if v.name == "pytorch" and v.variant["cuda_compiler_version"] != "None"}
     assert magma == wanted
-    assert magma == {(p, "magma-cuda%s" % c) for p in PLATFORMS for c in ("90", "91", "92")}
+    assert magma == {(p, "magma-cuda%s" % c) for p in PLATFORMS for c in ("90", "91", "92")} | {
+        ("linux-64", "magma-cuda80")}
+
+
+def test_cmake_below_4_which_refuses_magma_2_5_0s_floor(rendered):
+    """MAGMA 2.5.0 asks cmake_minimum_required(VERSION 2.8.1); CMake 4 refuses anything below 3.5."""
+    for v in (v for v in rendered if v.recipe == "magma"):
+        assert "cmake >=3.15,<4" in v.build_requirements, (v.key, v.build_requirements)
+
+
+def test_gpu_code_for_every_architecture_a_pytorch_build_promises():
+    """Every compute capability a pytorch CUDA build compiles for (build_driver's list from the facts:
+    3.0 for 0.4.0-1.0.1) has MAGMA machine code, so MAGMA's calls run on that GPU too."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bd", ROOT / "recipes" / "pytorch" / "build_driver.py")
+    bd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bd)
+    for path in sorted((ROOT / "recipes" / "pytorch" / "upstream").glob("*.json")):
+        facts = json.loads(path.read_text())
+        for cuda, targets in driver.GPU_TARGETS.items():
+            for arch in bd.cuda_arch_list(facts, cuda).split(";"):
+                sm = "sm_" + arch.split("+")[0].replace(".", "")
+                assert sm in targets.split(), (path.name, cuda, sm)
 
 
 def test_records_pin_their_toolkit_and_export_themselves(rendered):
@@ -90,7 +113,7 @@ def test_plan_linux():
     result = driver.plan(dict(LINUX_ENV), "linux-64")
     configure, build, install = result["commands"]
     assert configure[:7] == ["cmake", "-S", "/work/src", "-B", "/work/src/build-torchwin", "-G", "Ninja"]
-    assert "-DGPU_TARGET=sm_35 sm_50 sm_60 sm_61 sm_70" in configure
+    assert "-DGPU_TARGET=sm_30 sm_35 sm_50 sm_60 sm_61 sm_70" in configure
     assert "-DLAPACK_LIBRARIES=/opt/env/lib/libmkl_rt.so" in configure
     assert "-DCMAKE_INSTALL_PREFIX=/opt/env" in configure and "-DBUILD_SHARED_LIBS=ON" in configure
     assert "-DCUDA_TOOLKIT_ROOT_DIR=/usr/local/cuda-9.0" in configure
@@ -113,7 +136,7 @@ def test_plan_windows_installs_under_library_and_exports_symbols():
 
 
 @pytest.mark.parametrize("change,message", [
-    ({"TORCHWIN_CUDA_VERSION": "8.0"}, "TORCHWIN_CUDA_VERSION=8.0: MAGMA is built for CUDA 9.0, 9.1, 9.2 only"),
+    ({"TORCHWIN_CUDA_VERSION": "10.0"}, "TORCHWIN_CUDA_VERSION=10.0: MAGMA is built for CUDA 8.0, 9.0, 9.1, 9.2 only"),
     ({"TORCHWIN_CUDA_VERSION": ""}, "TORCHWIN_CUDA_VERSION is not set"),
     ({"CUDA_HOME": ""}, "CUDA_HOME and CUDA_PATH are not set"),
     ({"CPU_COUNT": "many"}, "CPU_COUNT=many: expected a whole number"),
@@ -223,14 +246,14 @@ def test_the_error_level_check_finds_a_step_without_one(tmp_path):
     assert batch_steps_without_check(script) == ['"%PYTHON%" b.py']
 
 
-def test_pytorch_cuda_9_builds_host_depend_on_their_magma(rendered):
-    """The hookup: every CUDA 9.x pytorch build gets the magma of its CUDA release in its host env (the
-    driver then sets MAGMA_HOME); CPU and CUDA 8.0 builds get none."""
+def test_pytorch_cuda_builds_host_depend_on_their_magma(rendered):
+    """The hookup: every CUDA pytorch build gets the magma of its CUDA release in its host env (the
+    driver then sets MAGMA_HOME); CPU builds get none."""
     magma_names = {v.name for v in rendered if v.recipe == "magma"}
     for v in (v for v in rendered if v.name == "pytorch"):
         cuda = v.variant["cuda_compiler_version"]
         got = [spec for spec in v.host_requirements if spec.startswith("magma")]
-        want = [] if cuda in ("None", "8.0") else ["magma-cuda%s 2.5.*" % cuda.replace(".", "")]
+        want = [] if cuda == "None" else ["magma-cuda%s 2.5.*" % cuda.replace(".", "")]
         assert got == want, (v.key, got)
         assert all(spec.split()[0] in magma_names for spec in got)
         # ...and its package test then requires MAGMA (run_test.py's check FAILs instead of SKIPs).
