@@ -68,6 +68,8 @@ def _downloads(table):
                 yield f"cuda {version} {platform} {kind}", download
             if "cudnn" in entry:
                 yield f"cudnn {version} {platform}", entry["cudnn"]
+            for number, patch in enumerate(entry.get("patches", []), 1):
+                yield f"cuda {version} {platform} patch {number}", patch["download"]
 
 
 def test_the_table_is_package_data_and_valid(table):
@@ -704,3 +706,34 @@ def test_cuda_install_exports_the_cudnn_the_pytorch_run_pin_is_written_from(tabl
             toolkit_only = ci_downloads.cuda_plan(table, version, platform=platform, install_dir="/opt/c",
                                                   with_cudnn=False)
             assert "TORCHWIN_CUDNN_COMPILED" not in toolkit_only.env
+
+
+def test_linux_cuda_9_2_is_upstreams_9_2_148_with_patch_1(table):
+    """Upstream's Linux 9.2 builds installed 9.2.148 and then its Patch 1 (builder install_cuda.sh, c3877de0);
+    the plan runs the patch after the toolkit, into the same folder, before cuDNN."""
+    entry = table["cuda"]["9.2"]["linux-64"]
+    assert entry["version"] == "9.2.148"
+    plan = ci_downloads.cuda_plan(table, "9.2", platform="linux-64", install_dir="/opt/cuda-9.2")
+    toolkit, patch, cudnn = plan.steps
+    assert toolkit.download.file == "cuda_9.2.148_396.37_linux.run"
+    assert patch.download.file == "cuda_9.2.148.1_linux.run" and patch.download.sha256
+    assert patch.runner == ["sh"] and patch.args == ["-s", "--accept-eula", "--installdir=/opt/cuda-9.2"]
+    assert patch.title == "CUDA 9.2.148 patch 1" and cudnn.action == "extract"
+
+
+def test_a_patch_without_its_pin_or_with_unknown_keys_is_refused(table, tmp_path):
+    import copy
+
+    import yaml
+
+    for change, message in [
+        (lambda e: e["patches"][0]["download"].pop("sha256"), r"patches\[1\]\.download: sha256 is missing"),
+        (lambda e: e["patches"][0].__setitem__("when", "x"), r"patches\[1\]: unknown key\(s\) when"),
+        (lambda e: e.__setitem__("patches", {"a": 1}), "patches: must be a list"),
+    ]:
+        data = copy.deepcopy(table)
+        change(data["cuda"]["9.2"]["linux-64"])
+        path = tmp_path / "t.yaml"
+        path.write_text(yaml.safe_dump(data))
+        with pytest.raises(UserError, match=message):
+            ci_downloads.load_table(path)

@@ -196,6 +196,16 @@ def cuda_plan(table, version, platform=None, installer="local", install_dir=None
         + [_native(_fill(e, values), platform) for e in entry.get("expect", [])],
     )
     steps = [toolkit]
+    # NVIDIA's patches to the toolkit, in order, each a runfile/installer of its own.
+    for number, patch in enumerate(entry.get("patches", []), 1):
+        steps.append(Step(
+            title="CUDA {} patch {}".format(entry["version"], number),
+            download=_download(patch["download"], label),
+            action="run",
+            runner=[_fill(r, values) for r in entry.get("runner", [])],
+            args=[_fill(a, values) for a in patch["args"]],
+            expect=[_join(target, "bin/nvcc" + exe, platform)],
+        ))
     if with_cudnn and "cudnn" in entry:
         cudnn = entry["cudnn"]
         steps.append(Step(

@@ -20,7 +20,9 @@ _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 _CUDA_RE = re.compile(r"^\d+\.\d+$")
 VS_KEYS = {"download", "install_dir", "components", "args", "ok_exit_codes", "expect", "channel", "vswhere"}
 CUDA_KEYS = {"version", "installers", "runner", "args", "subpackages", "install_dir", "ok_exit_codes",
-             "cudnn", "expect"}
+             "cudnn", "expect", "patches"}
+# A toolkit patch (e.g. CUDA 9.2.148's "Patch 1"), run after the toolkit's installer.
+PATCH_KEYS = {"download", "args"}
 DOWNLOAD_KEYS = ("url", "file", "sha256", "md5", "signer", "source", "version")
 SIGNERS = ("NVIDIA Corporation", "Microsoft Corporation")
 
@@ -128,6 +130,14 @@ def validate_table(data, where=TABLE_NAME):
             _check_strings(entry.get("expect", []), where_p + ".expect")
             if "cudnn" in entry:
                 _check_download(entry["cudnn"], where_p + ".cudnn")
+            patches = entry.get("patches", [])
+            _need(isinstance(patches, list), where_p + ".patches", "must be a list of {download, args}")
+            for number, patch in enumerate(patches, 1):
+                where_n = f"{where_p}.patches[{number}]"
+                _need(isinstance(patch, dict), where_n, "must be a mapping with download and args")
+                _check_keys(patch, PATCH_KEYS, where_n)
+                _check_download(patch.get("download"), where_n + ".download")
+                _check_strings(patch.get("args"), where_n + ".args")
 
 
 def _check_keys(entry, allowed, where):
