@@ -63,3 +63,32 @@ def test_the_default_cuda_and_randomtemp_decisions_are_written_with_their_eviden
     assert "randomtemp" in recipe_text and "pytorch#25393" in recipe_text and "builder #448" in recipe_text
     readme = (RECIPE / "README.md").read_text()
     assert "No randomtemp" in readme and "c3877de0" in readme
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("TORCHWIN_UPSTREAM_REPO"),
+                    reason="set TORCHWIN_UPSTREAM_REPO to an upstream PyTorch clone to apply the patches to the tags")
+def test_each_windows_patch_applies_to_its_releases_findmkl_at_the_tag(tmp_path):
+    """The patch a release lists applies (`git apply --check`, as the driver runs it) to that tag's own
+    FindMKL.cmake, and afterwards FindMKL also looks for the `_dll` names."""
+    import os
+    import subprocess
+
+    import yaml
+
+    repo = os.environ["TORCHWIN_UPSTREAM_REPO"]
+    data = yaml.safe_load((RECIPE / "variants.yaml").read_text())
+    checked = 0
+    for index, release in enumerate(data["pytorch_version"]):
+        for patch in (data["pytorch_patches"][index] or "").split():
+            if "findmkl" not in patch:
+                continue
+            find_module = facts(release)["mkl"]["find_module"]
+            text = subprocess.run(["git", "-C", repo, "show", "%s:%s" % (data["pytorch_commit"][index], find_module)],
+                                  check=True, capture_output=True, text=True).stdout
+            tree = tmp_path / release
+            (tree / find_module).parent.mkdir(parents=True)
+            (tree / find_module).write_text(text)
+            subprocess.run(["git", "apply", str(RECIPE / patch)], cwd=tree, check=True, capture_output=True)
+            assert "${_library}_dll" in (tree / find_module).read_text(), release
+            checked += 1
+    assert checked >= 12
