@@ -844,7 +844,7 @@ def test_stages_come_from_the_render_magma_then_pytorch_then_torchvision(release
             entry["recipe"], f"recipes/{entry['recipe']}/run_test.py")
 
 
-def test_each_cuda_9_pytorch_job_needs_the_magma_job_of_its_platform_and_cuda(releases):
+def test_each_cuda_pytorch_job_needs_the_magma_job_of_its_platform_and_cuda(releases):
     full = releases["full"]
     by_id = {e["id"]: e for e in _entries(full)}
     needed = set()
@@ -852,7 +852,7 @@ def test_each_cuda_9_pytorch_job_needs_the_magma_job_of_its_platform_and_cuda(re
     assert len(pytorch) > 100
     for entry in pytorch:
         magma = [by_id[d] for d in entry["needs"]]
-        if entry["cuda"] in ("none", "8.0"):
+        if entry["cuda"] == "none":
             assert magma == [], entry["id"]
             continue
         assert [(m["recipe"], m["target_platform"], m["cuda"]) for m in magma] == [
@@ -865,7 +865,7 @@ def test_each_cuda_9_pytorch_job_needs_the_magma_job_of_its_platform_and_cuda(re
     # One magma job per (platform, CUDA) the pytorch jobs need, no other.
     assert sorted((m["target_platform"], m["cuda"]) for m in by_id.values() if m["recipe"] == "magma") == sorted(
         needed)
-    assert ("win-64", "9.1") in needed and ("linux-64", "9.2") in needed
+    assert ("win-64", "9.1") in needed and ("linux-64", "9.2") in needed and ("linux-64", "8.0") in needed
 
 
 def test_each_torchvision_job_needs_the_pytorch_jobs_of_its_variant_and_their_magma(releases):
