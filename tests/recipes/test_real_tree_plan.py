@@ -19,7 +19,7 @@ import upstream_tree as up
 
 
 def rendered_builds():
-    """[(release, platform, cuda, cudnn)] the recipe renders, each once."""
+    """[(release, platform, cuda, cudnn, patches)] the recipe renders, each once."""
     from torchwin import recipes
 
     seen = []
@@ -27,7 +27,8 @@ def rendered_builds():
         if variant.name != "pytorch":
             continue
         key = (str(variant.variant["pytorch_version"]), variant.subdir,
-               str(variant.variant["cuda_compiler_version"]), str(variant.variant["cudnn"]))
+               str(variant.variant["cuda_compiler_version"]), str(variant.variant["cudnn"]),
+               str(variant.variant.get("pytorch_patches") or ""))
         if key not in seen:
             seen.append(key)
     return seen
@@ -111,11 +112,11 @@ def test_driver_plan_passes_on_the_real_tree_for_every_build_of_the_release(rele
     for path in up.skipped(release):  # left empty, as the engine leaves it: the plan must accept that
         assert not any((tree / path).iterdir()), path
     failures = []
-    for _, platform, cuda, cudnn in builds:
+    for _, platform, cuda, cudnn, patches in builds:
         env = fake_host(tmp_path / f"{platform}-{cuda}", platform, cuda)
         env.update({"SRC_DIR": str(tree), "RECIPE_DIR": str(up.RECIPE), "TORCHWIN_PYTORCH_VERSION": release,
                     "TORCHWIN_RELEASE": release, "TORCHWIN_BUILD_NUMBER": "1", "TORCHWIN_CUDA_VERSION": cuda,
-                    "TORCHWIN_CUDNN": cudnn, "HOME": str(tmp_path)})
+                    "TORCHWIN_CUDNN": cudnn, "TORCHWIN_PATCHES": patches, "HOME": str(tmp_path)})
         proc = subprocess.run([sys.executable, str(up.RECIPE / "build_driver.py"), "--plan", "--json",
                                "--platform", platform], env=env, capture_output=True, text=True,
                               cwd=tmp_path / f"{platform}-{cuda}")
