@@ -11,6 +11,8 @@ from upstream's own files, as recorded in upstream/<release>.json (written by
     build_driver.py                       check, print the plan, run it (the recipe's build)
     build_driver.py --plan [--json] [--platform win-64|linux-64]
                                           check and print the plan; compile and write nothing
+    build_driver.py --wheel-dir DIR       also write a wheel of the same build into DIR
+                                          (`torchwin wheel`; the recipe does not ask for one)
 
 Exit 1 with one line when the build would fail, 2 on a wrong call.
 `plan()` is pure (the file system and tools are passed in) and unit-tested;
@@ -450,6 +452,12 @@ def plan(variant, environ, is_windows, facts=None, host=None):
     return {"env": env, "commands": commands, "warnings": warnings}
 
 
+def wheel_command(environ, wheel_dir):
+    """setup.py bdist_wheel after the install: the same tree and environment, so the build is reused."""
+    python = environ.get("PYTHON") or sys.executable
+    return [python, "setup.py", "bdist_wheel", "--dist-dir", wheel_dir]
+
+
 def variant_from_environ(environ):
     """The variant as the recipe's build script passes it."""
     missing = [k for k in ("TORCHWIN_PYTORCH_VERSION", "TORCHWIN_BUILD_NUMBER") if not environ.get(k)]
@@ -586,6 +594,8 @@ def parse_args(argv):
     parser.add_argument("--json", action="store_true", help="with --plan: print the plan as JSON")
     parser.add_argument("--platform", choices=PLATFORMS,
                         help="plan for this platform (default: the running one)")
+    parser.add_argument("--wheel-dir", metavar="DIR",
+                        help="after installing, also build a wheel of the same build into DIR")
     args = parser.parse_args(argv)
     if (args.json or args.platform) and not args.plan:
         parser.error("--json and --platform go with --plan")
@@ -598,6 +608,8 @@ def main(argv=None):
     platform = args.platform or ("win-64" if sys.platform == "win32" else "linux-64")
     try:
         result = make_plan(environ, platform, plan_only=args.plan)
+        if args.wheel_dir:
+            result["commands"].append(wheel_command(environ, args.wheel_dir))
     except BuildConfigError as exc:
         print("torchwin build driver: error: %s" % exc, file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
