@@ -11,4 +11,6 @@ same files, each installed fresh and checked with the package test.
     run              the build folder, its resumable steps, progress, the driver call
     conda_package    the same files as a conda package (engine-built), installed by the real conda
     command          the command line
+
+Layer "build" (torchwin.LAYERS): may import recipes, doctor and channel, never ci or publish.
 """
