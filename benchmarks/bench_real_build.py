@@ -15,7 +15,7 @@ The result is one object per compiled release in benchmarks/results/real_build.j
 release, platform and python; written atomically).
 
     python benchmarks/bench_real_build.py 0.3.1 --python 3.6 --source SRC --work /tmp/bench \\
-        --sysroot /srv/bullseye --cc gcc-9 --cxx g++-9
+        -- --sysroot /srv/bullseye --cc gcc-9 --cxx g++-9
     ... --phases one_file,no_change --work /tmp/bench    resume: the cold build is already in WORK
 """
 
@@ -49,10 +49,10 @@ def main(argv=None) -> int:
     parser.add_argument("--work", required=True, help="folder for the copies, build folders and ccache")
     parser.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset of " + ", ".join(PHASES))
     parser.add_argument("--results", default=str(RESULTS))
-    parser.add_argument("wheel_args", nargs=argparse.REMAINDER,
-                        help="after --: more `torchwin wheel` options (--sysroot, --cc, --cxx, --jobs)")
-    args, extra = parser.parse_known_args(argv)
-    extra = [a for a in extra + args.wheel_args if a != "--"]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # After `--`: more `torchwin wheel` options (--sysroot, --cc, --cxx, --jobs).
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     unknown = [p for p in phases if p not in PHASES]
     if unknown:
