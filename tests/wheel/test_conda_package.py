@@ -21,7 +21,7 @@ import pytest
 from torchwin import recipes
 from torchwin.channel.package_read import read_info_file
 from torchwin.errors import UserError
-from torchwin.wheel import conda_package
+from torchwin.wheel import conda_package, repack
 
 ROOT = Path(__file__).resolve().parents[2]
 PYENV_37 = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions" / "3.7.16" / "bin" / "python3.7"
@@ -380,3 +380,18 @@ def test_real_conda_installs_the_package_and_its_repacked_dependencies(packed, v
     # A failing check comes back as a report, not an error.
     failing = conda_package.run_test_in_env(env, ["--only", "version", "--expect-version", "9.9.9"])
     assert (failing["passed"], failing["failed"], failing["exit_code"]) == (0, 1, 1), failing
+
+
+def test_index_channel_keeps_noarch_records_and_indexes_the_empty_platform(tmp_path):
+    """A channel of noarch packages only (the selection packages) still gets linux-64/repodata.json,
+    which conda reads for every channel, and keeps its noarch records."""
+    select = repack.select_packages(tmp_path / "cache", names=("pytorch-mutex",))
+    assert sorted(p.name for p in select) == ["pytorch-mutex-1.0-cpu.conda", "pytorch-mutex-1.0-cuda.conda"]
+    channel = conda_package.index_channel(tmp_path / "channel", select)
+    noarch = json.loads((channel / "noarch" / "repodata.json").read_text())
+    assert sorted(noarch["packages.conda"]) == ["pytorch-mutex-1.0-cpu.conda", "pytorch-mutex-1.0-cuda.conda"]
+    assert noarch["packages.conda"]["pytorch-mutex-1.0-cpu.conda"]["track_features"] == "pytorch-mutex-p-0"
+    platform = json.loads((channel / "linux-64" / "repodata.json").read_text())
+    assert platform["info"]["subdir"] == "linux-64" and not platform["packages"] and not platform["packages.conda"]
+    # Cached: a second call builds nothing and gives the same files.
+    assert repack.select_packages(tmp_path / "cache", names=("pytorch-mutex",)) == select
