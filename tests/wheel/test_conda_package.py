@@ -395,3 +395,26 @@ def test_index_channel_keeps_noarch_records_and_indexes_the_empty_platform(tmp_p
     assert platform["info"]["subdir"] == "linux-64" and not platform["packages"] and not platform["packages.conda"]
     # Cached: a second call builds nothing and gives the same files.
     assert repack.select_packages(tmp_path / "cache", names=("pytorch-mutex",)) == select
+
+
+PYENV_36 = PYENV_37.parents[2] / "3.6.15" / "bin" / "python3.6"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("TORCHWIN_SLOW_TESTS"), reason="slow (pip downloads and installs a wheel "
+                    "with two Pythons, ~25 s): set TORCHWIN_SLOW_TESTS=1 to run it")
+@linux_only
+@pytest.mark.skipif(not (PYENV_36.exists() and PYENV_37.exists()), reason="needs pyenv CPython 3.6.15 and 3.7.16")
+def test_wheel_of_libraries_is_one_package_for_every_python(tmp_path):
+    """intel-openmp's wheel holds libraries in lib/ and only its .dist-info in site-packages: repacked,
+    it is one package for any Python (no python dependency, build string 0), made once; mkl's (260 MB)
+    is the same kind."""
+    cache = tmp_path / "cache"
+    first = repack.wheel_package(PYENV_36, "intel-openmp==2019.0", cache)
+    again = repack.wheel_package(PYENV_37, "intel-openmp==2019.0", cache)
+    assert first == again and first.name == "intel-openmp-2019.0-0.conda"
+    assert [p.name for p in cache.iterdir() if not p.name.startswith(".")] == [first.parent.name]
+    index = json.loads(read_info_file(first, "info/index.json"))
+    assert index["depends"] == [] and index["subdir"] == "linux-64"
+    paths = [p["_path"] for p in json.loads(read_info_file(first, "info/paths.json"))["paths"]]
+    assert "lib/libiomp5.so" in paths and not [p for p in paths if "site-packages" in p]

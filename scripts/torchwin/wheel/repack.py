@@ -178,11 +178,13 @@ def wheel_package(python_exe, requirement: str, cache_dir: Path) -> Path:
         with open(wheel, "rb") as stream:
             for block in iter(lambda: stream.read(1 << 20), b""):
                 h.update(block)
-        key = "%s-py%s-%s" % (
-            conda_name(wheel.name.split("-")[0]),
-            xy.replace(".", ""),
-            _digest(REPACK_VERSION, h.hexdigest(), xy),
-        )
+        stem = conda_name(wheel.name.split("-")[0])
+        # A package for any Python (mkl's 260 MB) is made once, under a key without the Python version.
+        any_key = "%s-%s" % (stem, _digest(REPACK_VERSION, h.hexdigest()))
+        key = "%s-py%s-%s" % (stem, xy.replace(".", ""), _digest(REPACK_VERSION, h.hexdigest(), xy))
+        found = sorted((Path(cache_dir) / any_key).glob("*.conda"))
+        if len(found) == 1:
+            return found[0]
 
         def make(folder):
             target = work / "prefix"
@@ -229,7 +231,12 @@ def wheel_package(python_exe, requirement: str, cache_dir: Path) -> Path:
                 recipe, target, files, folder, old_prefixes=olds, package_format=DEPENDENCY_PACKAGE_FORMAT
             )
 
-        return _cached(cache_dir, key, make)
+        made = _cached(cache_dir, key, make)
+        if made.name.endswith("-0.conda"):  # the build string of a package for any Python
+            shutil.rmtree(Path(cache_dir) / any_key, ignore_errors=True)
+            os.replace(made.parent, Path(cache_dir) / any_key)
+            made = Path(cache_dir) / any_key / made.name
+        return made
 
 
 def _pip(python_exe, *args):
