@@ -116,6 +116,8 @@ def make_standin(root: Path, python="3.7"):
     )
     (prefix / "bin" / "convert-standin").write_text("#!%s/bin/python\nimport torch\n" % prefix)
     (prefix / "bin" / "convert-standin").chmod(0o755)
+    # A link to a text file naming the prefix: it stays a link (conda relocates its target).
+    (prefix / "bin" / "convert-link").symlink_to("convert-standin")
     egg = site / ("torch-1.4.0-py%s.egg-info" % python)
     egg.mkdir()
     (egg / "PKG-INFO").write_text("Metadata-Version: 1.1\nName: torch\nVersion: 1.4.0\n")
@@ -257,8 +259,11 @@ def test_pack_paths_json_holds_exactly_the_record(packed, tmp_path):
     assert sorted(entries) == installed  # not the prefix's libmkl_rt.so: mkl's package brings it
     files = unpack(package, tmp_path / "unpacked")
     for rel, entry in entries.items():
-        assert entry["path_type"] == "hardlink"
-        assert entry["size_in_bytes"] == (files / rel).stat().st_size
+        link = rel == "bin/convert-link"
+        assert entry["path_type"] == ("softlink" if link else "hardlink"), rel
+        assert (files / rel).is_symlink() == link, rel
+        assert entry["size_in_bytes"] == (files / rel).lstat().st_size, rel
+    assert os.readlink(files / "bin" / "convert-link") == "convert-standin"
     # Text naming the build prefix now names the engine's placeholder, recorded for conda to replace.
     for rel in (
         "bin/convert-standin",

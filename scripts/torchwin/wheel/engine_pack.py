@@ -28,15 +28,18 @@ PAYLOAD_LIST = "payload.lst"
 # Copies the listed files (NUL-separated, relative to TORCHWIN_PAYLOAD_ROOT) into the engine's
 # $PREFIX, keeping links and modes. Text files that name a build-machine prefix are made to name
 # $PREFIX instead: the engine then records them as prefix files and conda relocates them, as for
-# a package built in the engine's own prefix (binaries are left alone; their rpaths are the engine's).
+# a package built in the engine's own prefix (binaries are left alone: their rpaths are the
+# engine's job). Only regular files are edited: `sed -i` would turn a link into a copy.
+# grep's exit 1 (no match in a batch) is not an error; anything else stops the build.
 BUILD_SCRIPT = r"""set -euo pipefail
 cd "$TORCHWIN_PAYLOAD_ROOT"
 tar -cf - --null --no-recursion -T "$RECIPE_DIR/payload.lst" | tar -xf - -C "$PREFIX"
 cd "$PREFIX"
 while IFS= read -r old; do
   [ -n "$old" ] || continue
-  xargs -0 -r grep -lIZ -F -e "$old" -- < "$RECIPE_DIR/payload.lst" 2>/dev/null \
-    | xargs -0 -r sed -i -e "s|$(printf '%s' "$old" | sed -e 's/[][\\.*^$|]/\\&/g')|$PREFIX|g" || true
+  pattern=$(printf '%s' "$old" | sed -e 's/[][\\.*^$|]/\\&/g')
+  xargs -0 -r sh -c 'grep -lIZ -F -e "$0" -- "$@" || [ $? -eq 1 ]' "$old" < "$RECIPE_DIR/regular.lst" \
+    | xargs -0 -r sed -i -e "s|$pattern|$PREFIX|g"
 done < "$RECIPE_DIR/old_prefixes.txt"
 """
 
@@ -100,6 +103,8 @@ def engine_build(
         text = yaml.safe_dump(recipe, sort_keys=False)
         (folder / "recipe.yaml").write_text(text)
         (folder / PAYLOAD_LIST).write_bytes(b"".join(f.encode() + b"\0" for f in files))
+        regular = [f for f in files if not os.path.islink(os.path.join(root, f))]
+        (folder / "regular.lst").write_bytes(b"".join(f.encode() + b"\0" for f in regular))
         (folder / "old_prefixes.txt").write_text("".join(p + "\n" for p in old_prefixes))
         platform = PlatformConfig(target_platform=target_platform)
         try:

@@ -26,7 +26,7 @@ from torchwin.errors import Failure, UserError
 from torchwin.wheel import engine_pack
 
 # Part of every cache key: bump when what a repacked package holds changes.
-REPACK_VERSION = "1"
+REPACK_VERSION = "2"
 # The dependency packages stay on this machine: packing speed wins over size.
 DEPENDENCY_PACKAGE_FORMAT = "conda:1"
 
