@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from torchwin import recipes
 from torchwin.channel.package_read import read_info_file
 from torchwin.errors import UserError
 from torchwin.wheel import conda_package, repack
@@ -62,16 +61,17 @@ def mkl_version():
 @pytest.fixture(scope="module")
 def variant():
     """recipes/pytorch's 1.4.0 CPU build for Python 3.7 on linux-64."""
-    found = [
-        v
-        for v in recipes.render_recipe(ROOT / "recipes" / "pytorch", "linux-64")
-        if v.name == "pytorch"
-        and v.version == "1.4.0"
-        and v.variant.get("python") == "3.7"
-        and v.variant.get("cuda_compiler_version") == "None"
-    ]
-    assert len(found) == 1, [v.filename_stem for v in found]
-    return found[0]
+    found = conda_package.cpu_variant("1.4.0", "3.7")
+    assert (found.name, found.version, found.build_string) == ("pytorch", "1.4.0", "py37_cpu_1")
+    assert found.variant["python"] == "3.7" and found.variant["cuda_compiler_version"] == "None"
+    return found
+
+
+def test_cpu_variant_names_what_is_offered():
+    with pytest.raises(
+        UserError, match=r"no CPU build of 0\.4\.0 for Python 3\.7 on linux-64; allowed: .*0\.4\.0/py3\.6"
+    ):
+        conda_package.cpu_variant("0.4.0", "3.7")
 
 
 def make_standin(root: Path, python="3.7"):
@@ -336,7 +336,9 @@ def test_real_conda_installs_the_package_and_its_repacked_dependencies(packed, v
     """The first run repacks python and PyPI's mkl (260 MB) with the engine, ~2 minutes; later runs take
     them from the cache (TORCHWIN_PACKAGE_CACHE, default ~/.cache/torchwin/conda-packages)."""
     package = packed[0]
-    deps = conda_package.dependency_channel(PYENV_37, PIP_REQUIREMENTS, tmp_path / "deps")
+    deps = conda_package.dependency_channel(
+        PYENV_37, PIP_REQUIREMENTS, tmp_path / "deps", for_depends=variant.depends
+    )
     ours = conda_package.index_channel(tmp_path / "ours", [package])
     env = tmp_path / "env"
     report = conda_package.install_and_test(
@@ -397,7 +399,11 @@ def test_index_channel_keeps_noarch_records_and_indexes_the_empty_platform(tmp_p
     assert sorted(noarch["packages.conda"]) == ["pytorch-mutex-1.0-cpu.conda", "pytorch-mutex-1.0-cuda.conda"]
     assert noarch["packages.conda"]["pytorch-mutex-1.0-cpu.conda"]["track_features"] == "pytorch-mutex-p-0"
     platform = json.loads((channel / "linux-64" / "repodata.json").read_text())
-    assert platform["info"]["subdir"] == "linux-64" and not platform["packages"] and not platform["packages.conda"]
+    assert (
+        platform["info"]["subdir"] == "linux-64"
+        and not platform["packages"]
+        and not platform["packages.conda"]
+    )
     # Cached: a second call builds nothing and gives the same files.
     assert repack.select_packages(tmp_path / "cache", names=("pytorch-mutex",)) == select
 
@@ -406,10 +412,15 @@ PYENV_36 = PYENV_37.parents[2] / "3.6.15" / "bin" / "python3.6"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("TORCHWIN_SLOW_TESTS"), reason="slow (pip downloads and installs a wheel "
-                    "with two Pythons, ~25 s): set TORCHWIN_SLOW_TESTS=1 to run it")
+@pytest.mark.skipif(
+    not os.environ.get("TORCHWIN_SLOW_TESTS"),
+    reason="slow (pip downloads and installs a wheel "
+    "with two Pythons, ~25 s): set TORCHWIN_SLOW_TESTS=1 to run it",
+)
 @linux_only
-@pytest.mark.skipif(not (PYENV_36.exists() and PYENV_37.exists()), reason="needs pyenv CPython 3.6.15 and 3.7.16")
+@pytest.mark.skipif(
+    not (PYENV_36.exists() and PYENV_37.exists()), reason="needs pyenv CPython 3.6.15 and 3.7.16"
+)
 def test_wheel_of_libraries_is_one_package_for_every_python(tmp_path):
     """intel-openmp's wheel holds libraries in lib/ and only its .dist-info in site-packages: repacked,
     it is one package for any Python (no python dependency, build string 0), made once; mkl's (260 MB)
@@ -423,3 +434,15 @@ def test_wheel_of_libraries_is_one_package_for_every_python(tmp_path):
     assert index["depends"] == [] and index["subdir"] == "linux-64"
     paths = [p["_path"] for p in json.loads(read_info_file(first, "info/paths.json"))["paths"]]
     assert "lib/libiomp5.so" in paths and not [p for p in paths if "site-packages" in p]
+
+
+def test_a_requirement_no_dependency_package_provides_is_named(tmp_path, variant):
+    select = repack.select_packages(tmp_path / "cache")
+    assert variant.depends[0] == "python 3.7.*"
+    conda_package.check_names(select, ["pytorch-mutex ==1.0 cpu"], [])  # cpuonly's is there too
+    with pytest.raises(
+        UserError,
+        match=r"the package requires numpy >=1\.15, which none of the dependency "
+        r"packages is .*pip requirements mkl==2019\.0\); add its PyPI name",
+    ):
+        conda_package.check_names(select, variant.depends[1:], ["mkl==2019.0"])

@@ -75,6 +75,25 @@ def payload_files(prefix: Path, record: Path, python: str) -> list:
     return found
 
 
+def cpu_variant(release: str, python: str, platform: str = "linux-64"):
+    """recipes/pytorch's CPU build of `release` for `python` on `platform` (a recipes.Variant)."""
+    from torchwin.checkout import require_repo_root
+
+    cpu = [
+        v
+        for v in recipes.render_recipe(require_repo_root() / "recipes" / "pytorch", platform)
+        if v.name == "pytorch" and str(v.variant.get("cuda_compiler_version")) == "None"
+    ]
+    found = [v for v in cpu if v.version == release and str(v.variant.get("python")) == python]
+    if len(found) != 1:
+        offered = sorted({"%s/py%s" % (v.version, v.variant.get("python")) for v in cpu})
+        raise UserError(
+            "recipes/pytorch has no CPU build of %s for Python %s on %s; allowed: %s"
+            % (release, python, platform, ", ".join(offered))
+        )
+    return found[0]
+
+
 def pack(variant, prefix: Path, record: Path, out_dir: Path, package_format=None) -> Path:
     """The conda package of `variant` (a rendered recipes/pytorch output) holding the files `record` lists.
 
@@ -137,15 +156,40 @@ def index_channel(channel_dir: Path, files) -> Path:
     return channel_dir
 
 
-def dependency_channel(python_exe, pip_requirements, out_channel: Path, cache_dir: Path = None) -> Path:
+def dependency_channel(
+    python_exe, pip_requirements, out_channel: Path, cache_dir: Path = None, for_depends=()
+) -> Path:
     """A local channel of real packages the engine made from this machine: python (the interpreter
     of python_exe), one package per pip requirement (from its PyPI wheel), pytorch-mutex and cpuonly
-    (recipes/pytorch-select). Each is cached in cache_dir by what it was made from."""
+    (recipes/pytorch-select). Each is cached in cache_dir by what it was made from.
+
+    for_depends: the run requirements of the package to be installed from it (variant.depends);
+    a name that neither they nor the packages' own requirements find here is bad input, named
+    before conda is asked (mkl's wheel requires intel-openmp, cffi's pycparser: list those too)."""
     cache_dir = Path(cache_dir) if cache_dir else repack.default_cache_dir()
     files = [repack.python_package(python_exe, cache_dir)]
     files += [repack.wheel_package(python_exe, r, cache_dir) for r in pip_requirements]
     files += repack.select_packages(cache_dir)
+    check_names(files, for_depends, pip_requirements)
     return index_channel(Path(out_channel), files)
+
+
+def check_names(files, for_depends, pip_requirements) -> None:
+    """Every requirement of `for_depends` and of the packages `files` names a package among them."""
+    from torchwin.channel.package_read import read_info_file
+
+    indexes = [json.loads(read_info_file(f, "info/index.json")) for f in files]
+    have = {i["name"] for i in indexes}
+    wanted = [("the package", spec) for spec in for_depends]
+    wanted += [("%s %s" % (i["name"], i["version"]), spec) for i in indexes for spec in i.get("depends", ())]
+    for who, spec in wanted:
+        name = spec.split()[0]
+        if name not in have:
+            raise UserError(
+                "%s requires %s, which none of the dependency packages is (made from python and the pip "
+                "requirements %s); add its PyPI name to the pip requirements"
+                % (who, spec, ", ".join(pip_requirements))
+            )
 
 
 # ---------------------------------------------------------------- install and test
