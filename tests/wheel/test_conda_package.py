@@ -308,6 +308,8 @@ def test_pack_refuses_a_bad_record_before_building(tmp_path, variant):
     with pytest.raises(UserError, match=r"record\.txt:2: .*nope\.so: no such file"):
         conda_package.pack(variant, prefix, record, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    with pytest.raises(UserError, match=r"/usr: too short a path for a build prefix"):
+        conda_package.pack(variant, Path("/usr"), record, tmp_path / "out")
 
 
 # ---------------------------------------------------------------- the real conda

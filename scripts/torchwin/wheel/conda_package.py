@@ -103,6 +103,12 @@ def pack(variant, prefix: Path, record: Path, out_dir: Path, package_format=None
     prefix = Path(prefix)
     if not prefix.is_dir():
         raise UserError("%s: no such prefix folder" % prefix)
+    if len(prefix.resolve().parts) < 3:
+        # Its text would be rewritten wherever it appears: /usr is in every script and header.
+        raise UserError(
+            "%s: too short a path for a build prefix (text naming it is relocated); "
+            "give the folder the build installed into, e.g. /work/build/prefix" % prefix
+        )
     python = str(variant.variant.get("python") or "")
     if not python:
         raise UserError(
