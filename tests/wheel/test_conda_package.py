@@ -438,6 +438,17 @@ def test_wheel_of_libraries_is_one_package_for_every_python(tmp_path):
     assert "lib/libiomp5.so" in paths and not [p for p in paths if "site-packages" in p]
 
 
+def test_create_env_replaces_only_a_conda_environment(tmp_path):
+    keep = tmp_path / "data"
+    keep.mkdir()
+    (keep / "precious.txt").write_text("x")
+    with pytest.raises(
+        UserError, match=r"data: exists and is not a conda environment; refusing to replace it"
+    ):
+        conda_package.create_env("conda-not-run", [tmp_path], ["python"], keep)
+    assert (keep / "precious.txt").read_text() == "x"
+
+
 def test_a_requirement_no_dependency_package_provides_is_named(tmp_path, variant):
     select = repack.select_packages(tmp_path / "cache")
     assert variant.depends[0] == "python 3.7.*"

@@ -235,7 +235,9 @@ def create_env(conda, channels, specs, env_dir: Path, pkgs_dir: Path = None) -> 
     """`conda create -p env_dir --override-channels -c CH... SPEC...` with the real conda, offline."""
     env_dir = Path(env_dir)
     if env_dir.exists():
-        shutil.rmtree(env_dir)
+        if not (env_dir / "conda-meta").is_dir() and (not env_dir.is_dir() or any(env_dir.iterdir())):
+            raise UserError("%s: exists and is not a conda environment; refusing to replace it" % env_dir)
+        shutil.rmtree(env_dir)  # a fresh environment each time: nothing left from an earlier package
     env_dir.parent.mkdir(parents=True, exist_ok=True)
     condarc = env_dir.parent / (".%s.condarc" % env_dir.name)
     condarc.write_text(CONDARC)
