@@ -179,6 +179,20 @@ def test_record_paths_absolute_and_relative_to_site_packages(tmp_path):
     ]
     assert conda_package.payload_files(prefix, absolute, "3.7") == want
     assert conda_package.payload_files(prefix, relative, "3.7") == want
+    # pip's .dist-info/RECORD: CSV, a path with a comma quoted.
+    (site / "torch" / "a,b.py").write_text("x")
+    wheel_record = write_record(
+        tmp_path / "RECORD",
+        [
+            "torch/__init__.py,sha256=abc,1",
+            "torch/_C.so,,",
+            "../../../bin/tool,sha256=def,1",
+            '"torch/a,b.py",,',
+        ],
+    )
+    assert conda_package.payload_files(prefix, wheel_record, "3.7") == want + [
+        "lib/python3.7/site-packages/torch/a,b.py"
+    ]
     # The prefix as a link to it (a record names the path the build used).
     link = tmp_path / "link"
     link.symlink_to(prefix)

@@ -18,6 +18,7 @@ engine made from this machine's files, see repack) and the channel holding the p
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -36,10 +37,13 @@ def payload_files(prefix: Path, record: Path, python: str) -> list:
     """The files record.txt lists, relative to prefix, in its order, each once.
 
     A line is an absolute path inside prefix (what `setup.py install --record` writes) or a path
-    relative to prefix's site-packages (pip's RECORD style, `../../../bin/x` included).
+    relative to prefix's site-packages (`../../../bin/x` included); a file named RECORD is read as
+    the .dist-info/RECORD pip writes (CSV: path, hash, size).
     """
     try:
         lines = record.read_text(encoding="utf-8").splitlines()
+        if record.name == "RECORD":  # a wheel's: CSV rows of path, hash, size
+            lines = [row[0] if row else "" for row in csv.reader(lines)]
     except OSError as exc:
         raise UserError("%s: cannot read the install record: %s" % (record, exc.strerror or exc)) from exc
     roots = {os.path.abspath(str(prefix)), str(Path(prefix).resolve())}
