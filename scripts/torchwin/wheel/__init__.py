@@ -10,6 +10,8 @@ same files, each installed fresh and checked with the package test.
     toolchain        compiler wrappers (an era gcc, optionally from a Debian sysroot) with ccache
     run              the build folder, its resumable steps, progress, the driver call
     conda_package    the same files as a conda package (engine-built), installed by the real conda
+    engine_pack      the engine packs listed files under a package identity (a generated recipe)
+    repack           conda packages of this machine's CPython, PyPI wheels and pytorch-select
     command          the command line
 
 Layer "build" (torchwin.LAYERS): may import recipes, doctor and channel, never ci or publish.
