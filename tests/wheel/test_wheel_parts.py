@@ -210,3 +210,20 @@ def test_the_memory_sampler_counts_child_processes():
     finally:
         proc.kill()
     assert memory.peak_kb > 60 * 1024
+
+
+def test_run_requirements_become_the_runtime_stand_ins_with_the_compiled_numpy():
+    variant, _ = command.pick_variant("1.4.0", "3.7", "none")
+    runtime = host_prefix.runtime_requirements(variant.depends, variant.host_requirements)
+    # numpy as compiled against (the host pin), MKL with the OpenMP its wheel requires, nothing for python/mutex.
+    assert runtime == ["numpy==1.15.*", "mkl==2019.0", "intel-openmp==2019.0"]
+    with pytest.raises(UserError, match=r"run requirement 'cudatoolkit 9\.0\.\*' has no PyPI stand-in"):
+        host_prefix.runtime_requirements(variant.depends + ["cudatoolkit 9.0.*"], variant.host_requirements)
+
+
+def test_the_recipes_test_variables_become_run_test_options():
+    assert run.run_test_arguments({"TORCHWIN_EXPECT_VERSION": "1.4.0", "TORCHWIN_EXPECT_VARIANT": "cpu",
+                                   "TORCHWIN_EXPECT_ARCHS": "", "TORCHWIN_EXPECT_MAGMA": "0"}) == \
+        ["--expect-version", "1.4.0", "--expect-variant", "cpu"]
+    assert run.run_test_arguments({"TORCHWIN_EXPECT_MAGMA": "1", "TORCHWIN_EXPECT_ARCHS": "facts:1.1.0"}) == \
+        ["--expect-archs", "facts:1.1.0", "--expect-magma"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from torchwin import recipes
 from torchwin.checkout import require_repo_root
 from torchwin.errors import Failure, UserError
-from torchwin.wheel import host_prefix, run, toolchain
+from torchwin.wheel import conda_package, host_prefix, run, toolchain
 
 DESCRIPTION = """\
 Compile one PyTorch release from source on Linux without conda, exactly as the recipe
@@ -20,10 +21,16 @@ the variant, from the render). The host prefix is a virtual environment of a CPy
 variant's version (pyenv's, or --python-exe) with PyPI packages standing in for the recipe's
 conda host requirements (numpy, pyyaml, MKL 2019, ...).
 
-The result is a wheel in BUILD_DIR/dist (the 2017 Windows builds' install path), installed
-into a fresh environment of the same Python and checked with the package test
-(recipes/pytorch/run_test.py, the recipe's expectations); BUILD_DIR/result.json records
-the times, the memory peak and the test counts.
+The results, each installed fresh and checked with the package test
+(recipes/pytorch/run_test.py, with the recipe's expectations):
+  - a wheel in BUILD_DIR/dist (the 2017 Windows builds' install path), pip-installed into a
+    new environment of the same Python;
+  - a conda package of the same files in BUILD_DIR/conda, made by the engine under the
+    rendered variant's name, build string and run requirements, and installed by conda
+    (--conda, default: conda on PATH) from a local channel of its run requirements repacked
+    from this machine (the CPython, numpy/MKL wheels, pytorch-select); without a conda it is
+    made but not installed.
+BUILD_DIR/result.json records the times, the memory peak and the test counts.
 
 Run the same command again to resume: the source keeps its build/ folder, the host prefix
 is reused, and ccache (on by default) answers every compile it has seen.
@@ -73,7 +80,10 @@ def add_parser(subparsers):
     parser.add_argument("--ccache-dir", metavar="DIR",
                         help="ccache's folder (default: $CCACHE_DIR, else ~/.cache/torchwin/ccache)")
     parser.add_argument("--no-ccache", action="store_true", help="compile without ccache")
-    parser.add_argument("--no-test", action="store_true", help="build the wheel, skip the package test")
+    parser.add_argument("--no-test", action="store_true", help="build the wheel, skip the package tests")
+    parser.add_argument("--no-conda-package", action="store_true", help="make no conda package")
+    parser.add_argument("--conda", metavar="PATH",
+                        help="the conda that installs the conda package to test it (default: conda on PATH)")
     parser.add_argument("--plan", action="store_true", help="print what would run and stop")
     parser.set_defaults(func=main)
 
@@ -155,15 +165,56 @@ def main(args) -> int:
     wheel = run.wheel_file(dist, started)
     result["wheel"] = wheel.name
     say("wheel: %s (%.1f MB)" % (wheel, wheel.stat().st_size / 1e6))
+    runtime = host_prefix.runtime_requirements(variant.depends, variant.host_requirements)
+    test_env = run.test_environment(variant)
+    failures = []
     if not args.no_test:
-        report = run.test_wheel(python, wheel, build_dir, variant.host_requirements, recipe_dir,
-                                run.test_environment(variant))
+        report = run.test_wheel(python, wheel, build_dir, runtime, recipe_dir, test_env)
         result["run_test"] = run.summary_counts(report)
         say("package test on the wheel: %s" % report.get("summary", {}).get("line", result["run_test"]))
+        if result["run_test"]["failed"]:
+            failures.append("the wheel: %s (%s)" % (report["summary"]["line"],
+                                                    build_dir / "logs" / "run_test-wheel.json"))
+    result.update(conda_step(args, variant, python, source, prefix, build_dir, runtime, test_env, say))
+    if result.get("conda_run_test", {}).get("failed"):
+        failures.append("the conda package: %d failed" % result["conda_run_test"]["failed"])
     run.write_json(build_dir / "result.json", result)
     say("result: %s" % (build_dir / "result.json"))
-    if not args.no_test and result["run_test"]["failed"]:
-        raise Failure("the package test failed on %s: %s (report: %s)" % (
-            wheel.name, report["summary"]["line"], build_dir / "logs" / "run_test-wheel.json"))
+    if failures:
+        raise Failure("the package test failed on %s" % "; on ".join(failures))
     return 0
+
+
+def conda_step(args, variant, python, source, prefix, build_dir, runtime, test_env, say) -> dict:
+    """Pack the build as the variant's conda package; install it with conda and test it when one is there."""
+    import shutil
+
+    if args.no_conda_package:
+        return {"conda_package": None, "conda_package_why": "--no-conda-package"}
+    record = source / "record.txt"
+    package = conda_package.pack(variant, prefix, record, build_dir / "conda")
+    say("conda package: %s (%.1f MB)" % (package, package.stat().st_size / 1e6))
+    out = {"conda_package": package.name,
+           "conda_package_why": "built by the engine from a generated recipe with the variant's identity and "
+                                "run requirements (recipes/pytorch's host environment cannot be solved without "
+                                "a conda channel), payload = the files setup.py install recorded"}
+    conda = args.conda or shutil.which("conda")
+    if args.no_test:
+        return out
+    if not conda:
+        say("conda package not installed: no conda on PATH (pass --conda PATH to test it)")
+        out["conda_run_test"] = None
+        return out
+    say("conda package test: a channel of its run requirements (%s), then conda create" % " ".join(runtime))
+    deps = conda_package.dependency_channel(python, runtime, build_dir / "deps-channel",
+                                            for_depends=variant.depends)
+    ours = conda_package.index_channel(build_dir / "channel", [package])
+    report = conda_package.install_and_test(
+        conda, [ours, deps], ["%s=%s=%s" % (variant.name, variant.version, variant.build_string)],
+        build_dir / "test-conda", run.run_test_arguments(test_env))
+    (build_dir / "logs" / "run_test-conda.json").write_text(json.dumps(report, indent=2) + "\n")
+    out["conda_run_test"] = {k: report[k] for k in ("passed", "failed", "skipped")}
+    out["conda"] = str(conda)
+    say("package test on the conda package: %s" % report["summary"]["line"])
+    return out
 

@@ -37,10 +37,17 @@ CONDA_TO_PYPI = {
     "typing": [],  # in the standard library from Python 3.5
 }
 
-# What the compiled package needs at run time beside the wheel, as PyPI requirements: the
-# libraries its binaries link dynamically from the prefix (the conda package's `mkl` run
-# requirement), found through LD_LIBRARY_PATH in a plain virtual environment.
-RUNTIME_LIBRARIES = ["mkl==2019.0", "intel-openmp==2019.0"]
+# The conda run requirements of a pytorch package -> the PyPI packages that stand in for them at
+# run time (the wheel's test environment, and the conda packages repacked from them). mkl's
+# wheel requires intel-openmp and cffi's pycparser, so each comes with its own requirement.
+RUN_TO_PYPI = {
+    "python": [],
+    "pytorch-mutex": [],
+    "numpy": None,  # the host prefix's numpy pin: the ABI the build compiled against
+    "mkl": ["mkl==2019.0", "intel-openmp==2019.0"],
+    "intel-openmp": ["intel-openmp==2019.0"],
+    "cffi": ["cffi<1.16", "pycparser<2.22"],
+}
 
 MARKER = "torchwin-host-prefix.json"
 
@@ -66,6 +73,23 @@ def pypi_requirements(host_requirements: list[str], source: str = "recipes/pytor
         for item in CONDA_TO_PYPI[name]:
             if item not in out:
                 out.append(item.format(spec=pip_spec(spec)))
+    return out
+
+
+def runtime_requirements(depends: list[str], host_requirements: list[str],
+                         source: str = "recipes/pytorch") -> list[str]:
+    """The PyPI packages standing in for a pytorch package's conda run requirements."""
+    out = []
+    for requirement in depends:
+        name = requirement.split()[0]
+        if name not in RUN_TO_PYPI:
+            raise UserError("%s: run requirement %r has no PyPI stand-in (known: %s)"
+                            % (source, requirement, ", ".join(sorted(RUN_TO_PYPI))))
+        items = RUN_TO_PYPI[name]
+        if items is None:
+            items = [r for r in pypi_requirements(host_requirements, source) if r.split("=")[0].split("<")[0]
+                     .split(">")[0] == name]
+        out += [item for item in items if item not in out]
     return out
 
 

@@ -227,7 +227,7 @@ def wheel_file(dist: Path, since: float) -> Path:
     return wheels[-1]
 
 
-def test_wheel(python: Path, wheel: Path, build_dir: Path, host_requirements: list[str], recipe_dir: Path,
+def test_wheel(python: Path, wheel: Path, build_dir: Path, runtime: list[str], recipe_dir: Path,
                test_env: dict) -> dict:
     """Install the wheel into a fresh environment of the same Python and run the package test there.
 
@@ -236,8 +236,6 @@ def test_wheel(python: Path, wheel: Path, build_dir: Path, host_requirements: li
     the way the 2017 install instructions had users install MKL beside the wheel.
     """
     folder = build_dir / "test-wheel"
-    runtime = [r for r in host_prefix.pypi_requirements(host_requirements) if r.startswith("numpy")]
-    runtime += host_prefix.RUNTIME_LIBRARIES
     log_path = build_dir / "logs" / "test-wheel.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
@@ -262,6 +260,19 @@ def test_wheel(python: Path, wheel: Path, build_dir: Path, host_requirements: li
         raise Failure("the package test printed no report (exit %d); see %s" % (code, log_path)) from None
     report["exit_code"] = code
     return report
+
+
+def run_test_arguments(test_env: dict) -> list[str]:
+    """The recipe's TORCHWIN_EXPECT_* test variables as run_test.py options."""
+    args = []
+    for variable, option in (("TORCHWIN_EXPECT_VERSION", "--expect-version"),
+                             ("TORCHWIN_EXPECT_VARIANT", "--expect-variant"),
+                             ("TORCHWIN_EXPECT_ARCHS", "--expect-archs")):
+        if test_env.get(variable):
+            args += [option, test_env[variable]]
+    if test_env.get("TORCHWIN_EXPECT_MAGMA") == "1":
+        args.append("--expect-magma")
+    return args
 
 
 def summary_counts(report: dict) -> dict:
