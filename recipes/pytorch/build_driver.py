@@ -11,6 +11,8 @@ from upstream's own files, as recorded in upstream/<release>.json (written by
     build_driver.py                       check, print the plan, run it (the recipe's build)
     build_driver.py --plan [--json] [--platform win-64|linux-64]
                                           check and print the plan; compile and write nothing
+    build_driver.py --wheel-dir DIR       also write a wheel of the same build into DIR
+                                          (`torchwin wheel`; the recipe does not ask for one)
 
 Exit 1 with one line when the build would fail, 2 on a wrong call.
 `plan()` is pure (the file system and tools are passed in) and unit-tested;
@@ -226,6 +228,81 @@ def cudnn_header_check(header, expected, host):
             "%s is cuDNN %s, but the recipe pins the package to cuDNN %s (TORCHWIN_CUDNN_COMPILED); install "
             "cuDNN %s for this CUDA, point CUDNN_ROOT at it, or set TORCHWIN_CUDNN_COMPILED=%s so the pin follows"
             % (header, version, expected, expected, version))
+
+
+# 0.3's switches, each passed only where the release's files read it (facts' env_vars): its
+# setup_helpers read NO_CUDA, NO_CUDNN, NO_NNPACK, NO_SYSTEM_NCCL; setup.py NO_DISTRIBUTED.
+# NNPACK is off (setup_helpers/nnpack.py would link whatever libnnpack.a CONDA_PREFIX holds);
+# NO_SYSTEM_NCCL=1 keeps Linux CUDA builds on the NCCL 1 vendored in torch/lib/nccl instead of
+# the machine's libnccl (Windows has no NCCL: setup_helpers/nccl.py).
+def legacy_switches(facts, use_cuda, is_windows):
+    """The switches of a release older than 0.4, from what its files read."""
+    reads = set()
+    for names in (facts.get("env_vars") or {}).values():
+        reads.update(names)
+    wanted = {
+        "NO_CUDA": not use_cuda,
+        "NO_CUDNN": not use_cuda,
+        # setup.py forces it off on Windows (the fork); Linux builds ship torch.distributed.
+        "NO_DISTRIBUTED": is_windows,
+        "NO_NNPACK": True,
+        "NO_SYSTEM_NCCL": True,
+    }
+    return {name: "1" if off else "0" for name, off in wanted.items() if name in reads}
+
+
+def is_legacy(pytorch_version):
+    """0.3.x: torch/lib/build_libs.sh|bat, NO_* only, no ATen/caffe2 build (facts: torch/lib/build_libs)."""
+    return version_tuple(pytorch_version) < (0, 4)
+
+
+def build_script(facts, is_windows):
+    """(path, facts) of the native build script setup.py runs on this platform, or (None, {})."""
+    scripts = facts.get("build_scripts") or {}
+    suffix = ".bat" if is_windows else ".sh"
+    for path in sorted(scripts):
+        if path.endswith(suffix):
+            return path, scripts[path]
+    return None, {}
+
+
+def torch_version(variant, facts):
+    """What setup.py stamps into torch.__version__ and the wheel: PYTORCH_BUILD_VERSION.
+
+    A release tag builds its release (0.3.0). A build from another repository's commit (0.3's
+    Windows fork) builds what that commit declares plus its commit as a PEP 440 local version,
+    0.3.0b0+591e73e, exactly what the fork's setup.py computes from a git checkout; the 2017
+    wheels' `0.3.0b0.591e73e` is no valid version for today's pip (a post-release must be numeric).
+    """
+    if facts.get("repository", UPSTREAM_REPOSITORY) == UPSTREAM_REPOSITORY or is_nightly(variant["version"]):
+        return variant["version"]
+    return "%s+%s" % (facts["declared_version"], facts["commit"][:7])
+
+
+UPSTREAM_REPOSITORY = "https://github.com/pytorch/pytorch"
+
+
+def check_legacy_build_script(facts, environ, is_windows, host, env):
+    """0.3's torch/lib/build_libs.sh runs make itself; build_libs.bat takes -j from NUMBER_OF_PROCESSORS."""
+    warnings = []
+    path, script = build_script(facts, is_windows)
+    if not path:
+        return warnings
+    if script.get("make_at") and not script.get("reads_cmake_generator"):
+        if not host.which("make"):
+            raise BuildConfigError("PyTorch %s's %s runs `make` itself (%s) and make is not on PATH; the recipe's "
+                                   "build requirement `make` provides it"
+                                   % (facts.get("release", "?"), path, script["make_at"][0]))
+        # CMake 3.15+ takes its default generator from CMAKE_GENERATOR: make needs Makefiles.
+        env["CMAKE_GENERATOR"] = "Unix Makefiles"
+    for jobs in script.get("jobs") or ():
+        if "NUMBER_OF_PROCESSORS" in jobs["value"]:
+            # The only job count build_libs.bat honours; MAX_JOBS limits setup.py's compile only.
+            env["NUMBER_OF_PROCESSORS"] = env["MAX_JOBS"]
+        elif "MAX_JOBS" not in jobs["value"]:
+            warnings.append("%s gives make -j%s (%s), not MAX_JOBS=%s: the libraries build with one job per CPU"
+                            % (path, jobs["value"], jobs["at"], env["MAX_JOBS"]))
+    return warnings
 
 
 def join(base, *parts):
@@ -463,8 +540,12 @@ def plan(variant, environ, is_windows, facts=None, host=None):
     cuda = variant.get("cuda", "None")
     use_cuda = cuda not in ("None", "", None)
     env = {}
-    env.update(release_switches(variant["version"], use_cuda, is_windows, mkldnn_on(facts, is_windows)))
-    env["PYTORCH_BUILD_VERSION"] = variant["version"]
+    legacy = is_legacy(variant.get("release") or variant["version"])
+    if legacy:
+        env.update(legacy_switches(facts, use_cuda, is_windows))
+    else:
+        env.update(release_switches(variant["version"], use_cuda, is_windows, mkldnn_on(facts, is_windows)))
+    env["PYTORCH_BUILD_VERSION"] = torch_version(variant, facts)
     env["PYTORCH_BUILD_NUMBER"] = str(variant["build_number"])
     # Read by build_pytorch_libs.bat (0.4.1-1.0.1); on Linux those releases
     # choose by `import ninja` (checked below) and 1.1.0 by ninja on PATH.
@@ -487,7 +568,13 @@ def plan(variant, environ, is_windows, facts=None, host=None):
         env["CMAKE_PREFIX_PATH"] = prefix
         env["CMAKE_INCLUDE_PATH"] = join(prefix, "include")
         env["CMAKE_LIBRARY_PATH"] = join(prefix, "lib")
-    check_ninja(facts, environ, is_windows, host)
+    if legacy:
+        warnings += check_legacy_build_script(facts, environ, is_windows, host, env)
+        # Linux 0.3 builds with make (above); the fork's build_libs.bat with Ninja from CMAKE_GENERATOR.
+        if (facts.get("ninja") or {}).get("reads_cmake_generator") and is_windows:
+            check_ninja(facts, environ, is_windows, host)
+    else:
+        check_ninja(facts, environ, is_windows, host)
 
     if use_cuda:
         if cuda not in NEWEST_ARCH:
@@ -553,6 +640,12 @@ def plan(variant, environ, is_windows, facts=None, host=None):
     return {"env": env, "commands": commands, "warnings": warnings}
 
 
+def wheel_command(environ, wheel_dir):
+    """setup.py bdist_wheel after the install: the same tree and environment, so the build is reused."""
+    python = environ.get("PYTHON") or sys.executable
+    return [python, "setup.py", "bdist_wheel", "--dist-dir", wheel_dir]
+
+
 def variant_from_environ(environ):
     """The variant as the recipe's build script passes it."""
     missing = [k for k in ("TORCHWIN_PYTORCH_VERSION", "TORCHWIN_BUILD_NUMBER") if not environ.get(k)]
@@ -583,12 +676,23 @@ def load_json(path, what):
         raise BuildConfigError("%s %s is not valid JSON: %s" % (what, path, exc))
 
 
-def load_facts(recipe_dir, release):
-    path = os.path.join(recipe_dir, "upstream", release + ".json")
-    facts = load_json(path, "upstream facts")
-    if facts is None:
+def load_facts(recipe_dir, release, platform=None, commit=None):
+    """upstream/<release>.json, or <release>-<platform>.json where that platform builds another
+    repository's commit (0.3's Windows fork); `commit` (the recipe's TORCHWIN_SOURCE_COMMIT) must be
+    the one the table was read from."""
+    names = ([release + "-" + platform] if platform else []) + [release]
+    for name in names:
+        path = os.path.join(recipe_dir, "upstream", name + ".json")
+        facts = load_json(path, "upstream facts")
+        if facts is not None:
+            break
+    else:
         raise BuildConfigError("no upstream facts for PyTorch %s: %s is missing; generate it with "
                                "`torchwin upstream-facts` from an upstream checkout" % (release, path))
+    if commit and facts.get("commit") != commit:
+        raise BuildConfigError("the recipe builds commit %s of PyTorch %s for %s but %s was read from %s; "
+                               "regenerate the tables with `torchwin upstream-facts`"
+                               % (commit, release, platform or "this platform", path, facts.get("commit")))
     return facts
 
 
@@ -659,7 +763,7 @@ def make_plan(environ, platform, plan_only=False):
         del environ[name]
     variant = variant_from_environ(environ)
     recipe_dir = environ.get("RECIPE_DIR") or os.path.dirname(os.path.abspath(__file__))
-    facts = load_facts(recipe_dir, variant["release"])
+    facts = load_facts(recipe_dir, variant["release"], platform, environ.get("TORCHWIN_SOURCE_COMMIT") or None)
     src_dir = environ.get("SRC_DIR") or os.getcwd()
     warnings = check_source(variant, facts, load_skipped(recipe_dir, variant["release"]), src_dir)
     is_windows = platform == "win-64"
@@ -691,6 +795,8 @@ def parse_args(argv):
     parser.add_argument("--json", action="store_true", help="with --plan: print the plan as JSON")
     parser.add_argument("--platform", choices=PLATFORMS,
                         help="plan for this platform (default: the running one)")
+    parser.add_argument("--wheel-dir", metavar="DIR",
+                        help="after installing, also build a wheel of the same build into DIR")
     args = parser.parse_args(argv)
     if (args.json or args.platform) and not args.plan:
         parser.error("--json and --platform go with --plan")
@@ -703,6 +809,8 @@ def main(argv=None):
     platform = args.platform or ("win-64" if sys.platform == "win32" else "linux-64")
     try:
         result = make_plan(environ, platform, plan_only=args.plan)
+        if args.wheel_dir:
+            result["commands"].append(wheel_command(environ, args.wheel_dir))
     except BuildConfigError as exc:
         print("torchwin build driver: error: %s" % exc, file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1

@@ -22,7 +22,7 @@ LAYERS = {
     "doctor": (("doctor",), ("base", "recipes")),
     "smoke": (("smoke",), ("base",)),
     "channel": (("channel",), ("base", "recipes")),
-    "build": (("build", "try_it"), ("base", "recipes", "doctor", "channel")),
+    "build": (("build", "try_it", "wheel"), ("base", "recipes", "doctor", "channel")),
     "publish": (("publish",), ("base", "recipes", "channel")),
     "ci": (("ci",), ("base", "recipes", "doctor", "smoke", "channel", "build", "publish")),
     "command line": (

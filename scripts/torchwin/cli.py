@@ -17,6 +17,7 @@ from torchwin.errors import Failure, UserError
 COMMAND_MODULES = (
     "render",
     "build",
+    "wheel.command",
     "channel.command",
     "publish.command",
     "doctor.command",

@@ -548,3 +548,84 @@ def test_cudnn_header_must_be_the_version_the_run_pin_is_written_for():
         driver.plan(var, WIN_ENV, True, {}, driver.Host(exists=host.exists, which=host.which,
                                                         nvcc_version=host.nvcc_version, read_text=lambda p: "",
                                                         glob=host.glob, cpu_count=2))
+
+
+# ---- 0.3: torch/lib/build_libs.sh (upstream's tags, Linux) and the fork's build_libs.bat (Windows) --------------
+
+def committed_facts(name):
+    import json
+
+    return json.loads((ROOT / "recipes" / "pytorch" / "upstream" / (name + ".json")).read_text())
+
+
+LINUX_03_ENV = {"PREFIX": "/b/h_env", "PYTHON": "/b/h_env/bin/python", "MAX_JOBS": "2"}
+
+
+@pytest.mark.parametrize("release", ["0.3.0", "0.3.1"])
+def test_0_3_on_linux_builds_its_libraries_with_make_and_only_the_switches_it_reads(release):
+    facts = committed_facts(release)
+    host = Host(tools={"make": "/usr/bin/make"})
+    result = driver.plan(variant(release, "None", 1), dict(LINUX_03_ENV), False, facts, host.driver_host())
+    env = result["env"]
+    assert {k: env[k] for k in env if k.startswith("NO_")} == {
+        "NO_CUDA": "1", "NO_CUDNN": "1", "NO_DISTRIBUTED": "0", "NO_NNPACK": "1", "NO_SYSTEM_NCCL": "1"}
+    assert not any(k.startswith("USE_") or k in ("NO_TEST", "BUILD_TEST", "NO_MKLDNN", "NO_NCCL") for k in env)
+    # build_libs.sh runs `make install` itself; CMake >= 3.15 would take a Ninja CMAKE_GENERATOR from the env.
+    assert env["CMAKE_GENERATOR"] == "Unix Makefiles"
+    assert env["PYTORCH_BUILD_VERSION"] == release  # the tag builds the release
+    assert any("one job per CPU" in w and "MAX_JOBS=2" in w for w in result["warnings"])
+
+
+def test_0_3_on_linux_without_make_is_refused_but_needs_no_ninja():
+    facts = committed_facts("0.3.0")
+    with pytest.raises(driver.BuildConfigError, match=r"torch/lib/build_libs.sh runs `make` itself .*build_libs.sh:\d+"):
+        driver.plan(variant("0.3.0", "None", 1), dict(LINUX_03_ENV), False, facts, Host().driver_host())
+    no_ninja = Host(tools={"make": "/usr/bin/make", "ninja": None})
+    driver.plan(variant("0.3.0", "None", 1), dict(LINUX_03_ENV), False, facts, no_ninja.driver_host())
+
+
+def test_0_3_linux_cuda_reads_cuda_home_and_cudnn_dirs():
+    facts = committed_facts("0.3.1")
+    host = Host({"/usr/local/cuda-8.0/bin/nvcc", "/usr/local/cuda-8.0/include/cudnn.h"},
+                tools={"make": "/usr/bin/make", "gcc": "/usr/bin/gcc"}, nvcc={"/usr/local/cuda-8.0/bin/nvcc": "8.0"})
+    env = driver.plan(variant("0.3.1", "8.0", 101), dict(LINUX_03_ENV), False, facts, host.driver_host())["env"]
+    assert (env["NO_CUDA"], env["NO_CUDNN"], env["NO_SYSTEM_NCCL"]) == ("0", "0", "1")
+    assert env["CUDA_HOME"] == "/usr/local/cuda-8.0"
+    assert (env["CUDNN_LIB_DIR"], env["CUDNN_INCLUDE_DIR"]) == ("/usr/local/cuda-8.0/lib64", "/usr/local/cuda-8.0/include")
+    assert env["TORCH_CUDA_ARCH_LIST"] == "3.0;3.5;5.0;6.0;6.1+PTX"
+
+
+@pytest.mark.parametrize("release, version", [("0.3.0", "0.3.0b0+591e73e"), ("0.3.1", "0.3.1b0+4cf3225")])
+def test_0_3_on_windows_is_the_forks_build_libs_bat_with_ninja(release, version):
+    facts = committed_facts(release + "-win-64")
+    result = driver.plan(variant(release, "9.0", 201), dict(WIN_ENV, MAX_JOBS="3"), True, facts,
+                         win_cuda_host().driver_host())
+    env = result["env"]
+    # The fork's own version plus its commit, PEP 440 (pip refuses the 2017 wheels' 0.3.0b0.591e73e).
+    assert env["PYTORCH_BUILD_VERSION"] == version
+    assert (env["NO_CUDA"], env["NO_CUDNN"], env["NO_DISTRIBUTED"]) == ("0", "0", "1")
+    assert "NO_SYSTEM_NCCL" in env and not any(k.startswith("USE_") for k in env)
+    assert env["CMAKE_GENERATOR"] == "Ninja"  # build_libs.bat: Ninja only when CMAKE_GENERATOR says so
+    assert env["NUMBER_OF_PROCESSORS"] == "3"  # its only job count: -j%NUMBER_OF_PROCESSORS%
+    assert env["CUDA_PATH"] == WIN_CUDA90  # setup_helpers/cuda.py reads CUDA_PATH on Windows
+    assert env["NVTOOLSEXT_PATH"] == NVTX
+    assert result["warnings"] == []
+
+
+def test_0_3_on_windows_without_ninja_is_refused():
+    facts = committed_facts("0.3.0-win-64")
+    host = win_cuda_host()
+    host.tools["ninja"] = None
+    with pytest.raises(driver.BuildConfigError, match="ninja is not on PATH"):
+        driver.plan(variant("0.3.0", "9.0", 201), dict(WIN_ENV), True, facts, host.driver_host())
+
+
+def test_load_facts_takes_the_platforms_table_and_checks_the_commit(tmp_path):
+    recipe = ROOT / "recipes" / "pytorch"
+    assert driver.load_facts(str(recipe), "0.3.0", "win-64")["repository"] == "https://github.com/peterjc123/pytorch"
+    assert driver.load_facts(str(recipe), "0.3.0", "linux-64")["tag"] == "v0.3.0"
+    assert driver.load_facts(str(recipe), "1.0.0", "win-64")["tag"] == "v1.0.0"
+    fork = "591e73e538fb08c57ea5e66de07b3fde3dfea379"
+    assert driver.load_facts(str(recipe), "0.3.0", "win-64", fork)["commit"] == fork
+    with pytest.raises(driver.BuildConfigError, match="builds commit %s of PyTorch 0.3.0 for linux-64" % fork):
+        driver.load_facts(str(recipe), "0.3.0", "linux-64", fork)

@@ -473,7 +473,10 @@ def pinned():
 
 
 def test_every_release_in_the_matrix_has_its_table_and_no_other():
-    assert sorted(p.name for p in TABLES.glob("*")) == sorted("%s.json" % r for r, _ in pinned())
+    names = sorted("%s.json" % p.table for p in table.pins(VARIANTS))
+    assert sorted(p.name for p in TABLES.glob("*")) == names
+    # 0.3's Windows builds come from the 2017 fork: a second table each, named for the platform.
+    assert {"0.3.0.json", "0.3.0-win-64.json", "0.3.1.json", "0.3.1-win-64.json"} <= set(names)
 
 
 @pytest.mark.parametrize("release, commit", pinned())
@@ -481,11 +484,111 @@ def test_table_matches_the_pinned_commit_and_is_generator_output(release, commit
     text = (TABLES / ("%s.json" % release)).read_text()
     facts = json.loads(text)
     assert (facts["release"], facts["commit"], facts["tag"]) == (release, commit, "v" + release)
+    assert facts["repository"] == table.UPSTREAM_URL and facts["source"] == table.SOURCE
     assert text == table.render(facts)  # sorted keys, 2-space indent, trailing newline
     for key in ("declared_version", "declared_version_file", "env_vars", "submodules", "cmake_minimum_required",
                 "bare_yaml_load", "nvtoolsext", "ninja", "python_requires", "windows_dll_directory_calls",
                 "unreadable"):
         assert key in facts, (release, key)
+
+
+FORK_PINS = [p for p in table.pins(VARIANTS) if p.platform]
+
+
+@pytest.mark.parametrize("pin", FORK_PINS, ids=[p.table for p in FORK_PINS])
+def test_a_forks_table_records_its_repository_commit_and_build_scripts(pin):
+    """0.3's win-64 tables: read from peterjc123/pytorch at the pinned commit, not upstream's tag."""
+    text = (TABLES / ("%s.json" % pin.table)).read_text()
+    facts = json.loads(text)
+    assert (facts["release"], facts["commit"], facts["tag"]) == (pin.release, pin.commit, None)
+    assert facts["repository"] == pin.repository == "https://github.com/peterjc123/pytorch"
+    assert pin.commit in facts["source"] and "branch v%s_win" % pin.release in facts["source"]
+    assert text == table.render(facts)
+    # The fork's setup.py runs torch\lib\build_libs.bat, which picks Ninja from CMAKE_GENERATOR and
+    # takes -j from NUMBER_OF_PROCESSORS; CUDA comes from CUDA_PATH on Windows.
+    assert "torch/lib/build_libs.bat" in facts["env_vars_by_build_script"]
+    bat = facts["build_scripts"]["torch/lib/build_libs.bat"]
+    assert bat["reads_cmake_generator"] and bat["make_at"] == []
+    assert [j["value"] for j in bat["jobs"]] == ["%NUMBER_OF_PROCESSORS%"]
+    assert {"CUDA_PATH", "NO_CUDA", "NO_CUDNN", "CUDNN_LIB_DIR", "CUDNN_INCLUDE_DIR", "NVTOOLSEXT_PATH"} <= set(
+        facts["env_vars"]["tools/setup_helpers"])
+    assert {"CC", "CXX", "CMAKE_GENERATOR"} <= set(facts["env_vars"]["torch/lib/build_libs"])
+    assert facts["nvtoolsext"]["required_on_windows_cuda"]
+    assert [s["path"] for s in facts["submodules"]] == ["torch/lib/gloo", "torch/lib/nanopb", "torch/lib/pybind11"]
+
+
+@pytest.mark.parametrize("release", ["0.3.0", "0.3.1"])
+def test_upstream_03_tags_build_their_libraries_with_make(release):
+    """v0.3.x's torch/lib/build_libs.sh runs `make install -j$(getconf ...)` whatever CMAKE_GENERATOR says."""
+    facts = json.loads((TABLES / ("%s.json" % release)).read_text())
+    script = facts["build_scripts"]["torch/lib/build_libs.sh"]
+    assert script["make_at"] and not script["reads_cmake_generator"]
+    assert [j["value"] for j in script["jobs"]] == ["$(getconf _NPROCESSORS_ONLN)"]
+    assert not facts["ninja"]["reads_cmake_generator"]
+    assert {"NO_CUDA", "NO_CUDNN", "NO_NNPACK", "NO_SYSTEM_NCCL", "CUDA_HOME"} <= set(
+        facts["env_vars"]["tools/setup_helpers"])
+    assert "NO_DISTRIBUTED" in facts["env_vars"]["setup.py"]
+
+
+def test_build_scripts_record_make_calls_and_job_counts(tmp_path):
+    repo = make_repo(tmp_path / "p", {
+        "setup.py": "version = '0.3.0b0'\n",
+        "torch/lib/build_libs.sh": "#!/bin/bash\nCMAKE_INSTALL=${CMAKE_INSTALL-make install}\n"
+                                   "  make install -j$(getconf _NPROCESSORS_ONLN)\n# make -j9\n",
+        "torch/lib/build_libs.bat": 'IF "%CMAKE_GENERATOR%"=="Ninja" (\n'
+                                    "  set MAKE_COMMAND=cmake --build . -- -j%NUMBER_OF_PROCESSORS%\n)\n",
+    })
+    facts = table.extract(tree.Git(repo), "0.3.0", commit(repo))
+    assert facts["build_scripts"] == {
+        "torch/lib/build_libs.bat": {"jobs": [{"at": "torch/lib/build_libs.bat:2", "value": "%NUMBER_OF_PROCESSORS%"}],
+                                     "make_at": [], "reads_cmake_generator": True},
+        "torch/lib/build_libs.sh": {"jobs": [{"at": "torch/lib/build_libs.sh:3",
+                                              "value": "$(getconf _NPROCESSORS_ONLN)"}],
+                                    "make_at": ["torch/lib/build_libs.sh:3"], "reads_cmake_generator": False}}
+    assert facts["env_vars"]["torch/lib/build_libs"] == ["CMAKE_GENERATOR", "CMAKE_INSTALL", "NUMBER_OF_PROCESSORS"]
+    assert facts["ninja"]["reads_cmake_generator_in"] == ["torch/lib/build_libs"]
+
+
+def test_a_fork_commit_is_read_from_the_repo_holding_it(upstream, tmp_path, capsys):
+    """--repo repeats: a fork's commit (pytorch_git_win / pytorch_commit_win) comes from the fork's clone."""
+    fork = make_repo(tmp_path / "fork", {"setup.py": "version = '2.0.0b0'\n"})
+    sha = commit(fork)
+    git(fork, "branch", "-q", "v2.0.0_win")
+    variants = tmp_path / "variants.yaml"
+    variants.write_text(yaml.safe_dump({"pytorch_version": ["2.0.0"], "pytorch_commit": [upstream["sha"]],
+                                        "pytorch_git_win": ["https://github.com/someone/pytorch.git"],
+                                        "pytorch_commit_win": [sha]}))
+    out = tmp_path / "t"
+    base = ("--variants", variants, "--out", out)
+    code, _, err = run_cli(capsys, "--repo", upstream["repo"], *base)
+    assert code == 2 and "commit %s of release 2.0.0 (https://github.com/someone/pytorch, for win-64) is in none" \
+        % sha in err and not out.exists()
+    assert run_cli(capsys, "--repo", upstream["repo"], "--repo", fork, *base)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["2.0.0-win-64.json", "2.0.0.json"]
+    win = json.loads((out / "2.0.0-win-64.json").read_text())
+    assert (win["commit"], win["repository"], win["declared_version"]) == (
+        sha, "https://github.com/someone/pytorch", "2.0.0b0")
+    assert "tip of branch" in win["source"] and "v2.0.0_win" in win["source"]
+    assert json.loads((out / "2.0.0.json").read_text())["repository"] == "https://github.com/pytorch/pytorch"
+    assert run_cli(capsys, "--repo", upstream["repo"], "--repo", fork, *base, "--check")[0] == 0
+    win["commit"] = "0" * 40
+    (out / "2.0.0-win-64.json").write_text(table.render(win))
+    code, stdout, _ = run_cli(capsys, "--repo", upstream["repo"], "--repo", fork, *base, "--check")
+    assert code == 1 and "2.0.0-win-64.json: commit:" in stdout
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"pytorch_git_win": ["https://x/y.git"], "pytorch_commit_win": [""]}, "must both be set or both empty"),
+    ({"pytorch_git_win": ["https://x/y.git"], "pytorch_commit_win": ["abc"]}, "is not a 40-hex commit"),
+    ({"pytorch_git_win": [], "pytorch_commit_win": []}, "must be lists as long as pytorch_version"),
+])
+def test_bad_fork_pins_are_bad_input(upstream, tmp_path, capsys, extra, message):
+    variants = tmp_path / "variants.yaml"
+    variants.write_text(yaml.safe_dump(dict({"pytorch_version": ["2.0.0"], "pytorch_commit": [upstream["sha"]]},
+                                            **extra)))
+    code, _, err = run_cli(capsys, "--repo", upstream["repo"], "--variants", variants, "--out", tmp_path / "t")
+    assert code == 2 and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "t").exists()
 
 
 # ---- opt-in: regenerate from a real upstream clone ------------------------------------------------------------
@@ -494,6 +597,13 @@ def test_table_matches_the_pinned_commit_and_is_generator_output(release, commit
                     reason="set TORCHWIN_UPSTREAM_REPO to a local upstream PyTorch clone to check the tables")
 def test_tables_match_upstream(capsys):
     args = ["--repo", os.environ["TORCHWIN_UPSTREAM_REPO"], "--check"]
+    # 0.3's Windows tables come from the 2017 fork (TORCHWIN_FORK_REPO); without it they cannot be checked.
+    if os.environ.get("TORCHWIN_FORK_REPO"):
+        args += ["--repo", os.environ["TORCHWIN_FORK_REPO"]]
+    else:
+        forked = {p.release for p in FORK_PINS}
+        for release in dict.fromkeys(p.release for p in table.pins(VARIANTS)):
+            args += [] if release in forked else ["--release", release]
     if os.environ.get("TORCHWIN_UPSTREAM_SUBMODULE_MIRRORS"):
         args += ["--submodule-mirrors", os.environ["TORCHWIN_UPSTREAM_SUBMODULE_MIRRORS"]]
     code, out, err = run_cli(capsys, *args)

@@ -120,7 +120,7 @@ def ninja(tree, env_by_group):
     findings, files = [], set()
     module_probe = path_probe = False
     for path in tree.files(lambda p: group_of(p) in ("setup.py", "tools/setup_helpers",
-                                                      "tools/build_pytorch_libs")):
+                                                      "tools/build_pytorch_libs", "torch/lib/build_libs")):
         text = tree.text[path]
         lines = text.splitlines()
         for number, line in code_lines(text, comment_style(path)):

@@ -15,6 +15,7 @@ from torchwin.upstream.tree import (
     Git,
     Tree,
     code_lines,
+    group_of,
     is_build_cmake,
     is_cmake,
     version_tuple,
@@ -237,4 +238,33 @@ def submodule_floors(git, subs, mirrors):
             if sub_tree.unreadable:
                 entry["unreadable_files"] = sub_tree.unreadable
         result.append(entry)
+    return result
+
+
+# A build script that runs `make` itself (0.3's torch/lib/build_libs.sh) builds with make whatever
+# CMAKE_GENERATOR says; one that runs `${CMAKE_INSTALL}` (0.4 on) lets setup.py choose.
+_MAKE_COMMAND = re.compile(r"^\s*(?:[\w]+=\S*\s+)*make\b(?!\s*=)")
+_JOBS = re.compile(r"(?:^|\s)-j\s*(\$\([^)]*\)|\"[^\"]*\"|\S+)")
+_BUILD_TOOL = re.compile(r"\bmake\b|\bninja\b|cmake\s+--build|\bmsbuild\b", re.I)
+
+
+def build_scripts(tree):
+    """What each native build script (the .sh / .bat setup.py runs) builds with, and its job count.
+
+    {path: {"make_at": lines running `make` directly, "jobs": [{"at", "value"}] of every `-j`
+    given to a build tool, "reads_cmake_generator": whether the script reads CMAKE_GENERATOR}}.
+    """
+    result = {}
+    for path in tree.files(lambda p: group_of(p) in ("tools/build_pytorch_libs", "torch/lib/build_libs")
+                           and p.endswith((".sh", ".bat"))):
+        text = tree.text[path]
+        bat = path.endswith(".bat")
+        make_at, jobs = [], []
+        for number, line in code_lines(text, "rem" if bat else "#"):
+            if not bat and _MAKE_COMMAND.match(line):
+                make_at.append("%s:%d" % (path, number))
+            if _BUILD_TOOL.search(line):
+                jobs += [{"at": "%s:%d" % (path, number), "value": m.group(1)} for m in _JOBS.finditer(line)]
+        names, _ = env_reads(path, text)
+        result[path] = {"make_at": make_at, "jobs": jobs, "reads_cmake_generator": "CMAKE_GENERATOR" in names}
     return result

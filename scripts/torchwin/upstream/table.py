@@ -18,6 +18,7 @@ from torchwin.errors import UserError
 from torchwin.upstream.cuda import cuda_arch, cuda_host_gcc, ninja, nvtoolsext
 from torchwin.upstream.facts import (
     bare_yaml_loads,
+    build_scripts,
     cmake_floors,
     declared_version,
     dll_directory_calls,
@@ -31,18 +32,48 @@ from torchwin.upstream.linking import cuda_msvc_limits, cudnn_version_check, mkl
 from torchwin.upstream.tree import Tree, code_lines, group_of, is_build_file, is_wanted
 
 SOURCE = "upstream pytorch/pytorch tag, read from a public fork carrying all tags (github:hterada/pytorch)"
+UPSTREAM_URL = "https://github.com/pytorch/pytorch"
 
 
 # The table's groups of build files whose environment reads are recorded.
 ENV_GROUPS = ("setup.py", "tools/setup_helpers", "tools/build_pytorch_libs", "cmake")
+# Recorded only where the tree has them: 0.3's build scripts under torch/lib.
+OPTIONAL_GROUPS = ("torch/lib/build_libs",)
+BUILD_SCRIPT_GROUPS = ("tools/build_pytorch_libs", "torch/lib/build_libs")
 
 
-def extract(git, release, commit, mirrors=None, source=SOURCE):
+class Pin:
+    """One facts table the recipe needs: a release's commit in one repository.
+
+    `table` names the file (upstream/<table>.json); `platform` is None for the release's tag (every
+    platform without its own source) or the platform built from `repository` at `commit` instead.
+    """
+
+    def __init__(self, table, release, commit, repository=UPSTREAM_URL, platform=None):
+        self.table, self.release, self.commit = table, release, commit
+        self.repository, self.platform = repository, platform
+
+    def __repr__(self):
+        return "Pin(%r, %r, %r, %r, %r)" % (self.table, self.release, self.commit, self.repository, self.platform)
+
+
+def fork_source(git, pin):
+    """How a table read from a fork names where it came from: repository, branch(es) at the commit."""
+    out = git.run("for-each-ref", "--points-at", pin.commit, "--format=%(refname)", "refs/heads",
+                  "refs/remotes", check=False).stdout.decode()
+    branches = sorted({re.sub(r"^refs/(?:heads|remotes/[^/]+)/", "", ref) for ref in out.split()} - {"HEAD"})
+    return "%s, commit %s%s, built for %s instead of the release tag" % (
+        pin.repository, pin.commit, " (tip of branch %s)" % ", ".join(branches) if branches else "",
+        pin.platform)
+
+
+def extract(git, release, commit, mirrors=None, source=SOURCE, repository=UPSTREAM_URL):
     """The facts table of one release (a dict, JSON-ready)."""
     if not git.has_commit(commit):
         raise UserError("%s: commit %s of release %s is not in this repository" % (git.path, commit, release))
     tree = Tree(git, commit, is_wanted)
-    env, dynamic = {g: set() for g in ENV_GROUPS}, {g: [] for g in ENV_GROUPS}
+    groups = ENV_GROUPS + tuple(g for g in OPTIONAL_GROUPS if any(group_of(p) == g for p in tree.text))
+    env, dynamic = {g: set() for g in groups}, {g: [] for g in groups}
     by_script = {}  # the build scripts differ per platform (.bat on Windows, .sh on Linux)
     for path in sorted(tree.text):
         group = group_of(path)
@@ -50,7 +81,7 @@ def extract(git, release, commit, mirrors=None, source=SOURCE):
             names, dyn = env_reads(path, tree.text[path])
             env[group] |= names
             dynamic[group] += dyn
-            if group == "tools/build_pytorch_libs":
+            if group in BUILD_SCRIPT_GROUPS:
                 by_script[path] = sorted(names)
     yaml_calls = []
     for path in tree.files(lambda p: p.endswith(".py")):
@@ -63,6 +94,7 @@ def extract(git, release, commit, mirrors=None, source=SOURCE):
         "release": release,
         "tag": wanted_tag if wanted_tag in tags else (tags[0] if tags else None),
         "commit": commit,
+        "repository": repository,
         "source": source,
         "declared_version": version,
         "declared_version_file": version_file,
@@ -70,6 +102,7 @@ def extract(git, release, commit, mirrors=None, source=SOURCE):
         "env_var_prefix_reads": {g: d for g, d in dynamic.items() if d},
         "env_vars_by_build_script": by_script,
         "submodules": subs,
+        "build_scripts": build_scripts(tree),
         "submodule_cmake_floors": submodule_floors(git, subs, mirrors),
         "cmake_minimum_required": floor_summary(cmake_floors(tree.text)),
         "bare_yaml_load": yaml_calls,
@@ -108,6 +141,43 @@ def pinned_releases(variants_path):
         if not re.fullmatch(r"[0-9a-f]{40}", str(commit)):
             raise UserError("%s: pytorch_commit %r is not a 40-hex commit" % (variants_path, commit))
     return [(str(v), str(c)) for v, c in zip(versions, commits)]
+
+
+def pins(variants_path):
+    """Every facts table variants.yaml needs: one per release tag, plus one per platform whose builds
+    come from another repository's commit (pytorch_git_win / pytorch_commit_win: 0.3's Windows fork)."""
+    table = _load_variants(variants_path)
+    result = [Pin(r, r, c) for r, c in pinned_releases(variants_path)]
+    urls, commits = table.get("pytorch_git_win"), table.get("pytorch_commit_win")
+    if urls is None and commits is None:
+        return result
+    if not isinstance(urls, list) or not isinstance(commits, list) or not len(urls) == len(commits) == len(result):
+        raise UserError("%s: pytorch_git_win and pytorch_commit_win must be lists as long as pytorch_version"
+                        % variants_path)
+    for pin, url, commit in zip(list(result), urls, commits):
+        url, commit = str(url or ""), str(commit or "")
+        if bool(url) != bool(commit):
+            raise UserError("%s: release %s: pytorch_git_win %r and pytorch_commit_win %r must both be set or "
+                            "both empty" % (variants_path, pin.release, url, commit))
+        if not commit:
+            continue
+        if not re.fullmatch(r"[0-9a-f]{40}", commit):
+            raise UserError("%s: pytorch_commit_win %r is not a 40-hex commit" % (variants_path, commit))
+        result.append(Pin(table_name(pin.release, "win-64"), pin.release, commit,
+                          re.sub(r"\.git$", "", url), "win-64"))
+    return result
+
+
+def table_name(release, platform=None):
+    """upstream/<release>.json, or <release>-<platform>.json for a platform built from another commit."""
+    return release if not platform else "%s-%s" % (release, platform)
+
+
+def _load_variants(variants_path):
+    try:
+        return yaml.safe_load(Path(variants_path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError("%s: cannot read: %s" % (variants_path, str(exc).splitlines()[0])) from exc
 
 
 def render(facts):
@@ -168,10 +238,14 @@ def _unchecked_floors(old, new):
 
 
 def check(tables, out_dir):
-    """(drift lines, notes) of freshly extracted tables against the committed ones in out_dir."""
+    """(drift lines, notes) of freshly extracted tables against the committed ones in out_dir.
+
+    `tables`: facts, or (table name, facts) where the name is not the release (a fork's table).
+    """
     drift, notes = [], []
-    for facts in tables:
-        path = out_dir / ("%s.json" % facts["release"])
+    for item in tables:
+        name, facts = item if isinstance(item, tuple) else (item["release"], item)
+        path = out_dir / ("%s.json" % name)
         if not path.is_file():
             drift.append("%s: missing" % path)
             continue

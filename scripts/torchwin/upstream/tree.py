@@ -132,6 +132,9 @@ def group_of(path):
         return "tools/setup_helpers"
     if path.startswith("tools/build_pytorch_libs.") and path.rsplit(".", 1)[-1] in ("py", "sh", "bat"):
         return "tools/build_pytorch_libs"
+    # 0.3's setup.py runs torch/lib/build_libs.sh (the fork's Windows branch: build_libs.bat).
+    if path in ("torch/lib/build_libs.sh", "torch/lib/build_libs.bat"):
+        return "torch/lib/build_libs"
     if is_build_cmake(path):
         return "cmake"
     return None
@@ -155,7 +158,7 @@ def is_wanted(path):
 def is_build_file(path):
     """Files that take part in `python setup.py install`: setup.py, tools/, CMake."""
     return (path == "setup.py" or (path.startswith("tools/") and path.endswith((".py", ".sh", ".bat")))
-            or is_build_cmake(path))
+            or group_of(path) == "torch/lib/build_libs" or is_build_cmake(path))
 
 
 def code_lines(text, comment):

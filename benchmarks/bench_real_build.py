@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Measure a real compile with `torchwin wheel`: cold, then warm with ccache; record it.
+
+Benchmarks assert nothing; they measure. The phases, each a full `torchwin wheel` run (compile,
+install, wheel, package test) whose compile step is timed:
+
+    cold         a copy of the pristine source, an empty ccache folder
+    one_file     the same tree again after touching one source file (CMake/Ninja or distutils
+                 redo that file and the links; ccache answers nothing new)
+    no_change    the same tree again, nothing changed
+    fresh_tree   a second fresh copy of the source with the warm ccache (a new build folder:
+                 every compile goes through ccache, so this is what the cache alone saves)
+
+The result is one object per compiled release in benchmarks/results/real_build.json (merged by
+release, platform and python; written atomically).
+
+    python benchmarks/bench_real_build.py 0.3.1 --python 3.6 --source SRC --work /tmp/bench \\
+        -- --sysroot /srv/bullseye --cc gcc-9 --cxx g++-9
+    ... --phases one_file,no_change --work /tmp/bench    resume: the cold build is already in WORK
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results" / "real_build.json"
+PHASES = ("cold", "one_file", "no_change", "fresh_tree")
+# A file every release compiles, in the order tried: touching it recompiles one object.
+TOUCH_CANDIDATES = ("aten/src/ATen/native/Convolution.cpp", "torch/csrc/autograd/engine.cpp",
+                    "torch/lib/TH/THGeneral.c")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("release")
+    parser.add_argument("--python", required=True)
+    parser.add_argument("--source", required=True, help="a pristine source tree (copied, never changed)")
+    parser.add_argument("--work", required=True, help="folder for the copies, build folders and ccache")
+    parser.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset of " + ", ".join(PHASES))
+    parser.add_argument("--results", default=str(RESULTS))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # After `--`: more `torchwin wheel` options (--sysroot, --cc, --cxx, --jobs).
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = [p for p in phases if p not in PHASES]
+    if unknown:
+        parser.error("--phases: unknown %s; allowed: %s" % (", ".join(unknown), ", ".join(PHASES)))
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    ccache = work / "ccache"
+    measured = {}
+    for phase in phases:
+        tree = work / ("src-fresh" if phase == "fresh_tree" else "src")
+        build = work / ("build-fresh" if phase == "fresh_tree" else "build")
+        if phase in ("cold", "fresh_tree"):
+            for folder in (tree, build) + ((ccache,) if phase == "cold" else ()):
+                shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(args.source, tree, symlinks=True)
+        if phase == "one_file":
+            touched = next((tree / c for c in TOUCH_CANDIDATES if (tree / c).is_file()), None)
+            if touched is None:
+                parser.error("none of %s is in the tree to touch" % ", ".join(TOUCH_CANDIDATES))
+            touched.touch()
+            measured["touched"] = str(touched.relative_to(tree))
+        zero_stats(ccache)
+        load_before = os.getloadavg()[0]
+        result, wall = run_wheel(args.release, args.python, tree, build, ccache, extra)
+        measured[phase] = {"build_s": result.get("build_s"), "wall_s": round(wall, 1),
+                           "peak_rss_mb": result.get("peak_rss_mb"), "load_avg_before": round(load_before, 2),
+                           "ccache": ccache_stats(ccache), "exit_code": result.get("exit_code"),
+                           "run_test": result.get("run_test"), "wheel": result.get("wheel")}
+        print("%s: compile %s s, peak %s MB, %s" % (phase, result.get("build_s"), result.get("peak_rss_mb"),
+                                                   measured[phase]["ccache"]), file=sys.stderr)
+        measured["compiler"] = result.get("compiler")
+    record(Path(args.results), args, measured)
+    return 0
+
+
+def run_wheel(release, python, tree, build, ccache, extra):
+    argv = [sys.executable, "-m", "torchwin", "wheel", release, "--python", python, "--source", str(tree),
+            "--build-dir", str(build), "--ccache-dir", str(ccache), *extra]
+    start = time.monotonic()
+    proc = subprocess.run(argv, cwd=str(ROOT))
+    wall = time.monotonic() - start
+    result_file = build / "result.json"
+    if not result_file.is_file():
+        raise SystemExit("torchwin wheel wrote no %s (exit %d)" % (result_file, proc.returncode))
+    return json.loads(result_file.read_text()), wall
+
+
+def zero_stats(ccache):
+    subprocess.run(["ccache", "--zero-stats"], env=dict(os.environ, CCACHE_DIR=str(ccache)), capture_output=True)
+
+
+def ccache_stats(ccache) -> dict:
+    """Hits and misses of the phase (ccache --print-stats, zeroed before it)."""
+    proc = subprocess.run(["ccache", "--print-stats"], env=dict(os.environ, CCACHE_DIR=str(ccache)),
+                          capture_output=True, text=True)
+    stats = dict(line.split("\t", 1) for line in proc.stdout.splitlines() if "\t" in line)
+    keys = {"direct_cache_hit": "direct_hits", "preprocessed_cache_hit": "preprocessed_hits",
+            "cache_miss": "misses"}
+    return {name: int(stats.get(key, 0)) for key, name in keys.items()}
+
+
+def record(path: Path, args, measured):
+    """Merge this release's object into the results file."""
+    entries = json.loads(path.read_text()) if path.is_file() else []
+    key = (args.release, "linux-64", args.python)
+    entry = next((e for e in entries if (e["release"], e["platform"], e["python"]) == key), None)
+    if entry is None:
+        entry = {"release": args.release, "platform": "linux-64", "python": args.python}
+        entries.append(entry)
+    entry.setdefault("phases", {}).update({p: measured[p] for p in PHASES if p in measured})
+    phases = entry["phases"]
+    if "touched" in measured:
+        entry["touched"] = measured["touched"]
+    entry["compiler"] = measured.get("compiler") or entry.get("compiler")
+    cold = (phases.get("cold") or {}).get("build_s")
+    warm = (phases.get("one_file") or {}).get("build_s")
+    entry["cold_s"] = cold
+    entry["warm_s"] = warm
+    entry["warm_no_change_s"] = (phases.get("no_change") or {}).get("build_s")
+    entry["warm_fresh_tree_s"] = (phases.get("fresh_tree") or {}).get("build_s")
+    entry["warm_over_cold"] = round(warm / cold, 3) if cold and warm else None
+    entry["peak_rss_mb"] = max([p.get("peak_rss_mb") or 0 for p in phases.values()] or [0]) or None
+    last = phases.get("cold") or next(iter(phases.values()))
+    entry["wheel"] = last.get("wheel")
+    entry["run_test"] = last.get("run_test")
+    entry.setdefault("conda_package", None)
+    entry.setdefault("conda_package_why", "not built by this script; see `torchwin wheel --conda`")
+    entry["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+    entries.sort(key=lambda e: (e["release"], e["platform"], e["python"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
