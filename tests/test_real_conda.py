@@ -41,8 +41,8 @@ from test_pytorch_solve import (  # noqa: E402
 from test_toolchain_activation import fake_gcc, fake_toolkit  # noqa: E402
 from test_try_it import parse_line, try_lines  # noqa: E402
 from torchwin import recipes  # noqa: E402
-from torchwin.build import channel_labels  # noqa: E402
 from torchwin.channel import repodata  # noqa: E402
+from torchwin.channel.labels import channel_labels  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PLATFORMS = ("linux-64", "win-64")

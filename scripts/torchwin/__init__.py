@@ -8,7 +8,8 @@ own: `doctor/` (can this host build variant X?) and `smoke.py` (does this torch 
 
 What a module may import is LAYERS below: a module imports from its own layer and the layers
 its entry names, nothing else (tests/test_layers.py checks every module, function-level imports
-included, and that no two layers may import each other). Where data flows down the pipeline the
+included, that no two layers may import each other, and that no two modules do, even around a
+loop: a fact two modules share lives in a module below both). Where data flows down the pipeline the
 import goes the other way: build hands its packages to the channel by calling it, so channel
 must not import build; publish uploads what the channel checked; ci runs every step.
 """

@@ -13,7 +13,7 @@ skipped, with the reason and the command to run on a build machine.
 
 Packages go into label main of the channel, unless their recipe keeps them in
 another label with `extra: {torchwin: {label: L}}` (recipes/cuda-runtime:
-label cuda-runtime); L must be a label of channel/channel.yaml.
+label cuda-runtime); L must be a label of channel/channel.yaml (torchwin.channel.labels).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torchwin import recipes
+from torchwin.channel.labels import channel_labels
 from torchwin.errors import Failure, UserError
 from torchwin.render import add_target_platform_argument
 
@@ -157,29 +158,6 @@ def other_platform_notes(recipe_dirs, platforms, rendered) -> list:
         notes.append("%s has no variant for %s; it builds for %s%s"
                      % (recipe_dir.name, ", ".join(platforms), where, hint))
     return notes
-
-
-def channel_labels(variants, config=None) -> dict:
-    """id(variant) -> the channel label its packages go into: main, or the one its recipe names.
-
-    A recipe names one with `extra: {torchwin: {label: L}}`; channel.yaml is read (and L checked
-    against its labels) only when some recipe does.
-    """
-    from torchwin.channel.config import EXTRA_KEY, MAIN, load_channel_config
-
-    extras = {id(v): _extra(v) for v in variants}
-    if not any(EXTRA_KEY in extra for extra in extras.values()):
-        return {id(v): MAIN for v in variants}
-    config = config or load_channel_config()
-    return {id(v): config.pinned_label(extras[id(v)], recipes.display_path(v.recipe_dir / recipes.RECIPE_FILE))
-            or MAIN for v in variants}
-
-
-def _extra(variant: recipes.Variant) -> dict:
-    """The recipe's `extra:` mapping as rendered for this variant ({} when it has none)."""
-    recipe = getattr(variant.rendered, "recipe", None)
-    extra = recipe.to_dict().get("extra") if recipe is not None else None
-    return extra if isinstance(extra, dict) else {}
 
 
 def check_package_format(value: str) -> None:
@@ -418,7 +396,7 @@ def local_channels(variant, channel_dir: Path) -> list:
     (a CUDA 9.1 pytorch's test needs cudatoolkit 9.1 from label cuda-runtime)."""
     from torchwin.channel.config import MAIN
     from torchwin.channel.labels import dependency_labels
-    from torchwin.channel.page import collect
+    from torchwin.channel.records import collect
     from torchwin.channel.store import label_root
 
     channels = [channel_dir.resolve().as_uri()] if (channel_dir / "noarch" / "repodata.json").is_file() else []

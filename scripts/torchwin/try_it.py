@@ -40,7 +40,7 @@ def made_for(variant) -> str | None:
 
 
 def install_lines(outcomes, channel_dir: Path, host=None, records=None, label_only=None) -> list:
-    """The lines to print, main's first. `records` (channel.page.collect of channel_dir) and
+    """The lines to print, main's first. `records` (channel.records.collect of channel_dir) and
     `label_only` ({(subdir, name, minor version)} that only a label of ours carries) are looked up
     when not given."""
     from torchwin.channel.config import MAIN
@@ -108,7 +108,7 @@ def _toolkit_labels(variants, subdir, specs, channel_dir, records, label_only):
         return []
     depends = ["cudatoolkit %s.*" % cuda]
     if records is None:
-        from torchwin.channel.page import collect
+        from torchwin.channel.records import collect
 
         records = collect(channel_dir) if channel_dir.is_dir() else []
     found = dependency_labels(MAIN, subdir, depends, records)
@@ -124,8 +124,8 @@ def labelled_toolkits(platforms) -> set:
     runtime releases defaults never had (recipes/cuda-runtime)."""
     import yaml
 
-    from torchwin.build import channel_labels
     from torchwin.channel.config import EXTRA_KEY, MAIN
+    from torchwin.channel.labels import channel_labels
 
     dirs = []
     for recipe_dir in recipes.all_recipe_dirs():

@@ -11,8 +11,9 @@ import packages
 import pytest
 from rattler_build import ArchiveType
 from torchwin.channel import command as channel
+from torchwin.channel.build_string import compute_of, python_of
 from torchwin.channel.config import load_channel_config
-from torchwin.channel.page import compute_of, python_of, write_page
+from torchwin.channel.page import write_page
 from torchwin.channel.serve import make_server, server_url
 from torchwin.cli import main
 
