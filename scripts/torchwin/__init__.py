@@ -1,7 +1,7 @@
 """torchwin: build, test and publish PyTorch conda packages for Windows (VS2017 + CUDA 9 + MKL).
 
 The folders follow the pipeline: recipes are rendered (`recipes.py`, `render.py`), built
-(`build.py`, `try_it.py`), indexed into a channel (`channel/`) and published to anaconda.org
+(`build.py`, `build_report.py`, `try_it.py`), indexed into a channel (`channel/`) and published to anaconda.org
 (`publish/`); `ci/` drives all of it on GitHub Actions. Beside the pipeline, each usable on its
 own: `doctor/` (can this host build variant X?) and `smoke.py` (does this torch work?).
 `upstream/` reads upstream PyTorch's own files for the facts the recipes depend on.
@@ -23,7 +23,7 @@ LAYERS = {
     "doctor": (("doctor",), ("base", "recipes")),
     "smoke": (("smoke",), ("base",)),
     "channel": (("channel",), ("base", "recipes")),
-    "build": (("build", "try_it"), ("base", "recipes", "doctor", "channel")),
+    "build": (("build", "build_report", "try_it"), ("base", "recipes", "doctor", "channel")),
     "publish": (("publish",), ("base", "recipes", "channel")),
     "ci": (("ci",), ("base", "recipes", "doctor", "smoke", "channel", "build", "publish")),
     "command line": (

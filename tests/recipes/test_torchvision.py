@@ -478,7 +478,7 @@ def test_every_torchvision_build_installs_with_its_own_pytorch(rendered, channel
 def test_build_here_lists_every_variant_as_skipped_with_a_reason(tmp_path, capsys):
     """This host cannot build pytorch, so nothing of torchvision is built: every variant is listed as
     skipped, with why and where to build it, and the run succeeds."""
-    code = main(["build", str(RECIPE), "--target-platform", "all", "--channel-dir", str(tmp_path / "chan")])
+    code = main(["build", str(RECIPE), "--target-platform", "all", "--channel-dir", str(tmp_path / "chan"), "--verbose"])
     out = capsys.readouterr().out
     assert code == 0, out
     total = len(recipes.render([RECIPE], list(PLATFORMS)))
