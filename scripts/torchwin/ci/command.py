@@ -396,7 +396,8 @@ def run_variant_file(args):
         raise UserError(f"--variant-json: {exc}") from None
     text = ci_matrix.variant_file_text(variant)
     _write_atomic(args.output, text)
-    print(text, end="")
+    # One line: the file is where the values are (printing them too made two copies in the log).
+    print("wrote %s: %s" % (args.output, ", ".join("%s=%s" % (k, v) for k, v in sorted(variant.items()))))
     return 0
 
 

@@ -293,10 +293,10 @@ def execute(plan: Plan, download_dir: Path, out=None, dry_run=False, github_env=
         print(line, file=out)
     if dry_run:
         unpinned = [s.download.url for s in plan.steps if not s.download.pinned]
-        if unpinned:
-            print(f"dry run: {len(unpinned)} file(s) are not pinned; a real run refuses them until "
-                  "their sha256 is in the table (see `torchwin ci hash --help`)", file=out)
         print("dry run: nothing was downloaded or changed", file=out, flush=True)
+        if unpinned:  # fails as the real run would (publish --dry-run does the same)
+            raise Failure(f"{len(unpinned)} file(s) are not pinned ({', '.join(unpinned)}); a real run refuses "
+                          "them until their sha256 is in the table (see `torchwin ci hash --help`)")
         return 0
     if plan.platform != host_platform():
         raise UserError(f"this plan is for {plan.platform} but this machine is {host_platform()}; "
