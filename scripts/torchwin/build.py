@@ -198,21 +198,20 @@ def skip_reasons(variant: recipes.Variant, extra_channels) -> list:
         system = "Windows" if variant.subdir.startswith("win") else "Linux"
         return [("needs a %s build machine" % system, "compiling for %s needs a %s build machine (this host is %s)"
                  % (variant.subdir, system, host))]
-    problems = toolchain_problems(variant)
-    if not extra_channels:
-        problems.append(("needs --channel defaults", "its build and host dependencies (python, numpy, mkl...) "
-                                                     "need a channel such as --channel defaults"))
-    return problems
+    return toolchain_problems(variant, extra_channels)
 
 
-def toolchain_problems(variant: recipes.Variant) -> list:
-    """[(check, 'check: what was found')] that `torchwin doctor` finds missing for this variant's toolchain."""
+def toolchain_problems(variant: recipes.Variant, extra_channels=()) -> list:
+    """[(check, 'check: what was found')] that `torchwin doctor --channel ...` finds missing for this
+    variant: its FAILs, and its channel check (a WARN there: conda build needs no --channel)."""
     from torchwin.doctor import command as doctor
+    from torchwin.doctor.host_probes import CHANNEL_CHECK
 
     cuda = variant.variant.get("cuda_compiler_version", "None")
     cuda = "none" if cuda in ("None", None) else str(cuda)
-    checks = doctor.run_checks(target_platform=variant.subdir, cuda=cuda)
-    return [(c.name, "%s: %s" % (c.name, c.found)) for c in checks if c.status == "FAIL"]
+    checks = doctor.run_checks(target_platform=variant.subdir, cuda=cuda, channels=list(extra_channels))
+    return [(c.name, "%s: %s" % (c.name, c.found)) for c in checks
+            if c.status == "FAIL" or (c.name == CHANNEL_CHECK and c.status != "OK")]
 
 
 def script_host_problem(variant: recipes.Variant) -> str:
