@@ -393,3 +393,21 @@ def test_smoke_help_teaches(capsys):
     out = capsys.readouterr().out
     for text in ("--require-cuda", "--expect-version", "--json", "examples:", "TORCHWIN_REQUIRE_CUDA"):
         assert text in out
+
+
+def test_smoke_and_run_test_have_one_option_set(capsys):
+    """Issue 26: run_test.py took --expect-archs, `torchwin smoke` called it an unrecognized argument
+    and its help lacked it. Every option of run_test.py's help is smoke's, and passes through as given."""
+    own = subprocess.run([sys.executable, str(RUN_TEST), "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    with pytest.raises(SystemExit):
+        cli.main(["smoke", "--help"])
+    theirs = capsys.readouterr().out
+    options = set(re.findall(r"^  (--[a-z-]+)", own, re.M)) - {"--help"}
+    assert "--expect-archs" in options
+    assert options == set(re.findall(r"^  (--[a-z-]+)", theirs, re.M)) - {"--help"}
+    given = ["--expect-archs", "3.5;7.0+PTX", "--expect-version", "1.0.0", "--require-cuda",
+             "--timeout-scale", "2", "--only", "cpu", "--json"]
+    args = cli.make_parser().parse_args(["smoke", *given])
+    assert smoke.script_argv(args) == ["--require-cuda", "--expect-version", "1.0.0", "--expect-archs",
+                                          "3.5;7.0+PTX", "--timeout-scale", "2.0", "--only", "cpu", "--json"]
