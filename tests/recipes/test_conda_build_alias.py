@@ -106,3 +106,19 @@ def test_each_release_s_alias_is_tried_once(conda_build):
     _, log = conda_build
     tried = re.findall(r"^[ \t]+- \S+ pytorch-cpu: ", log, re.M)
     assert len(tried) == len(releases()), log[-3000:]
+
+
+def test_render_shows_each_alias_beside_a_python_its_release_builds():
+    """Issue 26: `torchwin render` showed python=3.5 on the alias rows of releases with no 3.5 build."""
+    from torchwin import recipes
+
+    for platform in recipes.PLATFORMS:
+        rendered = recipes.render([RECIPE], [platform])
+        pythons = {}
+        for v in rendered:
+            if v.name == "pytorch" and v.variant["cuda_compiler_version"] == "None":
+                pythons.setdefault(v.version, set()).add(v.variant["python"])
+        aliases = [v for v in rendered if v.name == "pytorch-cpu"]
+        assert aliases
+        for alias in aliases:
+            assert alias.variant["python"] in pythons[alias.version], (platform, alias.version)

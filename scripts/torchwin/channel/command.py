@@ -38,7 +38,7 @@ was killed. Labels and retention come from channel/channel.yaml.
 
 EPILOG = """\
 examples:
-  torchwin channel add output/win-64/pytorch-1.0.0-py36_cuda90_cudnn7_1.tar.bz2
+  torchwin channel add output/win-64/pytorch-1.0.0-py36_cuda90_cudnn7_201.conda
   torchwin channel add --label nightly output/win-64/*.conda
   torchwin channel remove "pytorch 1.0.0 py36_cpu*" --platform win-64
   torchwin channel prune --dry-run
