@@ -324,7 +324,7 @@ def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
                 staging[variant.recipe_dir] = Path(tempfile.mkdtemp(prefix="torchwin-build-"))
             try:
                 outcome = build_one(variant, channel_dir, extra_channels, test, package_format,
-                                    staging[variant.recipe_dir])
+                                    staging[variant.recipe_dir], include_recipe=not is_alias(variant, variants))
             except BaseException:
                 shutil.rmtree(staging.pop(variant.recipe_dir), ignore_errors=True)
                 raise
@@ -343,8 +343,20 @@ def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
     return outcomes
 
 
-def build_one(variant, channel_dir: Path, extra_channels, test, package_format, staging: Path) -> Outcome:
-    """Build and test one variant into staging; its files stay there until add_recipe()."""
+def is_alias(variant: recipes.Variant, variants) -> bool:
+    """A script-less output of a recipe that compiles (pytorch-cpu of recipes/pytorch): a name, no content."""
+    recipe = getattr(variant.rendered, "recipe", None)
+    script = recipe.build.to_dict().get("script") if recipe is not None else None
+    return (not script and not needs_toolchain(variant)
+            and any(needs_toolchain(v) for v in variants if v.recipe_dir == variant.recipe_dir))
+
+
+def build_one(variant, channel_dir: Path, extra_channels, test, package_format, staging: Path,
+              include_recipe=True) -> Outcome:
+    """Build and test one variant into staging; its files stay there until add_recipe().
+
+    include_recipe=False leaves out info/recipe, the engine's copy of the whole recipe folder (for
+    recipes/pytorch ~460 KB of upstream/*.json tables), which an alias has nothing to rebuild from."""
     from rattler_build import ToolConfiguration
 
     channels = local_channels(variant, channel_dir) + list(extra_channels)
@@ -352,7 +364,8 @@ def build_one(variant, channel_dir: Path, extra_channels, test, package_format, 
     try:
         result = variant.rendered.run_build(
             tool_config=ToolConfiguration(test_strategy="native" if test else "skip"),
-            output_dir=staging, channels=channels, no_build_id=True, package_format=package_format)
+            output_dir=staging, channels=channels, no_build_id=True, package_format=package_format,
+            no_include_recipe=not include_recipe)
     except Exception as exc:  # the engine's errors carry the reason in their text
         return Outcome(variant, "failed", time.monotonic() - started, reason=_short(exc))
     return Outcome(variant, "built", time.monotonic() - started, files=tuple(Path(p) for p in result.packages))

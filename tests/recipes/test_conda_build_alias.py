@@ -122,3 +122,34 @@ def test_render_shows_each_alias_beside_a_python_its_release_builds():
         assert aliases
         for alias in aliases:
             assert alias.variant["python"] in pythons[alias.version], (platform, alias.version)
+
+
+def test_torchwin_build_makes_the_alias_only_beside_its_pytorch_and_small(tmp_path):
+    """The engine, as `torchwin build` calls it: with no CPU build of its release in the staging
+    folder the alias fails to resolve (never made); beside one it is made, without info/recipe
+    (the engine copies the whole recipe folder, all upstream/*.json, into every output's)."""
+    import io
+    import tarfile
+    import zipfile
+
+    from backports import zstd
+    from packages import make_package
+    from torchwin import build, recipes
+
+    rendered = recipes.render([RECIPE], ["linux-64"])
+    alias = next(v for v in rendered if v.name == "pytorch-cpu" and v.version == BUILT[0])
+    assert build.is_alias(alias, rendered)
+    assert not build.is_alias(next(v for v in rendered if v.name == "pytorch"), rendered)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    alone = build.build_one(alias, tmp_path / "channel", [], False, "conda:1", staging, include_recipe=False)
+    assert alone.result == "failed" and not list(staging.rglob("pytorch-cpu-*"))
+    make_package(staging, "pytorch", BUILT[0], BUILT[1], subdir="linux-64")
+    made = build.build_one(alias, tmp_path / "channel", [], False, "conda:1", staging, include_recipe=False)
+    assert made.result == "built", made.reason
+    (path,) = made.files
+    with zipfile.ZipFile(path) as archive:
+        info = next(n for n in archive.namelist() if n.startswith("info-"))
+        members = tarfile.open(fileobj=io.BytesIO(zstd.decompress(archive.read(info)))).getnames()
+    assert not [m for m in members if m.startswith("info/recipe")], members
+    assert path.stat().st_size < 16 * 1024, path.stat().st_size
