@@ -1,6 +1,7 @@
 """`torchwin build` end to end with the real engine, channel and installer."""
 
 import asyncio
+import io
 import json
 import os
 import re
@@ -140,6 +141,47 @@ outputs:
   - package: {name: pair-b-broken}
     build: {noarch: generic, script: {interpreter: python, content: "raise SystemExit('deliberate failure')"}}
 """
+
+
+ALIAS_AND_LIB = """\
+recipe: {name: named, version: "1.0"}
+outputs:
+  # An alias sorted before what it names (as pytorch-cpu is not): build must still order it after.
+  - package: {name: named-a-alias}
+    build: {noarch: generic}
+    requirements:
+      host: ["named-b-lib ==1.0 *"]
+      run: ["named-b-lib ==1.0"]
+  - package: {name: named-b-lib}
+    build: {noarch: generic, script: {interpreter: python, content: "%s"}}
+"""
+
+
+@pytest.mark.parametrize("lib_script, results", [
+    ("pass", {"named-a-alias": "built", "named-b-lib": "built"}),
+    ("raise SystemExit('deliberate failure')", {"named-a-alias": "skipped", "named-b-lib": "failed"}),
+])
+def test_an_alias_is_built_after_what_it_names_and_skipped_without_it(tmp_path, capsys, lib_script, results):
+    """As conda build (which cannot resolve its host then), torchwin build never makes an alias
+    without the output it names; it says so instead of failing on the engine's solver error."""
+    from torchwin import build as tw_build
+    from torchwin import recipes
+
+    recipe = tmp_path / "named"
+    recipe.mkdir()
+    (recipe / "recipe.yaml").write_text(ALIAS_AND_LIB % lib_script)
+    rendered = recipes.render([recipe], ["linux-64"])
+    variants = sorted(rendered, key=lambda v: bool(tw_build.sibling_specs(v, rendered)))  # as build's run()
+    assert [v.name for v in variants] == ["named-b-lib", "named-a-alias"]
+    outcomes = tw_build.build_variants(variants, tmp_path / "channel", out=io.StringIO())
+    assert {o.variant.name: o.result for o in outcomes} == results
+    alias = next(o for o in outcomes if o.variant.name == "named-a-alias")
+    if alias.result == "skipped":
+        assert alias.reason == "it needs named-b-lib ==1.0 * in host, and this run built none"
+    # The command orders them so too.
+    main(["build", str(recipe), "--channel-dir", str(tmp_path / "channel2"), "--verbose"])
+    out = capsys.readouterr().out
+    assert out.index("] named-b-lib 1.0") < out.index("] named-a-alias 1.0"), out
 
 
 def test_a_recipe_whose_second_output_fails_adds_none_of_its_packages(tmp_path, capsys):

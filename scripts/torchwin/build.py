@@ -119,7 +119,9 @@ def run(args) -> int:
     ordered = recipes.build_order(recipe_dirs, platforms)
     # render() sorts by recipe name; building needs the dependency order back.
     position = {recipe_dir: index for index, recipe_dir in enumerate(ordered)}
-    rendered = sorted(recipes.render(ordered, platforms), key=lambda v: position[v.recipe_dir])
+    rendered = recipes.render(ordered, platforms)
+    # ... and within a recipe, an output that needs another in host (pytorch-cpu) after the rest.
+    rendered = sorted(rendered, key=lambda v: (position[v.recipe_dir], bool(sibling_specs(v, rendered))))
     elsewhere = other_platform_notes(ordered, platforms, rendered)
     variants = recipes.select(rendered, overrides, ordered, platforms) if overrides else rendered
     labels = channel_labels(variants)  # a label channel.yaml lacks stops the run before any build
@@ -311,6 +313,11 @@ def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
             problems = [("goes with %s's compiled packages" % variant.recipe,
                          "it goes with %s's compiled packages, none of which this host can build" % variant.recipe)]
             hint = WITH_THE_REST % variant.recipe
+        missing = [] if problems else unbuilt_siblings(variant, variants, outcomes)
+        if missing:  # as conda build, which cannot resolve it then: never made without what it names
+            problems = [("its %s is not built" % missing[0].split()[0],
+                         "it needs %s in host, and this run built none" % " and ".join(missing))]
+            hint = WITH_THE_REST % variant.recipe
         channel_label = labels.get(id(variant), "main")
         if problems:
             outcome = Outcome(variant, "skipped", reason="; ".join(full for _, full in problems),
@@ -341,6 +348,29 @@ def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
                 shutil.rmtree(staging.pop(variant.recipe_dir), ignore_errors=True)
     progress.clear()
     return outcomes
+
+
+def sibling_specs(variant: recipes.Variant, variants) -> list:
+    """Its host requirements that name another output of its recipe."""
+    siblings = {v.name for v in variants if v.recipe_dir == variant.recipe_dir and v.name != variant.name}
+    return [spec for spec in variant.host_requirements if spec.partition(" ")[0] in siblings]
+
+
+def unbuilt_siblings(variant: recipes.Variant, variants, outcomes) -> list:
+    """The host requirements of `variant` naming another output of its recipe (pytorch-cpu's
+    `pytorch ==1.1.0 *_cpu_*`) that no variant built so far in this run matches."""
+    import fnmatch
+
+    built = [o.variant for o in outcomes if o.result == "built" and o.variant.recipe_dir == variant.recipe_dir]
+    missing = []
+    for spec in sibling_specs(variant, variants):
+        name, _, rest = spec.partition(" ")
+        version, _, build_glob = rest.strip().partition(" ")
+        version = version.lstrip("=")
+        if not any(v.name == name and (not version or v.version == version)
+                   and fnmatch.fnmatchcase(v.build_string, build_glob or "*") for v in built):
+            missing.append(spec)
+    return missing
 
 
 def is_alias(variant: recipes.Variant, variants) -> bool:
