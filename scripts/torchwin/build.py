@@ -56,8 +56,8 @@ examples:
   torchwin build recipes/pytorch --variant cuda_compiler_version=9.0 --variant python=3.6 \\
       --channel defaults                          on a build machine with the toolchain
 
-After a build, install from the local channel, e.g.:
-  conda install -c file:///path/to/channel/local cuda90
+After a build, install from the local channel (defaults: for cudatoolkit), e.g.:
+  conda install -c file:///path/to/channel/local -c defaults cuda90
 
 A recipe whose `extra: torchwin: label: L` names a label of channel/channel.yaml
 has its packages added to that label (channel/local/label/L/<subdir>/), e.g.

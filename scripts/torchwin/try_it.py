@@ -9,6 +9,9 @@ lines install; another platform's are dry runs with `--subdir`. Each label other
 its own line, as users name it for anaconda.org (see torchwin.labels for why). A CUDA selection
 whose toolkit only our cuda-runtime label carries (defaults never had it) gets that label when
 this channel holds the toolkit, and no line when it does not: that line could not be solved.
+A line needing a package this channel does not hold at all (cudatoolkit, vs2015_runtime: Anaconda's)
+names `-c defaults`, and a note under the lines says which packages it is for: each line solves with
+just the channels it names (tests/test_try_it.py, tests/test_real_conda.py).
 """
 
 from __future__ import annotations
