@@ -212,7 +212,8 @@ def toolchain_problems(variant: recipes.Variant, extra_channels=()) -> list:
     cuda = variant.variant.get("cuda_compiler_version", "None")
     cuda = "none" if cuda in ("None", None) else str(cuda)
     checks = doctor.run_checks(target_platform=variant.subdir, cuda=cuda, channels=list(extra_channels))
-    return [(c.name, "%s: %s" % (c.name, c.found)) for c in checks
+    return [("no --channel for python, numpy, mkl..." if c.name == CHANNEL_CHECK else c.name,
+             "%s: %s" % (c.name, c.found)) for c in checks
             if c.status == "FAIL" or (c.name == CHANNEL_CHECK and c.status != "OK")]
 
 
