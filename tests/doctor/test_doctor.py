@@ -1159,7 +1159,7 @@ def test_doctor_checks_the_channel_build_needs_and_build_skips_for_the_same_reas
     """Issue 26: `doctor --cuda none` said "ready to build", then `torchwin build` skipped every CPU
     pytorch for want of --channel. Both now read one check; doctor says what build will do."""
     code = main(["doctor", "--target-platform", "linux-64", "--cuda", "none", "--build-dir", str(tmp_path)])
-    out = capsys.readouterr().out
+    out = out_without = capsys.readouterr().out
     line = next(x for x in out.splitlines() if "dependency channel" in x)
     assert line.startswith("WARN") and "--channel defaults" in line
     if code == 0:
@@ -1175,8 +1175,11 @@ def test_doctor_checks_the_channel_build_needs_and_build_skips_for_the_same_reas
 
     cpu = next(v for v in recipes.render([recipes.require_repo_root() / "recipes" / "pytorch"], ["linux-64"])
                if v.name == "pytorch" and v.variant["cuda_compiler_version"] == "None")
-    assert "dependency channel" in dict(skip_reasons(cpu, []))
-    assert "dependency channel" not in dict(skip_reasons(cpu, ["defaults"]))
+    from torchwin.doctor.host_probes import CHANNEL_MISSING
+
+    assert "dependency channel: " + CHANNEL_MISSING in [whole for _, whole in skip_reasons(cpu, [])]
+    assert CHANNEL_MISSING in " ".join(out_without.split())
+    assert not [whole for _, whole in skip_reasons(cpu, ["defaults"]) if "dependency channel" in whole]
 
 
 def test_the_compiler_cache_warning_of_a_cpu_build_speaks_of_that_build(win):
