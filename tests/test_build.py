@@ -1,6 +1,7 @@
 """`torchwin build` end to end with the real engine, channel and installer."""
 
 import asyncio
+import io
 import json
 import os
 import re
@@ -40,8 +41,10 @@ def test_build_index_and_install_a_small_recipe(tmp_path, capsys):
                  "--channel-dir", str(channel), "--variant", "cuda_compiler_version=9.2"]) == 0
     out = capsys.readouterr().out
     assert "1 built, 0 failed" in out
+    # (wrapped to the terminal's width)
     assert ("recipes/nvcc: replaced 1 package(s) in %s: a rebuild has the same file names and new bytes "
-            "(timestamps); build replaces in its own local channel, where `channel add` needs --force" % channel) in out
+            "(timestamps); build replaces in its own local channel, where `channel add` needs --force"
+            % channel) in " ".join(out.split())
     assert main(["channel", "verify", "--channel-dir", str(channel)]) == 0
 
     prefix = tmp_path / "env"
@@ -56,10 +59,11 @@ def test_build_index_and_install_a_small_recipe(tmp_path, capsys):
 def test_pytorch_is_rendered_and_reported_skipped_here(tmp_path, capsys):
     channel = tmp_path / "channel"
     code = main(["build", str(ROOT / "recipes" / "pytorch"), "--target-platform", "win-64",
-                 "--channel-dir", str(channel), "--variant", "python=3.6", "--variant", "pytorch_version=1.1.0"])
+                 "--channel-dir", str(channel), "--variant", "python=3.6", "--variant", "pytorch_version=1.1.0",
+                 "--verbose"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "0 built, 0 failed, 2 skipped" in out  # pytorch-cpu has no python key: --variant python drops it
+    assert "0 built, 0 failed, 2 skipped" in out  # pytorch-cpu goes with the release's first Python (3.5)
     assert "needs a Windows build machine" in out
     assert "pytorch for win-64 (2 variants): compiling for win-64 needs a Windows build machine" in out
     assert "e.g. on Windows with VS2017 + CUDA: torchwin build recipes/pytorch --channel defaults --variant" in out
@@ -139,6 +143,47 @@ outputs:
 """
 
 
+ALIAS_AND_LIB = """\
+recipe: {name: named, version: "1.0"}
+outputs:
+  # An alias sorted before what it names (as pytorch-cpu is not): build must still order it after.
+  - package: {name: named-a-alias}
+    build: {noarch: generic}
+    requirements:
+      host: ["named-b-lib ==1.0 *"]
+      run: ["named-b-lib ==1.0"]
+  - package: {name: named-b-lib}
+    build: {noarch: generic, script: {interpreter: python, content: "%s"}}
+"""
+
+
+@pytest.mark.parametrize("lib_script, results", [
+    ("pass", {"named-a-alias": "built", "named-b-lib": "built"}),
+    ("raise SystemExit('deliberate failure')", {"named-a-alias": "skipped", "named-b-lib": "failed"}),
+])
+def test_an_alias_is_built_after_what_it_names_and_skipped_without_it(tmp_path, capsys, lib_script, results):
+    """As conda build (which cannot resolve its host then), torchwin build never makes an alias
+    without the output it names; it says so instead of failing on the engine's solver error."""
+    from torchwin import build as tw_build
+    from torchwin import recipes
+
+    recipe = tmp_path / "named"
+    recipe.mkdir()
+    (recipe / "recipe.yaml").write_text(ALIAS_AND_LIB % lib_script)
+    rendered = recipes.render([recipe], ["linux-64"])
+    variants = sorted(rendered, key=lambda v: bool(tw_build.sibling_specs(v, rendered)))  # as build's run()
+    assert [v.name for v in variants] == ["named-b-lib", "named-a-alias"]
+    outcomes = tw_build.build_variants(variants, tmp_path / "channel", out=io.StringIO())
+    assert {o.variant.name: o.result for o in outcomes} == results
+    alias = next(o for o in outcomes if o.variant.name == "named-a-alias")
+    if alias.result == "skipped":
+        assert alias.reason == "it needs named-b-lib ==1.0 * in host, and this run built none"
+    # The command orders them so too.
+    main(["build", str(recipe), "--channel-dir", str(tmp_path / "channel2"), "--verbose"])
+    out = capsys.readouterr().out
+    assert out.index("] named-b-lib 1.0") < out.index("] named-a-alias 1.0"), out
+
+
 def test_a_recipe_whose_second_output_fails_adds_none_of_its_packages(tmp_path, capsys):
     recipe = tmp_path / "pair"
     recipe.mkdir()
@@ -147,9 +192,10 @@ def test_a_recipe_whose_second_output_fails_adds_none_of_its_packages(tmp_path, 
     assert main(["build", str(recipe), "--channel-dir", str(channel)]) == 1
     out = capsys.readouterr().out
     assert out.index("pair-a-fine 1.0") < out.index("pair-b-broken 1.0")  # the fine one was built first
-    assert "0 built, 1 failed, 0 skipped, 1 built but not added (a package of their recipe failed)" in out
-    assert re.search(r"^recipes/pair: 1 built package\(s\) not added to the channel: pair-b-broken 1\.0 \S+ "
-                     r"failed, and a recipe's packages go into the channel together$", out, re.M), out
+    assert "0 built, 1 failed, 0 skipped, 1 built but not added (a package of their recipe failed)" in (
+        " ".join(out.split()))
+    assert re.search(r"recipes/pair: 1 built package\(s\) not added to the channel: pair-b-broken 1\.0 \S+ "
+                     r"failed, and a recipe's packages go into the channel together", " ".join(out.split())), out
     assert "Try it" not in out
     assert not list(channel.rglob("*.conda"))
 

@@ -207,3 +207,73 @@ def test_no_module_or_class_is_too_long():
                     long.append(f"{module}.{node.name}: {node.end_lineno - node.lineno + 1} lines "
                                 f"(limit {CLASS_LINES}) and no '{CLASS_REASON} ...' reason in its docstring")
     assert long == []
+
+
+def import_graph(sources):
+    """{module: {torchwin modules it imports}}, function-level imports included."""
+    known = set(sources)
+    graph = {}
+    for module, source in sources.items():
+        targets = {target for _, target in imported_modules(module, source, known)}
+        graph[module] = {t for t in targets if t in known and t != module and top_of(t) is not None}
+    return graph
+
+
+def import_circles(sources):
+    """One line per circle of modules that import each other (directly or around a longer loop),
+    each circle named once, by its members in the order the imports go."""
+    graph = import_graph(sources)
+    cycles = {}
+    for start in sorted(graph):
+        found = cycle(_rooted(graph, start))
+        if found:
+            members = found[:-1]
+            turn = members.index(min(members))
+            members = members[turn:] + members[:turn]
+            cycles[tuple(members)] = " -> ".join(members + [members[0]])
+    return sorted(cycles.values())
+
+
+def _rooted(graph, start):
+    """The graph as cycle() takes it (each module listing itself), start first so its loop is found."""
+    ordered = {start: graph[start] | {start}}
+    ordered.update({m: graph[m] | {m} for m in graph if m != start})
+    return ordered
+
+
+def test_no_two_modules_import_each_other():
+    """Not even lazily, around a loop: a circle means neither module can be read (or moved) alone;
+    the fact they share belongs in a module below both."""
+    assert import_circles(module_sources()) == []
+
+
+@pytest.mark.parametrize("sources, circle", [
+    ({"torchwin.build": "def f():\n    from torchwin import try_it\n",
+      "torchwin.try_it": "from torchwin.build import channel_labels\n"},
+     "torchwin.build -> torchwin.try_it -> torchwin.build"),
+    ({"torchwin.ci.downloads": "from torchwin.ci.fetch import fetch\n",
+      "torchwin.ci.fetch": "from torchwin.ci.downloads_check import x\n",
+      "torchwin.ci.downloads_check": "from torchwin.ci import downloads\n", "torchwin.ci": ""},
+     "torchwin.ci.downloads -> torchwin.ci.fetch -> torchwin.ci.downloads_check -> torchwin.ci.downloads"),
+])
+def test_the_circle_check_finds_a_circle(sources, circle):
+    assert import_circles(dict(sources, torchwin="")) == [circle]
+
+
+def test_the_circle_check_passes_a_chain():
+    sources = {"torchwin": "", "torchwin.a": "from torchwin import b\n", "torchwin.b": "from torchwin import c\n",
+               "torchwin.c": "import json\n"}
+    assert import_circles(sources) == []
+
+
+def test_build_string_parsing_has_one_home_below_the_page():
+    """build and try_it read channel records; they must not go through the page (the HTML) for it."""
+    sources = module_sources()
+    graph = import_graph(sources)
+    # Only what writes or serves the page imports it.
+    assert {m for m, targets in graph.items() if "torchwin.channel.page" in targets} == {
+        "torchwin.channel.command", "torchwin.channel.serve"}
+    defining = sorted(m for m, source in sources.items()
+                      for node in ast.parse(source).body
+                      if isinstance(node, ast.FunctionDef) and node.name in ("python_of", "compute_of"))
+    assert defining == ["torchwin.channel.build_string", "torchwin.channel.build_string"]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 from torchwin import recipes
-from torchwin.build import channel_labels
 from torchwin.channel import repodata
+from torchwin.channel.labels import channel_labels
 
 rattler = pytest.importorskip("rattler")
 from rattler.exceptions import SolverError  # noqa: E402

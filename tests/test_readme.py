@@ -73,3 +73,30 @@ def test_user_install_lines():
     for line in ("conda install -c torchwin pytorch ", "conda install -c torchwin pytorch cuda90",
                  "conda install -c torchwin pytorch cpuonly"):
         assert line in README
+
+
+SCREEN = 24  # lines: what a reader sees without scrolling
+
+
+def section(heading):
+    """README's text from `heading` up to the next heading of any level."""
+    text = README.split(heading + "\n", 1)[1]
+    return re.split(r"^#{1,6} ", text, maxsplit=1, flags=re.M)[0].strip("\n")
+
+
+def test_the_user_install_section_fits_a_screen_and_links_the_details():
+    """Before issue 26 one paragraph of channel priority and per-solver picks sat between the
+    install lines and the rest; the command a user needs comes first, the details are linked."""
+    text = section("## Install (users)")
+    assert len(text.splitlines()) <= SCREEN, len(text.splitlines())
+    assert text.lstrip().startswith("`conda install -c torchwin pytorch cuda90`")
+    assert "[docs/install.md](docs/install.md)" in text
+    details = (ROOT / "docs" / "install.md").read_text(encoding="utf-8")
+    assert "conda's classic solver" in details and "channel_priority: strict" in details
+    assert "conda's classic solver" not in README  # one home for it
+
+
+def test_the_maintainer_quick_start_fits_a_screen():
+    text = section("### Quick start on a fresh Linux machine (Python 3.11)")
+    assert len(text.splitlines()) <= SCREEN, len(text.splitlines())
+    assert "<!-- ci:main-command -->" in text and "<!-- ci:test-command -->" in text

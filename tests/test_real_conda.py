@@ -39,10 +39,10 @@ from test_pytorch_solve import (  # noqa: E402
     readme_install_lines,
 )
 from test_toolchain_activation import fake_gcc, fake_toolkit  # noqa: E402
-from test_try_it import parse_line, try_lines  # noqa: E402
+from test_try_it import parse_line, try_lines, try_note  # noqa: E402
 from torchwin import recipes  # noqa: E402
-from torchwin.build import channel_labels  # noqa: E402
 from torchwin.channel import repodata  # noqa: E402
+from torchwin.channel.labels import channel_labels  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PLATFORMS = ("linux-64", "win-64")
@@ -238,7 +238,7 @@ def test_strict_priority_with_the_label_and_a_plain_pytorch_differs_between_solv
     want = classic_pick(reachable or [v for v in builds if v.version == top and
                                       v.variant["cuda_compiler_version"] == "None"])
     assert (linked["pytorch"]["version"], linked["pytorch"]["build_string"]) == (want.version, want.build_string)
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "install.md").read_text()  # README's Install links there for the solvers
     assert "conda's classic solver" in readme and want.version in readme
     # The documented line for that label still works under strict priority with either solver.
     linked, _ = dry_run(channels, names, ["pytorch", "cuda91"], platform, "strict", tmp_path)
@@ -251,19 +251,35 @@ def test_strict_priority_with_the_label_and_a_plain_pytorch_differs_between_solv
 
 # -- torchwin build's "Try it" lines, solved by conda -----------------------------------------------------
 
+def dry_run_as_printed(channels, urls, specs, platform, priority, tmp_path):
+    """conda create --dry-run with exactly the channels a line names (`defaults`: the stand-in)."""
+    args = ["create", "-p", str(tmp_path / "env"), "--dry-run", "--json", "--override-channels"]
+    for url in urls:
+        args += ["-c", channels["defaults"].as_uri() if url == "defaults" else url]
+    out = conda(*args, *specs, env={"CONDA_SUBDIR": platform, "CONDA_CHANNEL_PRIORITY": priority}, check=False)
+    data = json.loads(out.stdout)
+    return ({p["name"]: p for p in data["actions"]["LINK"]} if data.get("success") else None), data
+
+
 @pytest.mark.parametrize("priority", PRIORITIES)
 def test_try_it_lines_solve_with_conda(built, channels, priority, tmp_path):
+    """Each line with only the channels it names (issue 26: the CUDA and win-64 lines needed
+    defaults and did not say so; solved with defaults added, the old test could not tell)."""
     channel, printed = built
     lines = try_lines(printed)
     assert lines
     for line in lines:
         subdir, urls, specs = parse_line(line)
-        assert urls == [channel.resolve().as_uri()], line
-        linked, data = dry_run(channels, ["torchwin"], specs, subdir, priority, tmp_path)
+        assert urls[0] == channel.resolve().as_uri() and set(urls[1:]) <= {"defaults"}, line
+        linked, data = dry_run_as_printed(channels, urls, specs, subdir, priority, tmp_path)
         assert linked is not None, (line, data.get("message"))
         for spec in specs:
             name, _, version = spec.partition("=")
             assert name in linked and linked[name]["version"] == (version or linked[name]["version"]), (line, spec)
+        from_defaults = sorted(n for n, p in linked.items() if channel_of(p) == "defaults")
+        assert bool(from_defaults) == ("defaults" in urls), line
+        for name in from_defaults:
+            assert name in try_note(printed), (line, name)
 
 
 # -- conda build of the script-only recipes: the same packages as torchwin build --------------------------

@@ -232,6 +232,8 @@ def test_malformed_recipe_names_the_file(tmp_path):
     debug = subprocess.run([sys.executable, "-m", "torchwin", "render", str(bad), "--debug"], cwd=ROOT,
                            capture_output=True, text=True)
     assert "Traceback" in debug.stderr
+    assert debug.returncode == 2, "--debug adds the traceback, the exit code stays bad input's"
+    assert debug.stderr.rstrip().splitlines()[-1].startswith("torchwin: error: ")
 
 
 def test_bad_nightly_date_is_refused(monkeypatch):

@@ -435,3 +435,21 @@ def test_mkldnn_expectation_follows_the_build_driver_for_each_platform(monkeypat
 def test_bad_mkldnn_expectation_is_a_usage_error():
     proc = run(["--only", "config.mkldnn"], env=clean_env(TORCHWIN_EXPECT_MKLDNN="facts:9.9.9"))
     assert proc.returncode == 2 and "TORCHWIN_EXPECT_MKLDNN=facts:9.9.9: no upstream facts" in proc.stderr
+
+
+def test_smoke_and_run_test_have_one_option_set(capsys):
+    """Issue 26: run_test.py took --expect-archs, `torchwin smoke` called it an unrecognized argument
+    and its help lacked it. Every option of run_test.py's help is smoke's, and passes through as given."""
+    own = subprocess.run([sys.executable, str(RUN_TEST), "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    with pytest.raises(SystemExit):
+        cli.main(["smoke", "--help"])
+    theirs = capsys.readouterr().out
+    options = set(re.findall(r"^  (--[a-z-]+)", own, re.M)) - {"--help"}
+    assert "--expect-archs" in options
+    assert options == set(re.findall(r"^  (--[a-z-]+)", theirs, re.M)) - {"--help"}
+    given = ["--expect-archs", "3.5;7.0+PTX", "--expect-version", "1.0.0", "--require-cuda",
+             "--timeout-scale", "2", "--only", "cpu", "--json"]
+    args = cli.make_parser().parse_args(["smoke", *given])
+    assert smoke.script_argv(args) == ["--require-cuda", "--expect-version", "1.0.0", "--expect-archs",
+                                          "3.5;7.0+PTX", "--timeout-scale", "2.0", "--only", "cpu", "--json"]

@@ -139,28 +139,58 @@ def make_parser():
         prog="run_test.py",
         description="Check that the torch in this environment works (CPU, DataLoader, CUDA).",
     )
+    add_options(parser)
+    # Internal: run the named checks in this process and append results to a file.
+    parser.add_argument("--child", metavar="NAMES", help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", metavar="PATH", help=argparse.SUPPRESS)
+    return parser
+
+
+# (flag, takes a value): the options users give, here and to `torchwin smoke`, which adds them to its
+# own parser with add_options() and passes them back with given_argv() (one option set, one help).
+OPTIONS = (("--require-cuda", False), ("--expect-version", True), ("--expect-variant", True),
+           ("--expect-magma", False), ("--expect-archs", True), ("--expect-mkldnn", True),
+           ("--timeout-scale", True), ("--only", True), ("--json", False))
+
+
+def add_options(parser):
     parser.add_argument("--require-cuda", action="store_true", default=None,
-                        help="CUDA checks FAIL instead of SKIP without a GPU (env %s=1)" % ENV_REQUIRE_CUDA)
+                        help="CUDA checks FAIL instead of SKIP when no GPU is visible (env %s=1)" % ENV_REQUIRE_CUDA)
     parser.add_argument("--expect-version", metavar="V",
-                        help="torch.__version__ must equal V (env %s)" % ENV_EXPECT_VERSION)
+                        help="torch.__version__ must be V; a local part such as +cpu is ignored (env %s)"
+                        % ENV_EXPECT_VERSION)
     parser.add_argument("--expect-variant", metavar="KIND",
-                        help="cpu, cuda or cudaX.Y: what must be compiled in (env %s)" % ENV_EXPECT_VARIANT)
+                        help="cpu (CUDA must not be compiled in), cuda (CUDA and cuDNN must be), or cudaX.Y "
+                        "such as cuda9.0 (and of that version) (env %s)" % ENV_EXPECT_VARIANT)
     parser.add_argument("--expect-magma", action="store_true", default=None,
-                        help="FAIL instead of SKIP when MAGMA is not compiled in (env %s=1)" % ENV_EXPECT_MAGMA)
+                        help="on a GPU, FAIL instead of SKIP when MAGMA is not compiled in (env %s=1)"
+                        % ENV_EXPECT_MAGMA)
     parser.add_argument("--expect-archs", metavar="LIST",
                         help="GPU architectures that must be compiled in, e.g. 3.0;3.5;7.0+PTX, or facts:X.Y.Z "
                         "(env %s)" % ENV_EXPECT_ARCHS)
     parser.add_argument("--expect-mkldnn", metavar="1|0|facts:X.Y.Z",
                         help="whether MKL-DNN must be compiled in (env %s)" % ENV_EXPECT_MKLDNN)
     parser.add_argument("--timeout-scale", metavar="X", type=float,
-                        help="multiply every check's time bound by X (env %s)" % ENV_TIMEOUT_SCALE)
+                        help="multiply every check's time bound by X, e.g. 3 on a slow machine (env %s)"
+                        % ENV_TIMEOUT_SCALE)
     parser.add_argument("--only", metavar="NAMES",
-                        help="run only these checks: comma-separated names or groups (cpu, cuda, dataloader, ...)")
-    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
-    # Internal: run the named checks in this process and append results to a file.
-    parser.add_argument("--child", metavar="NAMES", help=argparse.SUPPRESS)
-    parser.add_argument("--result-file", metavar="PATH", help=argparse.SUPPRESS)
+                        help="comma-separated checks or groups: import, version, config, cpu, cuda, "
+                        "dataloader, regression, or full names such as cpu.autograd")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON document on stdout: every check, the summary, torch's details")
     return parser
+
+
+def given_argv(args):
+    """The command line that gives this script the options parsed into `args` (by add_options)."""
+    argv = []
+    for flag, takes_value in OPTIONS:
+        value = getattr(args, flag[2:].replace("-", "_"), None)
+        if takes_value and value is not None:
+            argv += [flag, str(value)]
+        elif not takes_value and value:
+            argv.append(flag)
+    return argv
 
 
 def resolve_options(parser, args):

@@ -215,14 +215,27 @@ def answering(finders, lookup):
     return find
 
 
-def run_setup(finders, args, src_dir):
-    """Run setup.py here, in this process, with its executable lookups answered from `finders`."""
+def patch_lookups(finders):
+    """Answer setup.py's executable lookups (shutil.which, distutils' find_executable) from `finders`.
+
+    The names finders lacks go to shutil.which for both: setuptools' find_executable warns that it
+    is deprecated (a DeprecationWarning in every build log) and does the same search."""
     # setuptools first, as setup.py imports it: from 60 on it swaps in its own distutils on import.
     import setuptools  # noqa: F401, I001
     import distutils.spawn
 
-    distutils.spawn.find_executable = answering(finders, distutils.spawn.find_executable)
-    shutil.which = answering(finders, shutil.which)
+    which = shutil.which
+
+    def find_executable(executable, path=None):
+        return which(executable, path=path)
+
+    distutils.spawn.find_executable = answering(finders, find_executable)
+    shutil.which = answering(finders, which)
+
+
+def run_setup(finders, args, src_dir):
+    """Run setup.py here, in this process, with its executable lookups answered from `finders`."""
+    patch_lookups(finders)
     os.chdir(src_dir)
     sys.path.insert(0, src_dir)
     sys.argv = list(args)

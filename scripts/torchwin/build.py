@@ -13,7 +13,7 @@ skipped, with the reason and the command to run on a build machine.
 
 Packages go into label main of the channel, unless their recipe keeps them in
 another label with `extra: {torchwin: {label: L}}` (recipes/cuda-runtime:
-label cuda-runtime); L must be a label of channel/channel.yaml.
+label cuda-runtime); L must be a label of channel/channel.yaml (torchwin.channel.labels).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torchwin import recipes
+from torchwin.build_report import Progress, print_summary, say
+from torchwin.channel.labels import channel_labels
 from torchwin.errors import Failure, UserError
 from torchwin.render import add_target_platform_argument
 
@@ -54,8 +56,8 @@ examples:
   torchwin build recipes/pytorch --variant cuda_compiler_version=9.0 --variant python=3.6 \\
       --channel defaults                          on a build machine with the toolchain
 
-After a build, install from the local channel, e.g.:
-  conda install -c file:///path/to/channel/local cuda90
+After a build, install from the local channel (defaults: for cudatoolkit), e.g.:
+  conda install -c file:///path/to/channel/local -c defaults cuda90
 
 A recipe whose `extra: torchwin: label: L` names a label of channel/channel.yaml
 has its packages added to that label (channel/local/label/L/<subdir>/), e.g.
@@ -73,6 +75,7 @@ class Outcome:
     reason: str = ""
     hint: str = ""
     label: str = "main"  # the channel label its packages went into (or would have)
+    short: str = ""  # a skip's reason without the details: what the summary groups by
 
     @property
     def size(self) -> int:
@@ -94,6 +97,8 @@ def add_parser(subparsers):
     parser.add_argument("--channel", action="append", default=[], metavar="CHANNEL",
                         help="extra channel for build/host/test dependencies, e.g. conda-forge (repeatable)")
     parser.add_argument("--no-test", action="store_true", help="skip the recipes' package tests")
+    parser.add_argument("--verbose", action="store_true",
+                        help="a line per variant (skipped ones too) and the whole reason of each skip")
     parser.add_argument("--package-format", default=None, metavar="FORMAT",
                         help="conda[:LEVEL] or tar-bz2[:LEVEL] (default: %s for nightlies, i.e. when "
                              "TORCHWIN_NIGHTLY is set, else %s)" % (NIGHTLY_PACKAGE_FORMAT, RELEASE_PACKAGE_FORMAT))
@@ -114,7 +119,9 @@ def run(args) -> int:
     ordered = recipes.build_order(recipe_dirs, platforms)
     # render() sorts by recipe name; building needs the dependency order back.
     position = {recipe_dir: index for index, recipe_dir in enumerate(ordered)}
-    rendered = sorted(recipes.render(ordered, platforms), key=lambda v: position[v.recipe_dir])
+    rendered = recipes.render(ordered, platforms)
+    # ... and within a recipe, an output that needs another in host (pytorch-cpu) after the rest.
+    rendered = sorted(rendered, key=lambda v: (position[v.recipe_dir], bool(sibling_specs(v, rendered))))
     elsewhere = other_platform_notes(ordered, platforms, rendered)
     variants = recipes.select(rendered, overrides, ordered, platforms) if overrides else rendered
     labels = channel_labels(variants)  # a label channel.yaml lacks stops the run before any build
@@ -123,12 +130,13 @@ def run(args) -> int:
             ", ".join(platforms), "; ".join(elsewhere) or "no variant matches the --variant values "
                                                          "(see `torchwin render`)"))
     for note in elsewhere:
-        print("note: %s" % note)
-    outcomes = build_variants(variants, channel_dir, extra_channels=args.channel,
-                              test=not args.no_test, package_format=package_format, labels=labels)
-    print_summary(outcomes, channel_dir)
+        say("note: %s" % note, sys.stdout)
+    outcomes = build_variants(variants, channel_dir, extra_channels=args.channel, test=not args.no_test,
+                              package_format=package_format, labels=labels, verbose=args.verbose)
+    print_summary(outcomes, channel_dir, verbose=args.verbose, lines_and_note=install_lines)
     for note in elsewhere:
-        print("\nnot built: %s" % note)
+        print("", flush=True)
+        say("not built: %s" % note, sys.stdout)
     return 1 if any(o.result == "failed" for o in outcomes) else 0
 
 
@@ -159,29 +167,6 @@ def other_platform_notes(recipe_dirs, platforms, rendered) -> list:
     return notes
 
 
-def channel_labels(variants, config=None) -> dict:
-    """id(variant) -> the channel label its packages go into: main, or the one its recipe names.
-
-    A recipe names one with `extra: {torchwin: {label: L}}`; channel.yaml is read (and L checked
-    against its labels) only when some recipe does.
-    """
-    from torchwin.channel.config import EXTRA_KEY, MAIN, load_channel_config
-
-    extras = {id(v): _extra(v) for v in variants}
-    if not any(EXTRA_KEY in extra for extra in extras.values()):
-        return {id(v): MAIN for v in variants}
-    config = config or load_channel_config()
-    return {id(v): config.pinned_label(extras[id(v)], recipes.display_path(v.recipe_dir / recipes.RECIPE_FILE))
-            or MAIN for v in variants}
-
-
-def _extra(variant: recipes.Variant) -> dict:
-    """The recipe's `extra:` mapping as rendered for this variant ({} when it has none)."""
-    recipe = getattr(variant.rendered, "recipe", None)
-    extra = recipe.to_dict().get("extra") if recipe is not None else None
-    return extra if isinstance(extra, dict) else {}
-
-
 def check_package_format(value: str) -> None:
     kind, _, level = value.partition(":")
     ranges = {"conda": (-7, 22), "tar-bz2": (1, 9)}
@@ -199,30 +184,37 @@ def needs_toolchain(variant: recipes.Variant) -> bool:
 
 def why_not_buildable(variant: recipes.Variant, extra_channels) -> str:
     """Empty when this host can build the variant, else the reason."""
+    return "; ".join(full for _, full in skip_reasons(variant, extra_channels))
+
+
+def skip_reasons(variant: recipes.Variant, extra_channels) -> list:
+    """[(short, whole)] of what keeps this host from building the variant: the short form names the
+    check (what the summary groups by), the whole one says what was found ([] when it can)."""
     missing = script_host_problem(variant)
     if missing:
-        return missing
+        return [(missing.split(": ", 1)[0] if ": " in missing else missing, missing)]
     if not needs_toolchain(variant):
-        return ""
+        return []
     host = recipes.host_platform()
     if variant.subdir not in (host, "noarch"):
-        return "compiling for %s needs a %s build machine (this host is %s)" % (
-            variant.subdir, "Windows" if variant.subdir.startswith("win") else "Linux", host)
-    problems = toolchain_problems(variant)
-    if not extra_channels:
-        problems.append("its build and host dependencies (python, numpy, mkl...) need a channel such as "
-                        "--channel defaults")
-    return "; ".join(problems)
+        system = "Windows" if variant.subdir.startswith("win") else "Linux"
+        return [("needs a %s build machine" % system, "compiling for %s needs a %s build machine (this host is %s)"
+                 % (variant.subdir, system, host))]
+    return toolchain_problems(variant, extra_channels)
 
 
-def toolchain_problems(variant: recipes.Variant) -> list:
-    """What `torchwin doctor` finds missing for this variant's toolchain."""
+def toolchain_problems(variant: recipes.Variant, extra_channels=()) -> list:
+    """[(check, 'check: what was found')] that `torchwin doctor --channel ...` finds missing for this
+    variant: its FAILs, and its channel check (a WARN there: conda build needs no --channel)."""
     from torchwin.doctor import command as doctor
+    from torchwin.doctor.host_probes import CHANNEL_CHECK
 
     cuda = variant.variant.get("cuda_compiler_version", "None")
     cuda = "none" if cuda in ("None", None) else str(cuda)
-    checks = doctor.run_checks(target_platform=variant.subdir, cuda=cuda)
-    return ["%s: %s" % (c.name, c.found) for c in checks if c.status == "FAIL"]
+    checks = doctor.run_checks(target_platform=variant.subdir, cuda=cuda, channels=list(extra_channels))
+    return [("no --channel for python, numpy, mkl..." if c.name == CHANNEL_CHECK else c.name,
+             "%s: %s" % (c.name, c.found)) for c in checks
+            if c.status == "FAIL" or (c.name == CHANNEL_CHECK and c.status != "OK")]
 
 
 def script_host_problem(variant: recipes.Variant) -> str:
@@ -292,7 +284,7 @@ def build_command_hint(variant: recipes.Variant) -> str:
 
 
 def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
-                   package_format=RELEASE_PACKAGE_FORMAT, out=None, labels=None) -> list:
+                   package_format=RELEASE_PACKAGE_FORMAT, out=None, labels=None, verbose=False) -> list:
     """Build each variant in order, a recipe's variants into one staging folder; when a recipe's
     last variant is done its packages go into the channel together, before the next recipe builds
     (which may need them), or, if one of its variants failed, none of them do.
@@ -300,12 +292,13 @@ def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
     labels maps id(variant) to the channel label its packages go into (default: main).
     """
     out = out or sys.stdout
+    progress = Progress(out, verbose)
     labels = labels or {}
     outcomes = []
     total = len(variants)
     staging = {}  # recipe_dir -> its staging folder; the engine also uses it as a channel for the recipe's
     #               later outputs (pytorch-cpu's test installs the pytorch CPU build staged before it)
-    reasons = {id(v): why_not_buildable(v, extra_channels) for v in variants}
+    reasons = {id(v): skip_reasons(v, extra_channels) for v in variants}
     # A recipe's script-only outputs (pytorch-cpu) point at its compiled ones:
     # build them only where at least one compiled output can be built.
     compiled_ok = {}
@@ -315,41 +308,86 @@ def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
     for index, variant in enumerate(variants, 1):
         label = "[%d/%d] %s %s %s (%s)" % (index, total, variant.name, variant.version,
                                           variant.build_string, variant.subdir)
-        reason = reasons[id(variant)]
+        problems = reasons[id(variant)]
         hint = None
-        if not reason and compiled_ok.get(variant.recipe) is False:
-            reason = "it goes with %s's compiled packages, none of which this host can build" % variant.recipe
+        if not problems and compiled_ok.get(variant.recipe) is False:
+            problems = [("goes with %s's compiled packages" % variant.recipe,
+                         "it goes with %s's compiled packages, none of which this host can build" % variant.recipe)]
+            hint = WITH_THE_REST % variant.recipe
+        missing = [] if problems else unbuilt_siblings(variant, variants, outcomes)
+        if missing:  # as conda build, which cannot resolve it then: never made without what it names
+            problems = [("its %s is not built" % missing[0].split()[0],
+                         "it needs %s in host, and this run built none" % " and ".join(missing))]
             hint = WITH_THE_REST % variant.recipe
         channel_label = labels.get(id(variant), "main")
-        if reason:
-            outcome = Outcome(variant, "skipped", reason=reason, hint=hint or build_command_hint(variant))
-            print("%s skipped" % label, file=out, flush=True)
+        if problems:
+            outcome = Outcome(variant, "skipped", reason="; ".join(full for _, full in problems),
+                              hint=hint or build_command_hint(variant),
+                              short="; ".join(dict.fromkeys(short for short, _ in problems)))
+            progress.skip("%s skipped" % label)
         else:
             into = "" if channel_label == "main" else " into label %s" % channel_label
-            print("%s building%s..." % (label, into), file=out, flush=True)
+            progress.status("%s building%s..." % (label, into))
             if variant.recipe_dir not in staging:
                 staging[variant.recipe_dir] = Path(tempfile.mkdtemp(prefix="torchwin-build-"))
             try:
                 outcome = build_one(variant, channel_dir, extra_channels, test, package_format,
-                                    staging[variant.recipe_dir])
+                                    staging[variant.recipe_dir], include_recipe=not is_alias(variant, variants))
             except BaseException:
                 shutil.rmtree(staging.pop(variant.recipe_dir), ignore_errors=True)
                 raise
-            detail = "" if outcome.result == "built" else ": " + outcome.reason
-            print("%s %s in %.1fs%s" % (label, outcome.result, outcome.seconds, detail), file=out, flush=True)
+            detail = "" if outcome.result == "built" else " (the reason is below)"
+            progress.line("%s %s in %.1fs%s" % (label, outcome.result, outcome.seconds, detail))
         outcome.label = channel_label
         outcomes.append(outcome)
         last_of_recipe = index == total or variants[index].recipe_dir != variant.recipe_dir
         if last_of_recipe and variant.recipe_dir in staging:
+            progress.clear()
             try:
                 add_recipe([o for o in outcomes if o.variant.recipe_dir == variant.recipe_dir], channel_dir, out)
             finally:
                 shutil.rmtree(staging.pop(variant.recipe_dir), ignore_errors=True)
+    progress.clear()
     return outcomes
 
 
-def build_one(variant, channel_dir: Path, extra_channels, test, package_format, staging: Path) -> Outcome:
-    """Build and test one variant into staging; its files stay there until add_recipe()."""
+def sibling_specs(variant: recipes.Variant, variants) -> list:
+    """Its host requirements that name another output of its recipe."""
+    siblings = {v.name for v in variants if v.recipe_dir == variant.recipe_dir and v.name != variant.name}
+    return [spec for spec in variant.host_requirements if spec.partition(" ")[0] in siblings]
+
+
+def unbuilt_siblings(variant: recipes.Variant, variants, outcomes) -> list:
+    """The host requirements of `variant` naming another output of its recipe (pytorch-cpu's
+    `pytorch ==1.1.0 *_cpu_*`) that no variant built so far in this run matches."""
+    import fnmatch
+
+    built = [o.variant for o in outcomes if o.result == "built" and o.variant.recipe_dir == variant.recipe_dir]
+    missing = []
+    for spec in sibling_specs(variant, variants):
+        name, _, rest = spec.partition(" ")
+        version, _, build_glob = rest.strip().partition(" ")
+        version = version.lstrip("=")
+        if not any(v.name == name and (not version or v.version == version)
+                   and fnmatch.fnmatchcase(v.build_string, build_glob or "*") for v in built):
+            missing.append(spec)
+    return missing
+
+
+def is_alias(variant: recipes.Variant, variants) -> bool:
+    """A script-less output of a recipe that compiles (pytorch-cpu of recipes/pytorch): a name, no content."""
+    recipe = getattr(variant.rendered, "recipe", None)
+    script = recipe.build.to_dict().get("script") if recipe is not None else None
+    return (not script and not needs_toolchain(variant)
+            and any(needs_toolchain(v) for v in variants if v.recipe_dir == variant.recipe_dir))
+
+
+def build_one(variant, channel_dir: Path, extra_channels, test, package_format, staging: Path,
+              include_recipe=True) -> Outcome:
+    """Build and test one variant into staging; its files stay there until add_recipe().
+
+    include_recipe=False leaves out info/recipe, the engine's copy of the whole recipe folder (for
+    recipes/pytorch ~460 KB of upstream/*.json tables), which an alias has nothing to rebuild from."""
     from rattler_build import ToolConfiguration
 
     channels = local_channels(variant, channel_dir) + list(extra_channels)
@@ -357,7 +395,8 @@ def build_one(variant, channel_dir: Path, extra_channels, test, package_format, 
     try:
         result = variant.rendered.run_build(
             tool_config=ToolConfiguration(test_strategy="native" if test else "skip"),
-            output_dir=staging, channels=channels, no_build_id=True, package_format=package_format)
+            output_dir=staging, channels=channels, no_build_id=True, package_format=package_format,
+            no_include_recipe=not include_recipe)
     except Exception as exc:  # the engine's errors carry the reason in their text
         return Outcome(variant, "failed", time.monotonic() - started, reason=_short(exc))
     return Outcome(variant, "built", time.monotonic() - started, files=tuple(Path(p) for p in result.packages))
@@ -386,8 +425,8 @@ def add_recipe(outcomes, channel_dir: Path, out) -> None:
             o.result, o.files = "not added", ()
             o.reason = "%s %s %s failed, and a recipe's packages go into the channel together" % (
                 first.name, first.version, first.build_string)
-        print("recipes/%s: %d built package(s) not added to the channel: %s" % (recipe, len(built), built[0].reason),
-              file=out, flush=True)
+        say("recipes/%s: %d built package(s) not added to the channel: %s" % (recipe, len(built), built[0].reason),
+            out)
         return
     replaced = 0
     try:
@@ -405,12 +444,12 @@ def add_recipe(outcomes, channel_dir: Path, out) -> None:
     except (UserError, Failure) as exc:
         for o in built:
             o.result, o.files, o.reason = "failed", (), str(exc)
-        print("recipes/%s: not added to the channel: %s" % (recipe, exc), file=out, flush=True)
+        say("recipes/%s: not added to the channel: %s" % (recipe, exc), out)
         return
     if replaced:
-        print("recipes/%s: replaced %d package(s) in %s: a rebuild has the same file names and new bytes "
-              "(timestamps); build replaces in its own local channel, where `channel add` needs --force"
-              % (recipe, replaced, channel_dir), file=out, flush=True)
+        say("recipes/%s: replaced %d package(s) in %s: a rebuild has the same file names and new bytes "
+            "(timestamps); build replaces in its own local channel, where `channel add` needs --force"
+            % (recipe, replaced, channel_dir), out)
 
 
 def local_channels(variant, channel_dir: Path) -> list:
@@ -418,7 +457,7 @@ def local_channels(variant, channel_dir: Path) -> list:
     (a CUDA 9.1 pytorch's test needs cudatoolkit 9.1 from label cuda-runtime)."""
     from torchwin.channel.config import MAIN
     from torchwin.channel.labels import dependency_labels
-    from torchwin.channel.page import collect
+    from torchwin.channel.records import collect
     from torchwin.channel.store import label_root
 
     channels = [channel_dir.resolve().as_uri()] if (channel_dir / "noarch" / "repodata.json").is_file() else []
@@ -433,54 +472,9 @@ def _short(exc) -> str:
     return " | ".join(lines[:3]) if lines else type(exc).__name__
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
-        n /= 1024.0
-    return str(n)
-
-
-def print_skipped(outcomes, out):
-    """Skipped variants grouped by reason, each group with one command that builds it elsewhere."""
-    groups: dict = {}
-    for o in outcomes:
-        if o.result == "skipped":
-            groups.setdefault((o.variant.recipe, o.variant.subdir, o.reason), []).append(o)
-    if not groups:
-        return
-    print("\nSkipped, with the reason and where to build them:", file=out)
-    for (recipe, subdir, reason), members in groups.items():
-        print("  %s for %s (%d variant%s): %s" % (recipe, subdir, len(members), "" if len(members) == 1 else "s",
-                                                 reason), file=out)
-        print("    e.g. %s" % members[0].hint, file=out)
-
-
-def print_summary(outcomes, channel_dir: Path, out=None):
-    out = out or sys.stdout
-    rows = [("PACKAGE", "BUILD", "SUBDIR", "SIZE", "SECONDS", "RESULT")]
-    for o in outcomes:
-        v = o.variant
-        rows.append(("%s %s" % (v.name, v.version), v.build_string, v.subdir,
-                     _size(o.size) if o.files else "-", "%.1f" % o.seconds, o.result))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print("", file=out)
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
-    counts = {k: sum(1 for o in outcomes if o.result == k) for k in ("built", "failed", "skipped", "not added")}
-    print("%(built)d built, %(failed)d failed, %(skipped)d skipped" % counts
-          + (", %d built but not added (a package of their recipe failed)" % counts["not added"]
-             if counts["not added"] else ""), file=out)
-    print_skipped(outcomes, out)
-    lines = install_lines(outcomes, channel_dir)
-    if lines:
-        print("\nTry it:", file=out)
-        for line in lines:
-            print("  " + line, file=out)
-
-
-def install_lines(outcomes, channel_dir: Path) -> list:
-    """One solvable install line per platform and build selection (torchwin.try_it says how)."""
+def install_lines(outcomes, channel_dir: Path):
+    """(lines, note): one install line per platform and build selection, each solvable with the
+    channels it names, and why a line names `-c defaults` (torchwin.try_it says how)."""
     from torchwin import try_it
 
-    return try_it.install_lines(outcomes, channel_dir)
+    return try_it.lines_and_note(outcomes, channel_dir)

@@ -9,6 +9,7 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 
 from torchwin import __version__
 from torchwin.errors import Failure, UserError
@@ -67,8 +68,8 @@ def main(argv=None):
     try:
         return int(args.func(args) or 0)
     except (UserError, Failure) as exc:
-        if args.debug:
-            raise
+        if args.debug:  # the traceback too; the exit code stays the error's (2 bad input, 1 failure)
+            traceback.print_exc()
         print("torchwin: error: %s" % exc, file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -52,23 +52,10 @@ def add_parser(subparsers):
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--require-cuda", action="store_true",
-                        help="CUDA checks FAIL instead of SKIP when no GPU is visible "
-                             "(also TORCHWIN_REQUIRE_CUDA=1)")
-    parser.add_argument("--expect-version", metavar="V",
-                        help="torch.__version__ must be V; a local part such as +cpu is ignored")
-    parser.add_argument("--expect-variant", metavar="KIND",
-                        help="cpu (CUDA must not be compiled in), cuda (CUDA and cuDNN must be), "
-                             "or cudaX.Y such as cuda9.0 (and of that version)")
-    parser.add_argument("--expect-magma", action="store_true",
-                        help="on a GPU, FAIL instead of SKIP when MAGMA is not compiled in")
-    parser.add_argument("--timeout-scale", metavar="X",
-                        help="multiply every check's time bound by X, e.g. 3 on a slow machine")
-    parser.add_argument("--only", metavar="NAMES",
-                        help="comma-separated checks or groups: import, version, config, cpu, cuda, "
-                             "dataloader, regression, or full names such as cpu.autograd")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON document on stdout: every check, the summary, torch's details")
+    # run_test.py's own options, from run_test.py: one option set, one help for both.
+    script = _script_module(quiet=True)
+    if script is not None:
+        script.add_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -88,24 +75,26 @@ def find_run_test():
                     "installed at %s; reinstall torchwin with pip" % installed)
 
 
+def _script_module(quiet=False):
+    """run_test.py loaded as a module (its checks do not run): its options and how to pass them on.
+    None when quiet and it cannot be found (the parser is built for every command; `smoke` then says why)."""
+    import importlib.util
+
+    try:
+        path = find_run_test()
+    except UserError:
+        if quiet:
+            return None
+        raise
+    spec = importlib.util.spec_from_file_location("torchwin_run_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def script_argv(args):
     """run_test.py's own flags, for the options given on our command line."""
-    argv = []
-    if args.require_cuda:
-        argv.append("--require-cuda")
-    if args.expect_magma:
-        argv.append("--expect-magma")
-    for flag, value in (
-        ("--expect-version", args.expect_version),
-        ("--expect-variant", args.expect_variant),
-        ("--timeout-scale", args.timeout_scale),
-        ("--only", args.only),
-    ):
-        if value:
-            argv += [flag, value]
-    if args.json:
-        argv.append("--json")
-    return argv
+    return _script_module().given_argv(args)
 
 
 def run(args):

@@ -9,6 +9,9 @@ lines install; another platform's are dry runs with `--subdir`. Each label other
 its own line, as users name it for anaconda.org (see torchwin.labels for why). A CUDA selection
 whose toolkit only our cuda-runtime label carries (defaults never had it) gets that label when
 this channel holds the toolkit, and no line when it does not: that line could not be solved.
+A line needing a package this channel does not hold at all (cudatoolkit, vs2015_runtime: Anaconda's)
+names `-c defaults`, and a note under the lines says which packages it is for: each line solves with
+just the channels it names (tests/test_try_it.py, tests/test_real_conda.py).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from torchwin import recipes
 
 # cpuonly and cuda80 ... cuda92 (recipes/pytorch-select): the packages users name to pick a build.
 CPU_SELECTOR = "cpuonly"
+# Where what this channel does not build comes from (cudatoolkit, vs2015_runtime): Anaconda's channel.
+DEFAULTS = "defaults"
 CUDA_SELECTOR = re.compile(r"^cuda(\d)(\d)$")
 
 
@@ -40,17 +45,24 @@ def made_for(variant) -> str | None:
 
 
 def install_lines(outcomes, channel_dir: Path, host=None, records=None, label_only=None) -> list:
-    """The lines to print, main's first. `records` (channel.page.collect of channel_dir) and
-    `label_only` ({(subdir, name, minor version)} that only a label of ours carries) are looked up
-    when not given."""
+    """The lines to print, main's first."""
+    return lines_and_note(outcomes, channel_dir, host, records, label_only)[0]
+
+
+def lines_and_note(outcomes, channel_dir: Path, host=None, records=None, label_only=None):
+    """(the lines, main's first; a note saying why some name `-c defaults`, or ""). `records`
+    (channel.records.collect of channel_dir) and `label_only` ({(subdir, name, minor version)} that
+    only a label of ours carries) are looked up when not given."""
     from torchwin.channel.config import MAIN
 
     host = host or recipes.host_platform()
     built = [o for o in outcomes if o.result == "built"]
     if not built:
-        return []
+        return [], ""
     uri = channel_dir.resolve().as_uri()
-    lines = []
+    if records is None:
+        records = _records(channel_dir)
+    lines, outside_all = [], set()
     for label in sorted({o.label for o in built}, key=lambda name: (name != MAIN, name)):
         variants = [o.variant for o in built if o.label == label]
         if label == MAIN:
@@ -60,15 +72,51 @@ def install_lines(outcomes, channel_dir: Path, host=None, records=None, label_on
             has_main = (channel_dir / "noarch" / "repodata.json").is_file()
             channels = (["-c " + uri] if has_main else []) + ["-c %s/label/%s" % (uri, label)]
         for subdir, specs in _lines_of(variants, host):
-            extra = []
+            needed = []
             if label == MAIN:
                 needed = _toolkit_labels(variants, subdir, specs, channel_dir, records, label_only)
                 if needed is None:
                     continue  # its toolkit is nowhere this line can reach
-                extra = ["-c %s/label/%s" % (uri, name) for name in needed]
+            extra = ["-c %s/label/%s" % (uri, name) for name in needed]
+            outside = missing_names(specs, subdir, records, [MAIN, label] + needed)
+            # What this channel lacks comes from Anaconda's defaults: the line names it (a user whose
+            # condarc lists only conda-forge, or nothing, would get an UnsatisfiableError naming nothing).
+            outside_all.update(outside)
+            external = ["-c " + DEFAULTS] if outside else []
             command = "conda install" if subdir == host else "conda create --dry-run --subdir %s" % subdir
-            lines.append("%s %s %s" % (command, " ".join(channels + extra), " ".join(specs)))
-    return lines
+            lines.append("%s %s %s" % (command, " ".join(channels + extra + external), " ".join(specs)))
+    note = ("-c %s: for %s, which this channel does not build (Anaconda's own packages)"
+            % (DEFAULTS, ", ".join(sorted(outside_all)))) if outside_all else ""
+    return lines, note
+
+
+def _records(channel_dir: Path) -> list:
+    from torchwin.channel.records import collect
+
+    return collect(channel_dir) if channel_dir.is_dir() else []
+
+
+def missing_names(specs, subdir, records, labels) -> list:
+    """The packages a line's specs need, directly or through the dependencies of what this channel
+    (the given labels) holds for the platform, that the channel has under no version: sorted names."""
+    from torchwin.channel.labels import specs_by_name
+
+    have: dict = {}
+    for r in records:
+        if r.label in labels and r.subdir in (subdir, "noarch"):
+            have.setdefault(r.name, []).append(r)
+    todo, seen, missing = list(specs_by_name(specs)), set(), set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name.startswith("__"):  # __glibc, __cuda: virtual, the machine's
+            continue
+        seen.add(name)
+        if name not in have:
+            missing.add(name)
+            continue
+        for r in have[name]:
+            todo.extend(specs_by_name(r.depends))
+    return sorted(missing)
 
 
 def _lines_of(variants, host):
@@ -107,10 +155,6 @@ def _toolkit_labels(variants, subdir, specs, channel_dir, records, label_only):
     if cuda in (None, "cpu"):
         return []
     depends = ["cudatoolkit %s.*" % cuda]
-    if records is None:
-        from torchwin.channel.page import collect
-
-        records = collect(channel_dir) if channel_dir.is_dir() else []
     found = dependency_labels(MAIN, subdir, depends, records)
     if found:
         return found
@@ -124,8 +168,8 @@ def labelled_toolkits(platforms) -> set:
     runtime releases defaults never had (recipes/cuda-runtime)."""
     import yaml
 
-    from torchwin.build import channel_labels
     from torchwin.channel.config import EXTRA_KEY, MAIN
+    from torchwin.channel.labels import channel_labels
 
     dirs = []
     for recipe_dir in recipes.all_recipe_dirs():

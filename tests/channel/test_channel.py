@@ -567,3 +567,21 @@ def test_adding_new_names_one_by_one_gives_the_same_repodata_as_a_full_index(tmp
         # The .zst next to it says the same as the .json.
         assert json.loads(zstd.decompress((chan / subdir / "repodata.json.zst").read_bytes())) == ours
     assert main(["channel", "verify", "--channel-dir", str(chan)]) == 0
+
+
+def test_the_help_examples_name_builds_the_recipe_makes(capsys):
+    """Issue 26: `channel --help` added pytorch-1.0.0-py36_cuda90_cudnn7_1, a build string no build has
+    (CUDA 9.0's number carries its offset: ..._201)."""
+    import re
+
+    from torchwin import recipes
+
+    made = {v.filename_stem for v in recipes.render([recipes.require_repo_root() / "recipes" / "pytorch"],
+                                                     ["win-64"])}
+    texts = []
+    for argv in (["channel", "--help"], ["channel", "remove", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        texts.append(capsys.readouterr().out)
+    named = set(re.findall(r"(pytorch-\d[\w.]*-py\d+_\w+?_\d+)\.(?:conda|tar\.bz2)", "\n".join(texts)))
+    assert named and named <= made, named - made

@@ -11,8 +11,9 @@ import packages
 import pytest
 from rattler_build import ArchiveType
 from torchwin.channel import command as channel
+from torchwin.channel.build_string import compute_of, python_of
 from torchwin.channel.config import load_channel_config
-from torchwin.channel.page import compute_of, python_of, write_page
+from torchwin.channel.page import write_page
 from torchwin.channel.serve import make_server, server_url
 from torchwin.cli import main
 
@@ -211,3 +212,29 @@ def test_page_renders_in_headless_chromium(page_channel, tmp_path):
     assert shot.stat().st_size > 10_000
     if os.environ.get("TORCHWIN_KEEP_SCREENSHOT"):
         shutil.copy(shot, os.environ["TORCHWIN_KEEP_SCREENSHOT"])
+
+
+def test_the_served_page_names_the_server_it_comes_from(page_channel, capsys):
+    """Issue 26: `channel serve` served index.html telling users `-c torchwin` (anaconda.org); the page
+    it serves now names the server's own URL, while the file on disk keeps what `channel page` wrote."""
+    import threading
+    import urllib.request
+
+    from torchwin.channel.serve import make_server, server_url
+
+    chan, config_file = page_channel
+    assert main(["channel", "page", "--channel-dir", str(chan), "--config", str(config_file)]) == 0
+    capsys.readouterr()
+    server = make_server(chan, 0, quiet=True, config=load_channel_config(config_file))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        url = server_url(server)
+        for path in ("", "index.html"):
+            with urllib.request.urlopen(url + path, timeout=30) as answer:
+                text = answer.read().decode("utf-8")
+            assert "conda install -c %s &quot;pytorch=1.0.1=py36_cpu_*&quot; cpuonly" % url.rstrip("/") in text
+            assert "conda install -c torchwin " not in text
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "conda install -c torchwin " in (chan / "index.html").read_text(encoding="utf-8")

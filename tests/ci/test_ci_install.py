@@ -737,3 +737,23 @@ def test_a_patch_without_its_pin_or_with_unknown_keys_is_refused(table, tmp_path
         path.write_text(yaml.safe_dump(data))
         with pytest.raises(UserError, match=message):
             ci_downloads.load_table(path)
+
+
+def test_a_dry_run_with_an_unpinned_file_fails_as_the_real_run_would(tmp_path, table, capsys):
+    """Issue 26: it said "a real run refuses them" and exited 0."""
+    import copy
+
+    import yaml
+
+    table = copy.deepcopy(table)
+    entry = table["cuda"]["9.0"]["win-64"]["installers"]["local"]
+    entry["sha256"] = None  # as the table writes a file nobody has published a hash for
+    path = tmp_path / "table.yaml"
+    path.write_text(yaml.safe_dump(table))
+    code = main(["ci", "install-cuda", "9.0", "--platform", "win-64", "--dry-run", "--table", str(path),
+                 "--download-dir", str(tmp_path / "d")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "nothing was downloaded or changed" in captured.out
+    assert "1 file(s) are not pinned (%s)" % entry["url"] in captured.err
+    assert not (tmp_path / "d").exists()

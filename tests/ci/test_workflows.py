@@ -779,6 +779,9 @@ def test_variant_file_pins_one_value_per_key(tmp_path, capsys):
     assert pinned["python"] == ["3.6"] and pinned["cuda_build_offset"] == [200]
     assert pinned["cuda_compiler_version"] == ["9.0"] and pinned["cudnn"] == ["7"]
     assert "pytorch_version" not in pinned
+    # --output: the file, and one line saying so (issue 26: it printed the file's text too).
+    printed = capsys.readouterr().out
+    assert printed.count("\n") == 1 and printed.startswith("wrote %s: " % out) and "python=3.6" in printed
     assert main(["ci", "variant-file", "--variant-json", "[1]", "--output", str(out)]) == 2
 
 

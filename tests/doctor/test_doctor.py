@@ -182,7 +182,7 @@ def win_checks(machine, cuda="9.0", **host_overrides):
 
 
 def test_complete_windows_machine_passes_every_check(win):
-    checks = doctor.run_checks("win-64", "9.0", win.root, host=win.complete().host())
+    checks = doctor.run_checks("win-64", "9.0", win.root, host=win.complete().host(), channels=["defaults"])
     assert [c.status for c in checks if c.status != OK] == [], [c for c in checks if c.status != OK]
     names = [c.name for c in checks]
     for expected in (
@@ -668,7 +668,7 @@ def test_linux_machine_with_the_right_toolchain_passes(tmp_path):
         run[executable(tmp_path / "bin" / tool)] = output
     env = {"PATH": str(tmp_path / "bin"), "CUDAHOSTCXX": "gcc-6"}
     host = Host(env=env, system="Linux", run=run, disk_free=lambda p: 100e9, sysroot=tmp_path)
-    checks = doctor.run_checks("linux-64", "9.0", tmp_path, host=host)
+    checks = doctor.run_checks("linux-64", "9.0", tmp_path, host=host, channels=["defaults"])
     assert [c for c in checks if c.status != OK] == []
     found = by_name(checks)
     assert f"{root} (found through the default install folders)" in found["nvcc (CUDA toolkit)"].found
@@ -1153,3 +1153,38 @@ def test_cuda_allowed_per_platform(capsys, tmp_path):
     assert capsys.readouterr().out.startswith("torchwin doctor: linux-64, CUDA 8.0 + cuDNN 7,")
     assert main(["doctor", "--target-platform", "linux-64", "--cuda", "NONE", "--build-dir", str(tmp_path),
                  "--json"]) in (0, 1)
+
+
+def test_doctor_checks_the_channel_build_needs_and_build_skips_for_the_same_reason(tmp_path, capsys):
+    """Issue 26: `doctor --cuda none` said "ready to build", then `torchwin build` skipped every CPU
+    pytorch for want of --channel. Both now read one check; doctor says what build will do."""
+    code = main(["doctor", "--target-platform", "linux-64", "--cuda", "none", "--build-dir", str(tmp_path)])
+    out = out_without = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "dependency channel" in x)
+    assert line.startswith("WARN") and "--channel defaults" in line
+    if code == 0:
+        assert out.strip().splitlines()[-1].endswith("torchwin build needs --channel (see above)")
+    code_with = main(["doctor", "--target-platform", "linux-64", "--cuda", "none", "--build-dir", str(tmp_path),
+                      "--channel", "defaults"])
+    out = capsys.readouterr().out
+    assert re.search(r"^OK\s+dependency channel\s+--channel defaults$", out, re.M), out
+    assert code_with == code
+    # build's reason for the same variant is doctor's check, word for word.
+    from torchwin import recipes
+    from torchwin.build import skip_reasons
+
+    cpu = next(v for v in recipes.render([recipes.require_repo_root() / "recipes" / "pytorch"], ["linux-64"])
+               if v.name == "pytorch" and v.variant["cuda_compiler_version"] == "None")
+    from torchwin.doctor.host_probes import CHANNEL_MISSING
+
+    assert "dependency channel: " + CHANNEL_MISSING in [whole for _, whole in skip_reasons(cpu, [])]
+    assert CHANNEL_MISSING in " ".join(out_without.split())
+    assert not [whole for _, whole in skip_reasons(cpu, ["defaults"]) if "dependency channel" in whole]
+
+
+def test_the_compiler_cache_warning_of_a_cpu_build_speaks_of_that_build(win):
+    win.complete()
+    (win.bin / "sccache.exe").unlink()
+    cpu = win_checks(win, cuda=None)["compiler cache"]
+    assert cpu.status == WARN and "CUDA" not in cpu.found and "hours" not in cpu.found
+    assert "CUDA build" in win_checks(win)["compiler cache"].found

@@ -113,7 +113,8 @@ def read_version(folder: Path) -> str:
 
 
 def build(channel, platform, capsys=None):
-    code = main(["build", str(RECIPE), "--target-platform", platform, "--channel-dir", str(channel)])
+    """`torchwin build --verbose`: the whole reasons of the skips, each on one line."""
+    code = main(["build", str(RECIPE), "--target-platform", platform, "--channel-dir", str(channel), "--verbose"])
     out = capsys.readouterr().out if capsys else ""
     return code, out
 

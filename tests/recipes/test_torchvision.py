@@ -478,7 +478,7 @@ def test_every_torchvision_build_installs_with_its_own_pytorch(rendered, channel
 def test_build_here_lists_every_variant_as_skipped_with_a_reason(tmp_path, capsys):
     """This host cannot build pytorch, so nothing of torchvision is built: every variant is listed as
     skipped, with why and where to build it, and the run succeeds."""
-    code = main(["build", str(RECIPE), "--target-platform", "all", "--channel-dir", str(tmp_path / "chan")])
+    code = main(["build", str(RECIPE), "--target-platform", "all", "--channel-dir", str(tmp_path / "chan"), "--verbose"])
     out = capsys.readouterr().out
     assert code == 0, out
     total = len(recipes.render([RECIPE], list(PLATFORMS)))
@@ -632,3 +632,21 @@ def test_real_conda_picks_matching_builds(conda_channels, platform, specs, torch
 def test_real_conda_refuses_a_cpu_torchvision_on_a_cuda_pytorch(conda_channels, platform, tmp_path):
     specs = ["torchvision=*=*_cpu_*", "pytorch=*=*cuda90*", "python 3.7.*"]
     assert conda_dry_run(conda_channels, MAIN_LINE, platform, specs, "flexible", tmp_path) is None
+
+
+def test_the_lookups_setup_py_makes_raise_no_deprecation_warning(monkeypatch):
+    """Issue 26: a name the finders lack went to setuptools' find_executable, whose DeprecationWarning
+    ("Use shutil.which instead") landed in every build log."""
+    import distutils.spawn
+    import shutil
+    import warnings
+
+    monkeypatch.setattr(distutils.spawn, "find_executable", distutils.spawn.find_executable)
+    monkeypatch.setattr(shutil, "which", shutil.which)
+    driver = load_module(DRIVER, "torchwin_test_build_torchvision_lookups")
+    driver.patch_lookups({"nvcc": "/opt/cuda/bin/nvcc"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert distutils.spawn.find_executable("nvcc") == "/opt/cuda/bin/nvcc"
+        assert distutils.spawn.find_executable("sh") == shutil.which("sh") is not None
+        assert distutils.spawn.find_executable("no-such-tool-here") is None

@@ -38,7 +38,7 @@ was killed. Labels and retention come from channel/channel.yaml.
 
 EPILOG = """\
 examples:
-  torchwin channel add output/win-64/pytorch-1.0.0-py36_cuda90_cudnn7_1.tar.bz2
+  torchwin channel add output/win-64/pytorch-1.0.0-py36_cuda90_cudnn7_201.conda
   torchwin channel add --label nightly output/win-64/*.conda
   torchwin channel remove "pytorch 1.0.0 py36_cpu*" --platform win-64
   torchwin channel prune --dry-run
@@ -292,7 +292,8 @@ def add_parser(subparsers):
         parents=[common],
         formatter_class=fmt,
         help="serve the channel over HTTP on 127.0.0.1",
-        description=_wrap("Serve DIR read-only on http://127.0.0.1:PORT/ until Ctrl+C."),
+        description=_wrap("Serve DIR read-only on http://127.0.0.1:PORT/ until Ctrl+C. Its page (/) is "
+                          "rendered on each request, its install commands naming this server."),
         epilog="example:\n  torchwin channel serve --port 8000\n"
         "  conda install -c http://127.0.0.1:8000/ pytorch",
     )
@@ -404,13 +405,19 @@ def run_page(args):
 def run_serve(args):
     from torchwin.channel.serve import make_server, server_url
 
-    if args.config is not None:  # not needed to serve, but a wrong --config is a mistake to point out
-        load_channel_config(args.config)
+    # For the page served live at / (its commands name this server); a wrong --config is refused,
+    # a missing default one only leaves / to the folder's own index.html.
+    try:
+        config = load_channel_config(args.config)
+    except UserError:
+        if args.config is not None:
+            raise
+        config = None
     channel_dir = _dir(args)
     with channel_store.session(channel_dir, writes=False):
         pass  # only to finish a change a killed command left, before anything is served
     try:
-        server = make_server(channel_dir, args.port, quiet=args.quiet)
+        server = make_server(channel_dir, args.port, quiet=args.quiet, config=config)
     except OSError as exc:
         raise UserError(f"cannot listen on 127.0.0.1:{args.port} ({exc.strerror or exc})") from None
     print(f"serving {channel_dir} at {server_url(server)} (Ctrl+C to stop)", flush=True)

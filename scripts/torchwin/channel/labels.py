@@ -1,4 +1,5 @@
-"""Which extra labels of our channel an install needs: those holding the only match of a dependency.
+"""Which label of our channel a recipe's packages go into (channel_labels), and which extra labels
+an install needs: those holding the only match of a dependency (dependency_labels).
 
 The CUDA 9.1 builds of pytorch sit in label main but need `cudatoolkit 9.1.*`, which only the
 cuda-runtime label carries (defaults never had it). Their install line, the page's command
@@ -10,14 +11,15 @@ from __future__ import annotations
 
 from rattler import MatchSpec, Version, VersionSpec
 
-from torchwin.channel.config import MAIN
+from torchwin.channel.config import EXTRA_KEY, MAIN, load_channel_config
+from torchwin.recipes import RECIPE_FILE, display_path
 
 
 def dependency_labels(label, subdir, depends, records) -> list:
     """Labels other than `label` and main holding what one of `depends` needs and those two lack.
 
     `records`: objects with .label, .name, .version, .subdir and .depends (match-spec strings),
-    e.g. page.collect()'s entries. A record only counts when its own dependencies
+    e.g. records.collect()'s entries. A record only counts when its own dependencies
     leave room for `depends`: the label's cudnn 7.1.3 matches a 9.0 build's `cudnn 7.*` by
     version, but needs cudatoolkit 9.1, which that build excludes.
     """
@@ -58,3 +60,24 @@ def _leaves_room(record, wanted, records) -> bool:
                                       and _matches(wanted[name], other.version) for other in records):
             return False
     return True
+
+
+def channel_labels(variants, config=None) -> dict:
+    """id(variant) -> the channel label its packages go into: main, or the one its recipe names.
+
+    A recipe names one with `extra: {torchwin: {label: L}}`; channel.yaml is read (and L checked
+    against its labels) only when some recipe does.
+    """
+    extras = {id(v): _extra(v) for v in variants}
+    if not any(EXTRA_KEY in extra for extra in extras.values()):
+        return {id(v): MAIN for v in variants}
+    config = config or load_channel_config()
+    return {id(v): config.pinned_label(extras[id(v)], display_path(v.recipe_dir / RECIPE_FILE))
+            or MAIN for v in variants}
+
+
+def _extra(variant) -> dict:
+    """The recipe's `extra:` mapping as rendered for this variant ({} when it has none)."""
+    recipe = getattr(variant.rendered, "recipe", None)
+    extra = recipe.to_dict().get("extra") if recipe is not None else None
+    return extra if isinstance(extra, dict) else {}

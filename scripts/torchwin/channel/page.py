@@ -3,16 +3,13 @@
 The page shows, for each label and PyTorch version, a matrix of platform and
 Python (rows) by CUDA version or CPU (columns); each cell holds the install
 command for exactly that build, its size, its date and, on labels other than
-main, its age. Python and CUDA come from the build string
-(py36_cuda90_cudnn7_201, py36_cpu_201) or, failing that, from the depends.
+main, its age. Python and CUDA are the records' (torchwin.channel.records).
 Everything else in the channel is listed below the matrices.
 """
 
 import html
 import os
-import re
 import tempfile
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,98 +17,10 @@ from rattler import Version
 
 from torchwin.channel.config import MAIN
 from torchwin.channel.labels import dependency_labels
-from torchwin.channel.retention import from_millis
-from torchwin.channel.store import channel_lock, iter_records
+from torchwin.channel.records import collect
+from torchwin.channel.store import channel_lock
 
-TORCH_NAMES = ("pytorch", "pytorch-cpu", "pytorch-nightly", "pytorch-nightly-cpu")
-_BUILD_RE = re.compile(r"^py(?P<py>\d\d+)_(?:cuda(?P<cuda>\d\d+)_cudnn\d+|(?P<cpu>cpu))_\d+$")
-_PY_DEP_RE = re.compile(r"^python\s+(?:>=|==|=)?\s*(\d+)\.(\d+)")
-_CUDATOOLKIT_RE = re.compile(r"^cudatoolkit\s+(?:>=|==|=)?\s*(\d+)\.(\d+)")
-_FEATURE_RE = re.compile(r"^cuda(\d\d+)$")
 STALE_DAYS = 3  # the smoke tests call a nightly stale from this age on
-
-
-@dataclass(frozen=True)
-class Entry:
-    label: str
-    subdir: str
-    filename: str
-    name: str
-    version: str
-    build: str
-    build_number: int
-    size: int
-    timestamp: datetime | None
-    python: str | None
-    compute: str | None  # "9.0" style CUDA version, "cpu", or None when not a PyTorch build
-    depends: tuple = ()
-
-
-def python_of(build, depends):
-    """'py36_...' -> '3.6', 'py310_...' -> '3.10'; else from a 'python >=3.6,<3.7' dependency."""
-    match = re.match(r"^py(\d)(\d+)_", build)
-    if match:
-        return ".".join(match.groups())
-    for dep in depends:
-        match = _PY_DEP_RE.match(dep)
-        if match:
-            return ".".join(match.groups())
-    return None
-
-
-def compute_of(build, depends):
-    """'..._cuda90_...' -> '9.0', '..._cpu_...' -> 'cpu'; else from cudatoolkit/cpuonly/pytorch-mutex."""
-    match = _BUILD_RE.match(build)
-    if match:
-        return "cpu" if match.group("cpu") else _cuda_digits(match.group("cuda"))
-    for dep in depends:
-        parts = dep.split()
-        match = _CUDATOOLKIT_RE.match(dep)
-        if match:
-            return ".".join(match.groups())
-        if parts and parts[0] == "cpuonly":
-            return "cpu"
-        if parts and parts[0] == "pytorch-mutex" and len(parts) == 3:
-            return "cpu" if parts[2] == "cpu" else None
-        if parts and _FEATURE_RE.match(parts[0]):
-            return _cuda_digits(_FEATURE_RE.match(parts[0]).group(1))
-    return None
-
-
-def _cuda_digits(digits):
-    """'90' -> '9.0', '100' -> '10.0': the last digit is the minor version."""
-    return f"{digits[:-1]}.{digits[-1]}"
-
-
-def is_torch(name, build):
-    return name in TORCH_NAMES or bool(_BUILD_RE.match(build))
-
-
-def collect(channel_dir):
-    """Every record of every label of the channel, as Entry objects."""
-    entries = []
-    for label, _root, subdir, filename, rec in iter_records(channel_dir):
-        depends = list(rec.get("depends") or [])
-        build = str(rec.get("build", ""))
-        name = str(rec.get("name", ""))
-        torch = is_torch(name, build)
-        entries.append(
-            Entry(
-                label=label,
-                subdir=subdir,
-                filename=filename,
-                name=name,
-                version=str(rec.get("version", "")),
-                build=build,
-                build_number=int(rec.get("build_number") or 0),
-                size=int(rec.get("size") or 0),
-                timestamp=from_millis(rec.get("timestamp")),
-                python=python_of(build, depends) if torch else None,
-                compute=(compute_of(build, depends) or "unknown") if torch else None,
-                depends=tuple(depends),
-            )
-        )
-    return entries
 
 
 def write_page(channel_dir, config, channel_url=None, output=None, now=None):

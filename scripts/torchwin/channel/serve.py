@@ -7,7 +7,9 @@ connection idle for IDLE_TIMEOUT seconds is closed and at most MAX_CONNECTIONS
 are served at once (more wait in the listen queue), so idle clients cannot pile
 up threads. A malformed request gets its 4xx answer and one log line, never a
 traceback. Updates made while it serves are safe: `channel add` replaces files
-atomically.
+atomically. Given the channel's config, `/` and `/index.html` are the page rendered
+on each request with the server's own URL in its install commands (the page on
+disk names anaconda.org's channel, or whatever `channel page --channel-url` said).
 """
 
 import functools
@@ -53,6 +55,13 @@ class ChannelRequestHandler(SimpleHTTPRequestHandler):
         if "\0" in url_path:  # the file system refuses such names (ValueError), so say it is bad input
             self.send_error(HTTPStatus.BAD_REQUEST, "NUL in the path")
             return None
+        if self.server.page is not None and url_path in ("/", "/index.html"):
+            encoded = self.server.page(server_url(self.server)).encode("utf-8")
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(encoded)))
+            self.end_headers()
+            return io.BytesIO(encoded)
         parts = posixpath.normpath(url_path).split("/")
         if any(p.startswith(".") and p not in (".", "..") for p in parts) or not self._inside(
             self.translate_path(self.path)
@@ -114,6 +123,7 @@ class ChannelServer(ThreadingHTTPServer):
     def __init__(self, address, handler, idle_timeout, max_connections, quiet):
         self.idle_timeout = idle_timeout
         self.quiet = quiet
+        self.page = None  # make_server's: url -> the page's HTML, or None to serve the folder's own
         self.slots = threading.BoundedSemaphore(max_connections)
         super().__init__(address, handler)
 
@@ -138,12 +148,25 @@ class ChannelServer(ThreadingHTTPServer):
             print(f"{client_address[0]}: request failed: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
-def make_server(channel_dir, port=0, quiet=False, idle_timeout=IDLE_TIMEOUT, max_connections=MAX_CONNECTIONS):
-    """A server for channel_dir on 127.0.0.1:port (0: a free port); call serve_forever()."""
+def make_server(channel_dir, port=0, quiet=False, idle_timeout=IDLE_TIMEOUT, max_connections=MAX_CONNECTIONS,
+                config=None):
+    """A server for channel_dir on 127.0.0.1:port (0: a free port); call serve_forever().
+
+    With the channel's `config`, its page is served live with the server's URL as the channel."""
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise UserError(f"--port {port}: allowed 0 to 65535 (0 picks a free port)")
     handler = functools.partial(ChannelRequestHandler, directory=str(Path(channel_dir).resolve()))
-    return ChannelServer((HOST, port), handler, idle_timeout, max_connections, quiet)
+    server = ChannelServer((HOST, port), handler, idle_timeout, max_connections, quiet)
+    if config is not None:
+        server.page = functools.partial(_page, Path(channel_dir), config)
+    return server
+
+
+def _page(channel_dir, config, url):
+    from torchwin.channel.page import render
+    from torchwin.channel.records import collect
+
+    return render(collect(channel_dir), config, channel_url=url)
 
 
 def server_url(server):

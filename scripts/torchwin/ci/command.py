@@ -27,6 +27,7 @@ from pathlib import Path
 from torchwin.ci import downloads as ci_downloads
 from torchwin.ci import gha
 from torchwin.ci import matrix as ci_matrix
+from torchwin.ci.downloads_check import INSTALLER_KINDS, PLATFORMS
 from torchwin.errors import Failure, UserError
 
 EXAMPLES = """\
@@ -220,9 +221,9 @@ def add_parser(subparsers):
                        "the toolkit silently with the sub-packages a PyTorch build needs, and unpack cuDNN "
                        "into it.")
     p.add_argument("version", metavar="X.Y", help="CUDA version, e.g. 9.0")
-    p.add_argument("--platform", choices=ci_downloads.PLATFORMS, default=None,
+    p.add_argument("--platform", choices=PLATFORMS, default=None,
                    help="platform of the plan (default: this machine's)")
-    p.add_argument("--installer", choices=ci_downloads.INSTALLER_KINDS, default="local",
+    p.add_argument("--installer", choices=INSTALLER_KINDS, default="local",
                    help="local: the full installer, every byte pinned (default); network: small, fetches "
                    "its parts from NVIDIA at install time")
     p.add_argument("--install-dir", metavar="DIR",
@@ -240,8 +241,8 @@ def add_parser(subparsers):
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("tool", choices=("vs2017", "cuda"))
     p.add_argument("version", nargs="?", metavar="X.Y", help="CUDA version (for `cuda`)")
-    p.add_argument("--platform", choices=ci_downloads.PLATFORMS, default=None)
-    p.add_argument("--installer", choices=ci_downloads.INSTALLER_KINDS, default="local")
+    p.add_argument("--platform", choices=PLATFORMS, default=None)
+    p.add_argument("--installer", choices=INSTALLER_KINDS, default="local")
     p.add_argument("--download-dir", type=Path, default=None, metavar="DIR")
     p.add_argument("--table", type=Path, default=None, metavar="FILE")
     p.set_defaults(func=run_hash)
@@ -395,7 +396,8 @@ def run_variant_file(args):
         raise UserError(f"--variant-json: {exc}") from None
     text = ci_matrix.variant_file_text(variant)
     _write_atomic(args.output, text)
-    print(text, end="")
+    # One line: the file is where the values are (printing them too made two copies in the log).
+    print("wrote %s: %s" % (args.output, ", ".join("%s=%s" % (k, v) for k, v in sorted(variant.items()))))
     return 0
 
 

@@ -33,12 +33,9 @@ from pathlib import Path
 
 import yaml
 
-from torchwin.ci.fetch import PIN_HINT, check_signature, extract, fetch, file_hashes
+from torchwin.ci.downloads_check import TABLE_NAME, validate_table
+from torchwin.ci.fetch import PIN_HINT, Download, check_signature, extract, fetch, file_hashes
 from torchwin.errors import Failure, UserError
-
-TABLE_NAME = "ci_downloads.yaml"
-PLATFORMS = ("win-64", "linux-64")
-INSTALLER_KINDS = ("local", "network")
 
 
 def default_table_path() -> Path:
@@ -47,8 +44,6 @@ def default_table_path() -> Path:
 
 def load_table(path=None) -> dict:
     """Read and validate the table; a bad entry is one UserError naming its key."""
-    from torchwin.ci.downloads_check import validate_table  # it reads PLATFORMS and the rest from here
-
     path = Path(path) if path else default_table_path()
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -58,24 +53,6 @@ def load_table(path=None) -> dict:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     validate_table(data, str(path))
     return data
-
-
-@dataclass(frozen=True)
-class Download:
-    """One file to fetch: where from, its name on disk, and the hashes it must have."""
-
-    label: str  # what `torchwin ci hash` takes to fetch it again, e.g. "cuda 9.0 --platform win-64"
-    url: str
-    file: str
-    sha256: str | None
-    md5: str | None = None
-    signer: str | None = None  # the organisation its Authenticode signature must name
-    source: str | None = None  # where the hash was published
-
-    @property
-    def pinned(self):
-        """A sha256; or, where the vendor published only an md5, the md5 and the signer together."""
-        return bool(self.sha256 or (self.md5 and self.signer))
 
 
 @dataclass
@@ -329,10 +306,10 @@ def execute(plan: Plan, download_dir: Path, out=None, dry_run=False, github_env=
         print(line, file=out)
     if dry_run:
         unpinned = [s.download.url for s in plan.steps if not s.download.pinned]
-        if unpinned:
-            print(f"dry run: {len(unpinned)} file(s) are not pinned; a real run refuses them until "
-                  "their sha256 is in the table (see `torchwin ci hash --help`)", file=out)
         print("dry run: nothing was downloaded or changed", file=out, flush=True)
+        if unpinned:  # fails as the real run would (publish --dry-run does the same)
+            raise Failure(f"{len(unpinned)} file(s) are not pinned ({', '.join(unpinned)}); a real run refuses "
+                          "them until their sha256 is in the table (see `torchwin ci hash --help`)")
         return 0
     if plan.platform != host_platform():
         raise UserError(f"this plan is for {plan.platform} but this machine is {host_platform()}; "

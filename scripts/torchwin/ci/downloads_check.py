@@ -10,9 +10,12 @@ from __future__ import annotations
 import re
 from pathlib import PurePosixPath
 
-from torchwin.ci.downloads import INSTALLER_KINDS, PLATFORMS, TABLE_NAME
 from torchwin.ci.fetch import url_allowed
 from torchwin.errors import UserError
+
+TABLE_NAME = "ci_downloads.yaml"
+PLATFORMS = ("win-64", "linux-64")
+INSTALLER_KINDS = ("local", "network")
 
 PLACEHOLDERS = ("install_dir", "home", "version")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")

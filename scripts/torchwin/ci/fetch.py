@@ -20,14 +20,10 @@ import tempfile
 import urllib.parse
 import urllib.request
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
 from torchwin.errors import Failure
-
-if TYPE_CHECKING:
-    from torchwin.ci.downloads import Download
-
 
 _CHUNK = 1 << 20
 PIN_HINT = (
@@ -35,6 +31,25 @@ PIN_HINT = (
     "NVIDIA's published md5 where the table has one and prints the sha256; put that value in "
     "scripts/torchwin/data/ci_downloads.yaml"
 )
+
+
+@dataclass(frozen=True)
+class Download:
+    """One file to fetch: where from, its name on disk, and the hashes it must have."""
+
+    label: str  # what `torchwin ci hash` takes to fetch it again, e.g. "cuda 9.0 --platform win-64"
+    url: str
+    file: str
+    sha256: str | None
+    md5: str | None = None
+    signer: str | None = None  # the organisation its Authenticode signature must name
+    source: str | None = None  # where the hash was published
+
+    @property
+    def pinned(self):
+        """A sha256; or, where the vendor published only an md5, the md5 and the signer together."""
+        return bool(self.sha256 or (self.md5 and self.signer))
+
 
 
 def _is_loopback(host):

@@ -186,10 +186,11 @@ def nvtoolsext_facts(recipe_dir=None):
     return found[-1] if found else (fallback[0], fallback[1], False)
 
 
-def run_checks(target_platform, cuda, build_dir=None, host=None, cudnn=None):
+def run_checks(target_platform, cuda, build_dir=None, host=None, cudnn=None, channels=()):
     """All checks for building `target_platform` with CUDA `cuda` ('9.0', or None / 'none' for CPU).
 
     `cudnn` is the variant's cuDNN major ("7"); None takes it from the rendered pytorch recipe.
+    `channels`: the --channel values `torchwin build` would get (checked last).
     """
     target_platform = check_target_platform(target_platform)
     cuda = parse_cuda(cuda)
@@ -198,10 +199,12 @@ def run_checks(target_platform, cuda, build_dir=None, host=None, cudnn=None):
     if cuda and cudnn is None:
         cudnn = expected_cudnn(target_platform, cuda)
     if target_platform == "win-64":
-        return _windows_checks(host, cuda, build_dir, cudnn)
-    facts = recipe_cuda(target_platform)
-    conda_gcc = None if facts is None else facts.conda_gcc.get(cuda or "none")
-    return _linux_checks(host, cuda, build_dir, cudnn, conda_gcc)
+        checks = _windows_checks(host, cuda, build_dir, cudnn)
+    else:
+        facts = recipe_cuda(target_platform)
+        conda_gcc = None if facts is None else facts.conda_gcc.get(cuda or "none")
+        checks = _linux_checks(host, cuda, build_dir, cudnn, conda_gcc)
+    return checks + [host_probes.check_channels(list(channels))]
 
 
 def _windows_checks(host, cuda, build_dir, cudnn=None):
@@ -232,7 +235,7 @@ def _windows_checks(host, cuda, build_dir, cudnn=None):
         linux_probes.check_mkl(host),
         host_probes.check_tool(host, "ninja", "pip install ninja (or conda install ninja)"),
         host_probes.check_tool(host, "cmake", "pip install cmake (or conda install cmake)"),
-        host_probes.check_compiler_cache(host),
+        host_probes.check_compiler_cache(host, cuda),
         windows_probes.check_path_length(host),
         host_probes.check_path_duplicates(host),
     ]
@@ -255,7 +258,7 @@ def _linux_checks(host, cuda, build_dir, cudnn=None, conda_gcc=None):
     checks += [
         host_probes.check_tool(host, "ninja", "pip install ninja (or apt-get install ninja-build)"),
         host_probes.check_tool(host, "cmake", "pip install cmake (or apt-get install cmake)"),
-        host_probes.check_compiler_cache(host),
+        host_probes.check_compiler_cache(host, cuda),
     ]
     return checks
 
@@ -280,6 +283,8 @@ def format_report(checks, target_platform, cuda, build_dir, cudnn=None):
             lines.append(f"{'':<4}  {'':<{width}}  fix: {c.fix}")
     counts = {s: sum(1 for c in checks if c.status == s) for s in (FAIL, WARN, OK)}
     verdict = "ready to build" if ok(checks) else "not ready: fix the FAIL lines first"
+    if ok(checks) and any(c.name == host_probes.CHANNEL_CHECK and c.status != OK for c in checks):
+        verdict = "ready to build with conda build; torchwin build needs --channel (see above)"
     lines.append(f"{counts[FAIL]} FAIL, {counts[WARN]} WARN, {counts[OK]} OK: {verdict}")
     return "\n".join(lines)
 
@@ -311,6 +316,8 @@ def add_parser(subparsers):
         metavar="DIR",
         help="folder the build will use, for the disk space check (default: current folder)",
     )
+    parser.add_argument("--channel", action="append", default=[], metavar="CHANNEL",
+                        help="the channel(s) you will give `torchwin build --channel` (repeatable)")
     parser.add_argument("--json", action="store_true", help='print {"ok": bool, "checks": [...]} instead')
     parser.set_defaults(func=run)
 
@@ -324,7 +331,7 @@ def run(args):
         cuda = parse_cuda(FALLBACK_CUDA if facts is None else facts.default)
     cudnn = facts.cudnn.get(cuda) if facts is not None and cuda else None
     build_dir = Path(args.build_dir).resolve() if args.build_dir else Path.cwd()
-    checks = run_checks(target_platform, cuda, build_dir, cudnn=cudnn)
+    checks = run_checks(target_platform, cuda, build_dir, cudnn=cudnn, channels=args.channel)
     if args.json:
         print(json.dumps(as_json(checks), indent=2))
     else:

