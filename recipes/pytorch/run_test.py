@@ -10,7 +10,9 @@ set it without editing the command line (a flag wins over the variable):
     TORCHWIN_REQUIRE_CUDA=1      CUDA checks FAIL instead of SKIP when no GPU is visible
                                  (ignored when the expected variant is cpu, so a GPU job can
                                  set it for every package it tests)
-    TORCHWIN_EXPECT_VERSION=V    torch.__version__ must be V (a local part like "+cpu" is ignored)
+    TORCHWIN_EXPECT_VERSION=V    torch.__version__ must be V (a local part like "+cpu" is ignored), or
+                                 `facts:TABLE`: what build_driver.py stamps for upstream/TABLE.json
+                                 (0.3's Windows fork: 0.3.0b0+591e73e)
     TORCHWIN_EXPECT_VARIANT=...  cpu: CUDA must not be compiled in; cuda: CUDA and cuDNN must be;
                                  cuda9.0: and torch.version.cuda must be 9.0
     TORCHWIN_EXPECT_MAGMA=1      the MAGMA check FAILs instead of SKIPs when MAGMA is not compiled in
@@ -164,8 +166,15 @@ def resolve_options(parser, args):
         args.require_cuda = env_flag(ENV_REQUIRE_CUDA)
     if args.expect_magma is None:
         args.expect_magma = env_flag(ENV_EXPECT_MAGMA)
+    source = "--expect-version"
     if not args.expect_version:
         args.expect_version = os.environ.get(ENV_EXPECT_VERSION, "").strip() or None
+        source = ENV_EXPECT_VERSION
+    if args.expect_version and args.expect_version.startswith("facts:"):
+        try:
+            args.expect_version = facts_version(args.expect_version, source)
+        except ValueError as exc:
+            parser.error(str(exc))
     source = "--expect-variant"
     if not args.expect_variant:
         args.expect_variant = os.environ.get(ENV_EXPECT_VARIANT, "").strip() or None
@@ -212,14 +221,7 @@ def expected_archs(value, variant, source):
         if not (variant or "").startswith("cuda") or len(variant) <= 4:
             raise ValueError("%s=%s needs the CUDA version too (--expect-variant cudaX.Y or %s)"
                              % (source, value, ENV_EXPECT_VARIANT))
-        here = os.path.dirname(os.path.abspath(__file__))
-        sys.path.insert(0, here)
-        try:
-            import build_driver
-        except ImportError:
-            raise ValueError("%s=%s: build_driver.py is not next to %s" % (source, value, __file__))
-        finally:
-            sys.path.remove(here)
+        build_driver, here = import_build_driver(source, value)
         try:
             facts = build_driver.load_facts(here, release)
             value = build_driver.cuda_arch_list(facts, variant[4:])
@@ -230,6 +232,34 @@ def expected_archs(value, variant, source):
     if bad or not entries:
         raise ValueError("%s=%r: expected architectures such as 3.0;3.5;7.0+PTX" % (source, value))
     return ";".join(entries)
+
+
+def import_build_driver(source, value):
+    """(build_driver module, its folder): the recipe ships it next to this file for facts: values."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, here)
+    try:
+        import build_driver
+    except ImportError:
+        raise ValueError("%s=%s: build_driver.py is not next to %s" % (source, value, __file__))
+    finally:
+        sys.path.remove(here)
+    return build_driver, here
+
+
+def facts_version(value, source):
+    """`facts:TABLE`: the torch.__version__ the build driver stamps for upstream/TABLE.json.
+
+    A build of a fork's commit (0.3's Windows builds) reports the fork's own version and commit,
+    0.3.0b0+591e73e, not the conda package's 0.3.0.
+    """
+    table = value[len("facts:"):]
+    build_driver, here = import_build_driver(source, value)
+    try:
+        facts = build_driver.load_facts(here, table)
+        return build_driver.torch_version({"version": facts["release"]}, facts)
+    except (build_driver.BuildConfigError, KeyError) as exc:
+        raise ValueError("%s=%s: %s" % (source, value, exc))
 
 
 def arch_names(arch_list):

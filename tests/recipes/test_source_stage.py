@@ -241,8 +241,14 @@ def test_each_release_clones_its_pinned_commit_and_every_submodule_but_the_skipp
     sources = rendered_sources(platform)
     assert sorted(sources) == sorted(up.releases_on(platform)) and set(up.releases_on("linux-64")) == set(up.releases())
     for release, (main, *listed) in sources.items():
-        facts, skipped = up.facts(release), up.skipped(release)
-        assert main["rev"] == "refs/tags/" + facts["tag"] and main["expected_commit"] == facts["commit"], release
+        facts, skipped = up.facts(release, platform), up.skipped(release)
+        if facts["tag"]:
+            assert main["git"] == "https://github.com/pytorch/pytorch.git", release
+            assert main["rev"] == "refs/tags/" + facts["tag"] and main["expected_commit"] == facts["commit"], release
+        else:
+            # 0.3 on Windows: the fork's branch, pinned by the commit its table was read from.
+            assert platform == "win-64" and main["git"] == facts["repository"] + ".git", release
+            assert main["rev"] == main["expected_commit"] == facts["commit"], release
         if not skipped:
             # The engine's own recursive clone: nothing listed, nothing turned off.
             assert main.get("submodules", True) is True and listed == [], release
