@@ -393,3 +393,34 @@ def test_smoke_help_teaches(capsys):
     out = capsys.readouterr().out
     for text in ("--require-cuda", "--expect-version", "--json", "examples:", "TORCHWIN_REQUIRE_CUDA"):
         assert text in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Opt-in: a real torch 0.3 (the 2017 API: Variables, volatile, no torch.tensor / .item() /
+# torch.version.cuda). None installs here from a package index; point TORCHWIN_TORCH03_PYTHON at
+# the Python of an environment where a compiled 0.3.x is installed.
+# ---------------------------------------------------------------------------------------------
+
+TORCH03_PYTHON = os.environ.get("TORCHWIN_TORCH03_PYTHON")
+
+
+@pytest.mark.skipif(not TORCH03_PYTHON, reason="opt-in: set TORCHWIN_TORCH03_PYTHON to a Python with torch 0.3.x")
+def test_every_check_is_meaningful_on_torch_0_3():
+    probe = subprocess.run([TORCH03_PYTHON, "-c", "import torch, sys; sys.stdout.write(torch.__version__)"],
+                           capture_output=True, text=True, timeout=300, check=True, cwd="/")
+    version = probe.stdout.strip()
+    assert version.startswith("0.3"), version
+    proc = subprocess.run([TORCH03_PYTHON, str(RUN_TEST), "--json", "--expect-version", version,
+                           "--expect-variant", "cpu"], env=clean_env(), capture_output=True, text=True,
+                          timeout=1800, cwd=str(REPO), check=False)
+    document = json.loads(proc.stdout)
+    checks = by_name(document)
+    assert [c["name"] for c in document["checks"]] == ALL_CHECKS
+    # Every check that needs no GPU passes, the 2017 regressions and the documented limits included.
+    not_passed = {name: (c["status"], c["reason"]) for name, c in checks.items()
+                  if not name.startswith("cuda.") and c["status"] != "PASS"}
+    assert not not_passed, not_passed
+    assert "volatile Variable stops tracking" in checks["cpu.autograd"]["reason"]
+    assert "an MKL library loaded" in checks["config.mkl"]["reason"]
+    assert "bound 24 MiB" in checks["regression.dataloader_memory"]["reason"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
