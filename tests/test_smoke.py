@@ -424,3 +424,40 @@ def test_every_check_is_meaningful_on_torch_0_3():
     assert "an MKL library loaded" in checks["config.mkl"]["reason"]
     assert "bound 24 MiB" in checks["regression.dataloader_memory"]["reason"]
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+# 0.3's torch/version.py holds only __version__; the CUDA extension says what it was compiled with.
+TORCH03_CUDA = """\
+__version__ = "0.3.0b0+591e73e"
+class version:
+    pass
+class _C:
+    has_cudnn = True
+    @staticmethod
+    def _cuda_getCompiledVersion():
+        return 9000
+"""
+
+
+def test_a_0_3_cuda_build_is_recognised_without_torch_version_cuda(tmp_path):
+    env = fake_torch(tmp_path, TORCH03_CUDA)
+    env.update(TORCHWIN_EXPECT_VARIANT="cuda9.0", TORCHWIN_EXPECT_VERSION="facts:0.3.0-win-64")
+    proc = run(["--json", "--only", "config.cuda,version"], env=env)
+    checks = by_name(json.loads(proc.stdout))
+    assert checks["config.cuda"]["status"] == "PASS", checks["config.cuda"]
+    assert checks["config.cuda"]["reason"] == "CUDA 9.0 compiled in with cuDNN, as expected"
+    # The fork's build stamps its own version; the recipe's facts: value derives it.
+    assert checks["version"]["status"] == "PASS" and "0.3.0b0+591e73e" in checks["version"]["reason"]
+    assert proc.returncode == 0
+    env.update(TORCHWIN_EXPECT_VARIANT="cuda9.2")
+    checks = by_name(json.loads(run(["--json", "--only", "config.cuda"], env=env).stdout))
+    assert "expected CUDA 9.2, but torch.version.cuda is 9.0" in checks["config.cuda"]["reason"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows builds document no torch.distributed")
+def test_a_linux_torch_without_distributed_fails_the_distributed_check(tmp_path):
+    env = fake_torch(tmp_path, '__version__ = "0.3.0"\n')
+    proc = run(["--json", "--only", "config.distributed"], env=env)
+    result = by_name(json.loads(proc.stdout))["config.distributed"]
+    assert (result["status"], proc.returncode) == ("FAIL", 1)
+    assert "torch.distributed is not available (no module); the Linux builds ship it" in result["reason"]
