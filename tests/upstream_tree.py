@@ -200,6 +200,22 @@ def shallow_tag_repo(repo, tag, dest):
     return dest
 
 
+def shallow_commit_repo(repo, commit, dest):
+    """A bare repository holding only `commit` at depth 1, fetched from repo through a ref that points at it
+    (a fork's branch tip: refs/remotes/origin/v0.3.0_win in a clone), as refs/heads/<its name>."""
+    refs = git(repo, "for-each-ref", "--points-at", commit, "--format=%(refname)").stdout.decode().split()
+    ref = next(r for r in refs if not r.endswith("/HEAD"))
+    git(dest.parent, "init", "-q", "--bare", str(dest))
+    branch = f"refs/heads/{ref.rsplit('/', 1)[-1]}"
+    git(dest, "fetch", "-q", "--depth", "1", str(repo), f"+{ref}:{branch}")
+    git(dest, "symbolic-ref", "HEAD", branch)  # a clone starts from the remote's HEAD
+    # The engine clones its (here shallow) cache into the checkout, and a clone from a shallow repository
+    # copies only what branches and tags reach: its cache keeps branches as remotes/origin/*, so a tag
+    # carries the commit across (a full clone, as from GitHub, copies every object).
+    git(dest, "tag", f"torchwin-pin-{commit[:10]}", commit)
+    return dest
+
+
 def shallow_fetching_git(folder):
     """A folder with a `git` that runs the real one, adding --update-shallow to `git fetch`."""
     import shutil
