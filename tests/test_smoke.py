@@ -461,3 +461,13 @@ def test_a_linux_torch_without_distributed_fails_the_distributed_check(tmp_path)
     result = by_name(json.loads(proc.stdout))["config.distributed"]
     assert (result["status"], proc.returncode) == ("FAIL", 1)
     assert "torch.distributed is not available (no module); the Linux builds ship it" in result["reason"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="on Windows every release documents no torch.distributed")
+def test_a_0_3_torch_without_distributed_passes_as_documented(tmp_path):
+    """The 2017 builds listed no torch.distributed among their limits: absent is a PASS for 0.3."""
+    env = fake_torch(tmp_path, '__version__ = "0.3.1"\nclass FloatTensor:\n    pass\n')
+    proc = run(["--json", "--only", "config.distributed"], env=env)
+    result = by_name(json.loads(proc.stdout))["config.distributed"]
+    assert (result["status"], proc.returncode) == ("PASS", 0), result
+    assert result["reason"] == "torch.distributed is not compiled in, as documented for the 0.3 builds (torch 0.3.1)"

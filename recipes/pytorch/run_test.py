@@ -377,6 +377,11 @@ def max_abs_diff(torch, a, b):
 KINDS = {"double": ("float64", "DoubleTensor"), "float": ("float32", "FloatTensor"), "long": ("int64", "LongTensor")}
 
 
+def legacy_api(torch):
+    """True for 0.3 and older, asked without computing anything: torch.tensor() arrived in 0.4."""
+    return hasattr(torch, "FloatTensor") and not hasattr(torch, "tensor")
+
+
 def is_legacy(torch):
     """True for torch 0.3 and older: a plain tensor is not an autograd Variable."""
     return not isinstance(torch.zeros(1), torch.autograd.Variable)
@@ -722,8 +727,7 @@ def check_import(ctx):
     torch = ctx.import_torch()
     where = getattr(torch, "__file__", None) or "(no __file__)"
     # torch.tensor() arrived in 0.4; 0.3 builds tensors with torch.FloatTensor & co.
-    legacy = hasattr(torch, "FloatTensor") and not hasattr(torch, "tensor")
-    expected = ("__version__", "Tensor", "tensor", "nn", "autograd", "utils") if not legacy else (
+    expected = ("__version__", "Tensor", "tensor", "nn", "autograd", "utils") if not legacy_api(torch) else (
         "__version__", "Tensor", "FloatTensor", "nn", "autograd", "utils")
     missing = [name for name in expected if not hasattr(torch, name)]
     if missing:
@@ -817,15 +821,15 @@ def check_cuda_config(ctx):
 @check("config.distributed", timeout=60)
 def check_distributed(ctx):
     """The Linux builds ship torch.distributed; the Windows builds of these releases never had it
-    (setup.py forces it off there before 1.7; the 2017 builds documented it as a limit)."""
+    (setup.py forces it off there before 1.7), and the 2017 builds of 0.3 documented it as a limit."""
     torch = ctx.torch()
     dist = import_submodule("torch.distributed")
     available = dist is not None and hasattr(dist, "is_available") and bool(dist.is_available())
     if available:
         return "torch.distributed is available"
-    if sys.platform == "win32":
-        return "torch.distributed is not compiled in, as documented for the Windows builds (torch %s)" % (
-            torch.__version__)
+    if sys.platform == "win32" or legacy_api(torch):
+        return "torch.distributed is not compiled in, as documented for %s (torch %s)" % (
+            "the Windows builds" if sys.platform == "win32" else "the 0.3 builds", torch.__version__)
     raise CheckFailed("torch.distributed is not available (%s); the Linux builds ship it"
                       % ("no module" if dist is None else "is_available() is False"))
 
@@ -1189,8 +1193,9 @@ def check_cuda_nccl(ctx):
     torch = ctx.gpu()
     compiled = hasattr(getattr(torch, "_C", None), "_nccl_all_reduce")
     if not compiled:
-        if sys.platform == "win32":
-            return "NCCL is not compiled in, as documented for the Windows builds"
+        if sys.platform == "win32" or legacy_api(torch):
+            return "NCCL is not compiled in, as documented for %s" % (
+                "the Windows builds" if sys.platform == "win32" else "the 0.3 builds")
         raise CheckFailed("NCCL is not compiled in (torch._C has no _nccl_all_reduce); the Linux CUDA builds link it")
     nccl = import_submodule("torch.cuda.nccl")
     expect(nccl is not None, "torch.cuda.nccl does not import")
