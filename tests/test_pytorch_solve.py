@@ -395,3 +395,50 @@ def test_windows_builds_carry_the_compilers_run_exports(rendered, tmp_path):
     old = write_channels(rendered, tmp_path / "old", defaults=external_records(vs2015_runtime="14.0.25123"))
     with pytest.raises(SolverError, match="vs2015_runtime"):
         solve(old, MAIN_LINE, "win-64", ["pytorch"], "strict")
+
+
+# -- 0.3: the seed's own releases (win-64 from peterjc123/pytorch's commits), selected like every row --------
+
+OLD_RELEASES = ("0.3.0", "0.3.1")
+OLD_PYTHONS = ("3.5", "3.6")
+
+
+@pytest.mark.parametrize("priority", PRIORITIES)
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("python", OLD_PYTHONS)
+def test_a_plain_pytorch_never_picks_0_3(rendered, channels, platform, python, priority):
+    """0.3 rows exist for every Python a newer release also has: the plain line gets the newer one."""
+    assert any(v.version in OLD_RELEASES for v in pytorch_builds(rendered, platform, python))
+    for line in (MAIN_LINE, LABEL_LINE):
+        got = solve(channels, line, platform, ["pytorch", "python %s.*" % python], priority)
+        assert got["pytorch"].version not in OLD_RELEASES, (line, got["pytorch"].version)
+
+
+@pytest.mark.parametrize("priority", PRIORITIES)
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("release", OLD_RELEASES)
+def test_0_3_is_selected_by_version_with_cpuonly_cudaxy_and_pytorch_cpu(rendered, channels, platform, release,
+                                                                       priority):
+    builds = [v for v in rendered if v.name == "pytorch" and v.subdir == platform and v.version == release]
+    cudas = {v.variant["cuda_compiler_version"] for v in builds}
+    # What the 2017 builds had: CPU and CUDA 9.0 everywhere (the fork's `cuda90`), CUDA 8.0 where our
+    # toolchain builds it (Linux: nvcc 8.0 needs VS2015 on Windows).
+    assert cudas == ({"None", "9.0"} if platform == "win-64" else {"None", "8.0", "9.0"})
+    assert {v.variant["python"] for v in builds} == set(OLD_PYTHONS)
+    for python in OLD_PYTHONS:
+        pin = ["pytorch %s.*" % release, "python %s.*" % python]
+        got = solve(channels, MAIN_LINE, platform, pin, priority)
+        assert got["pytorch"].version == release and "_cuda90_cudnn7_" in got["pytorch"].build
+        assert minor(got["cudatoolkit"].version) == "9.0" and got["cudnn"].version.startswith("7")
+        assert not magma_of(got)  # 0.3 links no MAGMA
+        for specs in (pin + ["cpuonly"], ["pytorch-cpu %s.*" % release, "python %s.*" % python]):
+            got = solve(channels, MAIN_LINE, platform, specs, priority)
+            assert got["pytorch"].version == release and got["pytorch"].build == "py%s_cpu_1" % python.replace(".", "")
+            assert "cudatoolkit" not in got
+        if "8.0" in cudas:
+            got = solve(channels, MAIN_LINE, platform, pin + ["cuda80"], priority)
+            assert got["pytorch"].build.startswith("py%s_cuda80_cudnn7_" % python.replace(".", ""))
+            assert minor(got["cudatoolkit"].version) == "8.0"
+        else:
+            with pytest.raises(SolverError):
+                solve(channels, MAIN_LINE, platform, pin + ["cuda80"], priority)

@@ -401,3 +401,22 @@ def test_conda_run_with_a_mismatched_toolkit_reports_it_and_goes_on_unset(nvcc_e
                 env={"CUDA_PATH_V9_0": str(toolkit), "CC": str(gcc)})
     assert "CUDA_HOME= ACTIVE=" in out.stdout
     assert "is CUDA 9.2, but this package is for CUDA 9.0" in out.stderr
+
+
+# -- 0.3: the seed's own releases, with conda's classic solver ---------------------------------------------
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_conda_selects_0_3_only_when_asked(channels, rendered, platform, tmp_path):
+    """A plain `pytorch` on Python 3.5 gets a newer release; 0.3 comes by version, with cpuonly or cuda90."""
+    builds = [v for v in pytorch_builds(rendered, platform) if v.variant["python"] == "3.5"]
+    assert any(v.version == "0.3.0" for v in builds)
+    linked, data = dry_run(channels, ["torchwin"], ["pytorch", "python=3.5"], platform, "flexible", tmp_path)
+    assert linked is not None, data.get("message")
+    assert linked["pytorch"]["version"] == classic_pick([default_build(builds)]).version != "0.3.0"
+    for specs, build in ((["pytorch=0.3.0", "cpuonly", "python=3.5"], "py35_cpu_1"),
+                         (["pytorch-cpu=0.3.1", "python=3.6"], "py36_cpu_1"),
+                         (["pytorch=0.3.1", "cuda90", "python=3.6"], "py36_cuda90_cudnn7_201")):
+        linked, data = dry_run(channels, ["torchwin"], specs, platform, "strict", tmp_path)
+        assert linked is not None, (specs, data.get("message"))
+        assert (linked["pytorch"]["version"], linked["pytorch"]["build_string"]) == (specs[0].split("=")[1], build)
+        assert not any(name.startswith("magma-") for name in linked)

@@ -58,11 +58,14 @@ def test_json_carries_the_requirements_and_tests_the_ci_stages_are_derived_from(
     builds = [i for i in items if i["name"] == "pytorch"]
     assert builds
     for item in builds:
-        assert "magma-cuda90 2.5.*" in item["host_requirements"], item["host_requirements"]
+        # 0.3's CMake never looks for MAGMA (no MAGMA_HOME read; the 2017 builds had none): no magma for it.
+        magma = not item["version"].startswith("0.3.")
+        assert ("magma-cuda90 2.5.*" in item["host_requirements"]) == magma, item["host_requirements"]
         assert any(r.startswith("nvcc_win-64") for r in item["build_requirements"]), item["build_requirements"]
         scripts = [t["script"] for t in item["tests"] if "script" in t]
         assert scripts and scripts[0]["content"] == "python run_test.py"
-        assert scripts[0]["env"]["TORCHWIN_EXPECT_MAGMA"] == "1"
+        assert scripts[0]["env"]["TORCHWIN_EXPECT_MAGMA"] == ("1" if magma else "0")
+    assert {i["version"] for i in builds} >= {"0.3.0", "0.3.1", "1.0.0"}
 
 
 def test_render_all_lists_both_platforms_without_duplicates(capsys):

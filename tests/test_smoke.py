@@ -453,3 +453,81 @@ def test_smoke_and_run_test_have_one_option_set(capsys):
     args = cli.make_parser().parse_args(["smoke", *given])
     assert smoke.script_argv(args) == ["--require-cuda", "--expect-version", "1.0.0", "--expect-archs",
                                           "3.5;7.0+PTX", "--timeout-scale", "2.0", "--only", "cpu", "--json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Opt-in: a real torch 0.3 (the 2017 API: Variables, volatile, no torch.tensor / .item() /
+# torch.version.cuda). None installs here from a package index; point TORCHWIN_TORCH03_PYTHON at
+# the Python of an environment where a compiled 0.3.x is installed.
+# ---------------------------------------------------------------------------------------------
+
+TORCH03_PYTHON = os.environ.get("TORCHWIN_TORCH03_PYTHON")
+
+
+@pytest.mark.skipif(not TORCH03_PYTHON, reason="opt-in: set TORCHWIN_TORCH03_PYTHON to a Python with torch 0.3.x")
+def test_every_check_is_meaningful_on_torch_0_3():
+    probe = subprocess.run([TORCH03_PYTHON, "-c", "import torch, sys; sys.stdout.write(torch.__version__)"],
+                           capture_output=True, text=True, timeout=300, check=True, cwd="/")
+    version = probe.stdout.strip()
+    assert version.startswith("0.3"), version
+    proc = subprocess.run([TORCH03_PYTHON, str(RUN_TEST), "--json", "--expect-version", version,
+                           "--expect-variant", "cpu"], env=clean_env(), capture_output=True, text=True,
+                          timeout=1800, cwd=str(REPO), check=False)
+    document = json.loads(proc.stdout)
+    checks = by_name(document)
+    assert [c["name"] for c in document["checks"]] == ALL_CHECKS
+    # Every check that needs no GPU passes, the 2017 regressions and the documented limits included.
+    not_passed = {name: (c["status"], c["reason"]) for name, c in checks.items()
+                  if not name.startswith("cuda.") and c["status"] != "PASS"}
+    assert not not_passed, not_passed
+    assert "volatile Variable stops tracking" in checks["cpu.autograd"]["reason"]
+    assert "an MKL library loaded" in checks["config.mkl"]["reason"]
+    assert "bound 24 MiB" in checks["regression.dataloader_memory"]["reason"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+# 0.3's torch/version.py holds only __version__; the CUDA extension says what it was compiled with.
+TORCH03_CUDA = """\
+__version__ = "0.3.0b0+591e73e"
+class version:
+    pass
+class _C:
+    has_cudnn = True
+    @staticmethod
+    def _cuda_getCompiledVersion():
+        return 9000
+"""
+
+
+def test_a_0_3_cuda_build_is_recognised_without_torch_version_cuda(tmp_path):
+    env = fake_torch(tmp_path, TORCH03_CUDA)
+    env.update(TORCHWIN_EXPECT_VARIANT="cuda9.0", TORCHWIN_EXPECT_VERSION="facts:0.3.0-win-64")
+    proc = run(["--json", "--only", "config.cuda,version"], env=env)
+    checks = by_name(json.loads(proc.stdout))
+    assert checks["config.cuda"]["status"] == "PASS", checks["config.cuda"]
+    assert checks["config.cuda"]["reason"] == "CUDA 9.0 compiled in with cuDNN, as expected"
+    # The fork's build stamps its own version; the recipe's facts: value derives it.
+    assert checks["version"]["status"] == "PASS" and "0.3.0b0+591e73e" in checks["version"]["reason"]
+    assert proc.returncode == 0
+    env.update(TORCHWIN_EXPECT_VARIANT="cuda9.2")
+    checks = by_name(json.loads(run(["--json", "--only", "config.cuda"], env=env).stdout))
+    assert "expected CUDA 9.2, but torch.version.cuda is 9.0" in checks["config.cuda"]["reason"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows builds document no torch.distributed")
+def test_a_linux_torch_without_distributed_fails_the_distributed_check(tmp_path):
+    env = fake_torch(tmp_path, '__version__ = "0.3.0"\n')
+    proc = run(["--json", "--only", "config.distributed"], env=env)
+    result = by_name(json.loads(proc.stdout))["config.distributed"]
+    assert (result["status"], proc.returncode) == ("FAIL", 1)
+    assert "torch.distributed is not available (no module); the Linux builds ship it" in result["reason"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="on Windows every release documents no torch.distributed")
+def test_a_0_3_torch_without_distributed_passes_as_documented(tmp_path):
+    """The 2017 builds listed no torch.distributed among their limits: absent is a PASS for 0.3."""
+    env = fake_torch(tmp_path, '__version__ = "0.3.1"\nclass FloatTensor:\n    pass\n')
+    proc = run(["--json", "--only", "config.distributed"], env=env)
+    result = by_name(json.loads(proc.stdout))["config.distributed"]
+    assert (result["status"], proc.returncode) == ("PASS", 0), result
+    assert result["reason"] == "torch.distributed is not compiled in, as documented for the 0.3 builds (torch 0.3.1)"

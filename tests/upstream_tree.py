@@ -33,12 +33,35 @@ def upstream_repo():
     return path
 
 
+def fork_repo():
+    """The repository TORCHWIN_FORK_REPO names (peterjc123/pytorch: 0.3's Windows builds), or a skip."""
+    value = os.environ.get("TORCHWIN_FORK_REPO")
+    if not value:
+        pytest.skip("opt-in: set TORCHWIN_FORK_REPO to a local clone (bare is fine) of peterjc123/pytorch, the "
+                    "2017 Windows fork 0.3's win-64 builds come from (`fetch github:peterjc123/pytorch`)")
+    path = Path(value)
+    if git(path, "rev-parse", "--git-dir", check=False).returncode != 0:
+        pytest.fail(f"TORCHWIN_FORK_REPO={value} is not a git repository", pytrace=False)
+    return path
+
+
+def repo_for(release, platform=None):
+    """The repository the release's build on `platform` comes from: the fork's where it has a table, else upstream."""
+    return fork_repo() if forked(release, platform) else upstream_repo()
+
+
+def forked(release, platform):
+    return bool(platform) and (RECIPE / "upstream" / f"{release}-{platform}.json").is_file()
+
+
 def git(repo, *args, input=None, check=True):
     return subprocess.run(["git", "-C", str(repo), *args], input=input, capture_output=True, check=check)
 
 
-def facts(release):
-    return json.loads((RECIPE / "upstream" / f"{release}.json").read_text())
+def facts(release, platform=None):
+    """upstream/<release>.json, or <release>-<platform>.json where that platform builds a fork's commit."""
+    name = f"{release}-{platform}" if forked(release, platform) else release
+    return json.loads((RECIPE / "upstream" / f"{name}.json").read_text())
 
 
 def skipped(release):
@@ -112,10 +135,10 @@ def export_tree(repo, commit, dest):
     return missing
 
 
-def fill_placeholders(src, release):
+def fill_placeholders(src, release, platform=None):
     """Put a placeholder file in every empty submodule folder the build needs; the paths filled."""
     filled = []
-    for module in facts(release)["submodules"]:
+    for module in facts(release, platform)["submodules"]:
         path = module["path"]
         if path in skipped(release):
             continue
@@ -174,6 +197,22 @@ def shallow_tag_repo(repo, tag, dest):
     """A bare repository holding only `tag` at depth 1, fetched from repo."""
     git(dest.parent, "init", "-q", "--bare", str(dest))
     git(dest, "fetch", "-q", "--depth", "1", str(repo), f"+refs/tags/{tag}:refs/tags/{tag}")
+    return dest
+
+
+def shallow_commit_repo(repo, commit, dest):
+    """A bare repository holding only `commit` at depth 1, fetched from repo through a ref that points at it
+    (a fork's branch tip: refs/remotes/origin/v0.3.0_win in a clone), as refs/heads/<its name>."""
+    refs = git(repo, "for-each-ref", "--points-at", commit, "--format=%(refname)").stdout.decode().split()
+    ref = next(r for r in refs if not r.endswith("/HEAD"))
+    git(dest.parent, "init", "-q", "--bare", str(dest))
+    branch = f"refs/heads/{ref.rsplit('/', 1)[-1]}"
+    git(dest, "fetch", "-q", "--depth", "1", str(repo), f"+{ref}:{branch}")
+    git(dest, "symbolic-ref", "HEAD", branch)  # a clone starts from the remote's HEAD
+    # The engine clones its (here shallow) cache into the checkout, and a clone from a shallow repository
+    # copies only what branches and tags reach: its cache keeps branches as remotes/origin/*, so a tag
+    # carries the commit across (a full clone, as from GitHub, copies every object).
+    git(dest, "tag", f"torchwin-pin-{commit[:10]}", commit)
     return dest
 
 

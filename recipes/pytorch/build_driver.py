@@ -732,6 +732,11 @@ def check_source(variant, facts, skipped, src_dir):
         return ["nightly %s: the source is not checked against %s's facts" % (variant["version"], facts["release"])]
     expected = facts["declared_version"]
     found = declared_version(src_dir, facts.get("declared_version_file"))
+    if found != expected and facts.get("repository", UPSTREAM_REPOSITORY) != UPSTREAM_REPOSITORY:
+        raise BuildConfigError(
+            "the source in %s declares %s in %s, but the commit PyTorch %s builds here (%s at %s) declares %s; "
+            "check out that commit" % (src_dir, found or "no version", facts.get("declared_version_file"),
+                                       variant["release"], facts["repository"], facts.get("commit", "?"), expected))
     if found != expected:
         raise BuildConfigError(
             "the source in %s declares %s in %s, but PyTorch %s's tag declares %s; check out v%s (commit %s)"

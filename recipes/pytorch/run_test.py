@@ -10,7 +10,9 @@ set it without editing the command line (a flag wins over the variable):
     TORCHWIN_REQUIRE_CUDA=1      CUDA checks FAIL instead of SKIP when no GPU is visible
                                  (ignored when the expected variant is cpu, so a GPU job can
                                  set it for every package it tests)
-    TORCHWIN_EXPECT_VERSION=V    torch.__version__ must be V (a local part like "+cpu" is ignored)
+    TORCHWIN_EXPECT_VERSION=V    torch.__version__ must be V (a local part like "+cpu" is ignored), or
+                                 `facts:TABLE`: what build_driver.py stamps for upstream/TABLE.json
+                                 (0.3's Windows fork: 0.3.0b0+591e73e)
     TORCHWIN_EXPECT_VARIANT=...  cpu: CUDA must not be compiled in; cuda: CUDA and cuDNN must be;
                                  cuda9.0: and torch.version.cuda must be 9.0
     TORCHWIN_EXPECT_MAGMA=1      the MAGMA check FAILs instead of SKIPs when MAGMA is not compiled in
@@ -34,8 +36,11 @@ checks after it run in a fresh child. The DataLoader and backward-regression che
 a child of their own: they need the `if __name__ == '__main__':` entry point below, because
 DataLoader workers are started with the spawn method, as on Windows, and re-import this file.
 
-The script supports torch 0.4 to 2.x by detecting features (torch.no_grad, torch.backends.mkl,
-TF32 switches, linalg APIs) instead of assuming the newest API. It must stay valid Python 3.5
+The script supports torch 0.3 to 2.x by detecting features (torch.tensor and dtypes, Variables
+as tensors, torch.no_grad or volatile, torch.version.cuda, torch.backends.mkl, TF32 switches,
+linalg APIs) instead of assuming the newest API. On 0.3 (the 2017 Windows builds and upstream's
+tags) the limits those builds documented are expectations: no torch.distributed, NCCL or MAGMA
+on Windows is a PASS, not a failure. It must stay valid Python 3.5
 and use only the standard library and torch: it runs under each variant's own Python.
 """
 
@@ -200,8 +205,15 @@ def resolve_options(parser, args):
         args.require_cuda = env_flag(ENV_REQUIRE_CUDA)
     if args.expect_magma is None:
         args.expect_magma = env_flag(ENV_EXPECT_MAGMA)
+    source = "--expect-version"
     if not args.expect_version:
         args.expect_version = os.environ.get(ENV_EXPECT_VERSION, "").strip() or None
+        source = ENV_EXPECT_VERSION
+    if args.expect_version and args.expect_version.startswith("facts:"):
+        try:
+            args.expect_version = facts_version(args.expect_version, source)
+        except ValueError as exc:
+            parser.error(str(exc))
     source = "--expect-variant"
     if not args.expect_variant:
         args.expect_variant = os.environ.get(ENV_EXPECT_VARIANT, "").strip() or None
@@ -286,14 +298,7 @@ def expected_archs(value, variant, source):
         if not (variant or "").startswith("cuda") or len(variant) <= 4:
             raise ValueError("%s=%s needs the CUDA version too (--expect-variant cudaX.Y or %s)"
                              % (source, value, ENV_EXPECT_VARIANT))
-        here = os.path.dirname(os.path.abspath(__file__))
-        sys.path.insert(0, here)
-        try:
-            import build_driver
-        except ImportError:
-            raise ValueError("%s=%s: build_driver.py is not next to %s" % (source, value, __file__))
-        finally:
-            sys.path.remove(here)
+        build_driver, here = import_build_driver(source, value)
         try:
             facts = build_driver.load_facts(here, release)
             value = build_driver.cuda_arch_list(facts, variant[4:])
@@ -304,6 +309,34 @@ def expected_archs(value, variant, source):
     if bad or not entries:
         raise ValueError("%s=%r: expected architectures such as 3.0;3.5;7.0+PTX" % (source, value))
     return ";".join(entries)
+
+
+def import_build_driver(source, value):
+    """(build_driver module, its folder): the recipe ships it next to this file for facts: values."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, here)
+    try:
+        import build_driver
+    except ImportError:
+        raise ValueError("%s=%s: build_driver.py is not next to %s" % (source, value, __file__))
+    finally:
+        sys.path.remove(here)
+    return build_driver, here
+
+
+def facts_version(value, source):
+    """`facts:TABLE`: the torch.__version__ the build driver stamps for upstream/TABLE.json.
+
+    A build of a fork's commit (0.3's Windows builds) reports the fork's own version and commit,
+    0.3.0b0+591e73e, not the conda package's 0.3.0.
+    """
+    table = value[len("facts:"):]
+    build_driver, here = import_build_driver(source, value)
+    try:
+        facts = build_driver.load_facts(here, table)
+        return build_driver.torch_version({"version": facts["release"]}, facts)
+    except (build_driver.BuildConfigError, KeyError) as exc:
+        raise ValueError("%s=%s: %s" % (source, value, exc))
 
 
 def arch_names(arch_list):
@@ -411,7 +444,62 @@ def expect_close(what, got, want, tol):
 
 
 def max_abs_diff(torch, a, b):
-    return (a.double() - b.double()).abs().max().item()
+    return scalar((data_of(torch, a).double() - data_of(torch, b).double()).abs().max())
+
+
+# ---- One spelling for 0.3 and 0.4+: 0.3's tensors are not Variables, have no dtypes, no
+# torch.tensor(), no .item(); 0.4 merged Variable into Tensor. ---------------------------------
+
+KINDS = {"double": ("float64", "DoubleTensor"), "float": ("float32", "FloatTensor"), "long": ("int64", "LongTensor")}
+
+
+def legacy_api(torch):
+    """True for 0.3 and older, asked without computing anything: torch.tensor() arrived in 0.4."""
+    return hasattr(torch, "FloatTensor") and not hasattr(torch, "tensor")
+
+
+def is_legacy(torch):
+    """True for torch 0.3 and older: a plain tensor is not an autograd Variable."""
+    return not isinstance(torch.zeros(1), torch.autograd.Variable)
+
+
+def new_tensor(torch, data, kind="double"):
+    """A tensor holding `data`: torch.tensor(data, dtype=...) from 0.4, torch.DoubleTensor(data) before."""
+    dtype_name, legacy_type = KINDS[kind]
+    if hasattr(torch, "tensor") and hasattr(torch, dtype_name):
+        return torch.tensor(data, dtype=getattr(torch, dtype_name))
+    return getattr(torch, legacy_type)(data)
+
+
+def variable(torch, tensor, requires_grad=False):
+    """A tensor autograd sees: the tensor itself from 0.4 (requires_grad_), a Variable around it on 0.3."""
+    if is_legacy(torch):
+        return torch.autograd.Variable(tensor, requires_grad=requires_grad)
+    return tensor.requires_grad_() if requires_grad else tensor
+
+
+def data_of(torch, value):
+    """The tensor behind a result: a 0.3 Variable's .data (a 0.3 Tensor raises on .data), else itself."""
+    if is_legacy(torch) and isinstance(value, torch.autograd.Variable):
+        return value.data
+    return value.detach() if hasattr(value, "detach") and not is_legacy(torch) else value
+
+
+def values(torch, value):
+    """A tensor or Variable as nested lists."""
+    return data_of(torch, value).tolist()
+
+
+def scalar(value):
+    """A Python float of a one-element result: .item() from 0.4; on 0.3 Tensor.sum() already is a
+    number and a Variable's is a one-element Variable (its .data[0])."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    if hasattr(value, "item"):
+        return float(value.item())
+    if hasattr(value, "volatile"):  # a 0.3 Variable
+        return float(value.data[0])
+    return float(value[0])
 
 
 def import_submodule(name):
@@ -584,11 +672,21 @@ class Context:
 
 
 def compiled_cuda(torch):
-    """torch.version.cuda: the CUDA version compiled in, or None for a CPU build."""
+    """torch.version.cuda: the CUDA version compiled in, or None for a CPU build.
+
+    0.3's torch/version.py holds only __version__: there the CUDA extension's
+    _cuda_getCompiledVersion() (CUDA_VERSION, 9000 for 9.0) says it.
+    """
     version = getattr(torch, "version", None)
     if version is None:
         raise CheckFailed("this torch has no torch.version module: not a complete torch install")
-    return getattr(version, "cuda", None)
+    if hasattr(version, "cuda"):
+        return version.cuda
+    compiled = getattr(getattr(torch, "_C", None), "_cuda_getCompiledVersion", None)
+    if compiled is None:
+        return None
+    number = int(compiled())
+    return "%d.%d" % (number // 1000, number % 1000 // 10)
 
 
 def torch_info(torch):
@@ -622,7 +720,43 @@ def mkl_status(torch):
     text = torch_config_text(torch)
     if text is not None:
         return ("Math Kernel Library" in text or "USE_MKL=ON" in text), "torch.__config__.show()"
+    # 0.3 reports nothing: after a GEMM, is an MKL library loaded into this process?
+    torch.mm(torch.ones(8, 8), torch.ones(8, 8))
+    loaded = loaded_libraries()
+    if loaded is not None:
+        return any("mkl" in os.path.basename(path).lower() for path in loaded), "an MKL library loaded after a GEMM"
     return None, "this torch has no API that reports MKL"
+
+
+def loaded_libraries():
+    """Paths of the shared libraries this process has loaded (Linux: /proc/self/maps; Windows:
+    EnumProcessModules), or None where neither works."""
+    try:
+        with open("/proc/self/maps") as handle:
+            return sorted({line.split()[-1] for line in handle if "/" in line})
+    except (OSError, IndexError):
+        pass
+    if sys.platform != "win32":
+        return None
+    try:
+        import ctypes
+        from ctypes import wintypes
+
+        psapi, kernel32 = ctypes.WinDLL("psapi"), ctypes.WinDLL("kernel32")
+        kernel32.GetCurrentProcess.restype = wintypes.HANDLE
+        process = kernel32.GetCurrentProcess()
+        modules = (wintypes.HMODULE * 2048)()
+        needed = wintypes.DWORD()
+        if not psapi.EnumProcessModules(process, modules, ctypes.sizeof(modules), ctypes.byref(needed)):
+            return None
+        paths = []
+        for module in modules[:needed.value // ctypes.sizeof(wintypes.HMODULE)]:
+            name = ctypes.create_unicode_buffer(1024)
+            if psapi.GetModuleFileNameExW(process, module, name, 1024):
+                paths.append(name.value)
+        return paths
+    except Exception:
+        return None
 
 
 def cudnn_compiled(torch):
@@ -668,8 +802,10 @@ class tf32_disabled:
 def check_import(ctx):
     torch = ctx.import_torch()
     where = getattr(torch, "__file__", None) or "(no __file__)"
-    missing = [name for name in ("__version__", "Tensor", "tensor", "nn", "autograd", "utils")
-               if not hasattr(torch, name)]
+    # torch.tensor() arrived in 0.4; 0.3 builds tensors with torch.FloatTensor & co.
+    expected = ("__version__", "Tensor", "tensor", "nn", "autograd", "utils") if not legacy_api(torch) else (
+        "__version__", "Tensor", "FloatTensor", "nn", "autograd", "utils")
+    missing = [name for name in expected if not hasattr(torch, name)]
     if missing:
         raise CheckFailed("the torch imported from %s lacks %s: a stray module named torch shadows the "
                           "real one, or the install is broken" % (where, ", ".join(missing)))
@@ -785,6 +921,55 @@ def check_cuda_config(ctx):
     return "%s%s, as expected" % (have, "" if cudnn is None else " with cuDNN")
 
 
+@check("config.distributed", timeout=60)
+def check_distributed(ctx):
+    """The Linux builds ship torch.distributed; the Windows builds of these releases never had it
+    (setup.py forces it off there before 1.7), and the 2017 builds of 0.3 documented it as a limit."""
+    torch = ctx.torch()
+    dist = import_submodule("torch.distributed")
+    available = dist is not None and hasattr(dist, "is_available") and bool(dist.is_available())
+    if available:
+        return "torch.distributed is available"
+    if sys.platform == "win32" or legacy_api(torch):
+        return "torch.distributed is not compiled in, as documented for %s (torch %s)" % (
+            "the Windows builds" if sys.platform == "win32" else "the 0.3 builds", torch.__version__)
+    raise CheckFailed("torch.distributed is not available (%s); the Linux builds ship it"
+                      % ("no module" if dist is None else "is_available() is False"))
+
+
+# The torch.cuda functions every release has at module level. The 2017 Windows builds fixed "an
+# indentation bug in torch.cuda" (which function it hit is not recorded): a function indented into
+# another is missing here.
+CUDA_MODULE_FUNCTIONS = ("is_available", "device_count", "current_device", "set_device", "synchronize",
+                         "get_device_name", "get_device_capability", "manual_seed", "manual_seed_all",
+                         "empty_cache", "stream", "Stream", "Event", "cudart")
+
+
+@check("regression.cuda_module", timeout=120)
+def check_cuda_module(ctx):
+    ctx.torch()
+    cuda = import_submodule("torch.cuda")
+    expect(cuda is not None, "torch.cuda does not import")
+    missing = [name for name in CUDA_MODULE_FUNCTIONS if not callable(getattr(cuda, name, None))]
+    expect(not missing, "torch.cuda lacks %s at module level" % ", ".join(missing))
+    available = cuda.is_available()
+    expect(isinstance(available, bool), "torch.cuda.is_available() returned %r" % (available,))
+    count = cuda.device_count()
+    expect(isinstance(count, int) and count >= 0, "torch.cuda.device_count() returned %r" % (count,))
+    if not available or count == 0:
+        return "%d torch.cuda functions defined; is_available() False, device_count() %d" % (
+            len(CUDA_MODULE_FUNCTIONS), count)
+    cuda.synchronize()
+    cuda.cudart()  # loads the CUDA runtime (0.3 on Windows: found with `where cudart64*.dll`)
+    nvtx = import_submodule("torch.cuda.nvtx")
+    if nvtx is not None:
+        nvtx.range_push("torchwin-smoke")
+        nvtx.range_pop()
+    return "%d torch.cuda functions defined; device %d (%s), synchronize, cudart()%s work" % (
+        len(CUDA_MODULE_FUNCTIONS), cuda.current_device(), cuda.get_device_name(cuda.current_device()),
+        " and nvtx ranges" if nvtx is not None else "")
+
+
 # ---------------------------------------------------------------------------------------------
 # Checks: CPU
 # ---------------------------------------------------------------------------------------------
@@ -792,42 +977,45 @@ def check_cuda_config(ctx):
 @check("cpu.tensor_math", timeout=120)
 def check_tensor_math(ctx):
     torch = ctx.torch()
-    f64 = torch.float64
-    t = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=f64)
-    expect_close("sum of [[1,2],[3,4]]", t.sum().item(), 10.0, 0)
+    t = new_tensor(torch, [[1.0, 2.0], [3.0, 4.0]])
+    expect_close("sum of [[1,2],[3,4]]", scalar(t.sum()), 10.0, 0)
     expect_close("[[1,2],[3,4]] @ itself", torch.mm(t, t).tolist(), [[7.0, 10.0], [15.0, 22.0]], 0)
-    expect_close("broadcast add", (t + torch.tensor([10.0, 20.0], dtype=f64)).tolist(),
+    expect_close("broadcast add", (t + new_tensor(torch, [10.0, 20.0])).tolist(),
                  [[11.0, 22.0], [13.0, 24.0]], 0)
     expect_close("inverse", torch.inverse(t).tolist(), [[-2.0, 1.0], [1.5, -0.5]], 1e-12)
-    expect_close("exp(0), exp(1)", torch.exp(torch.tensor([0.0, 1.0], dtype=f64)).tolist(),
-                 [1.0, math.e], 1e-12)
+    expect_close("exp(0), exp(1)", torch.exp(new_tensor(torch, [0.0, 1.0])).tolist(), [1.0, math.e], 1e-12)
     # A float32 GEMM big enough to go through the BLAS (MKL) path; the result is exact.
     product = torch.mm(torch.ones(64, 128), torch.ones(128, 32) * 0.5)
     expect(tuple(product.size()) == (64, 32), "64x128 @ 128x32 has shape %s" % (tuple(product.size()),))
-    expect_close("ones(64,128) @ 0.5*ones(128,32) (min)", product.min().item(), 64.0, 0)
-    expect_close("ones(64,128) @ 0.5*ones(128,32) (max)", product.max().item(), 64.0, 0)
+    expect_close("ones(64,128) @ 0.5*ones(128,32) (min)", scalar(product.min()), 64.0, 0)
+    expect_close("ones(64,128) @ 0.5*ones(128,32) (max)", scalar(product.max()), 64.0, 0)
     return "sum, matmul, broadcasting, inverse, exp and a 64x128x32 GEMM match known values"
 
 
 @check("cpu.autograd", timeout=120)
 def check_autograd(ctx):
     torch = ctx.torch()
-    x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    x = variable(torch, new_tensor(torch, [1.0, 2.0, 3.0]), requires_grad=True)
     y = (x * x * x).sum() + (2 * x).sum()
     y.backward()
     # d/dx (x^3 + 2x) = 3x^2 + 2
     expect(x.grad is not None, "x.grad is None after backward()")
-    expect_close("gradient of sum(x^3 + 2x) at [1,2,3]", x.grad.tolist(), [5.0, 14.0, 29.0], 1e-12)
+    expect_close("gradient of sum(x^3 + 2x) at [1,2,3]", values(torch, x.grad), [5.0, 14.0, 29.0], 1e-12)
     # d/dx (x sin x) = sin x + x cos x, through torch.autograd.grad
-    z = torch.tensor([0.5], dtype=torch.float64, requires_grad=True)
+    z = variable(torch, new_tensor(torch, [0.5]), requires_grad=True)
     (grad,) = torch.autograd.grad((z * torch.sin(z)).sum(), [z])
-    expect_close("gradient of x*sin(x) at 0.5", grad.tolist(), [math.sin(0.5) + 0.5 * math.cos(0.5)], 1e-12)
+    expect_close("gradient of x*sin(x) at 0.5", values(torch, grad), [math.sin(0.5) + 0.5 * math.cos(0.5)], 1e-12)
     extra = ""
     if hasattr(torch, "no_grad"):
         with torch.no_grad():
             w = x * 2
         expect(not w.requires_grad, "an operation under torch.no_grad() still requires grad")
         extra = "; torch.no_grad() stops tracking"
+    else:
+        # 0.3: a volatile input makes everything computed from it untracked (inference mode).
+        w = torch.autograd.Variable(new_tensor(torch, [1.0, 2.0, 3.0]), volatile=True) * x
+        expect(w.volatile and not w.requires_grad, "an operation on a volatile Variable still requires grad")
+        extra = "; a volatile Variable stops tracking"
     return "backward() and autograd.grad match hand-computed gradients" + extra
 
 
@@ -859,20 +1047,20 @@ def check_conv_linear(ctx):
     net.conv.bias.data.fill_(0.0)
     net.fc.weight.data.fill_(1.0 / 36)
     net.fc.bias.data.fill_(0.0)
-    out = net(torch.ones(2, 1, 5, 5))
+    out = net(variable(torch, torch.ones(2, 1, 5, 5)))
     expect(tuple(out.size()) == (2, 2), "output shape %s, expected (2, 2)" % (tuple(out.size()),))
-    expect_close("forward output", out.tolist(), [[9.0, 9.0], [9.0, 9.0]], 1e-4)
+    expect_close("forward output", values(torch, out), [[9.0, 9.0], [9.0, 9.0]], 1e-4)
     out.sum().backward()
     # d(sum)/d fc.weight = activation summed over the batch = 2 * 9; d/d fc.bias = 2;
     # d/d conv.weight = 9 positions * (2 outputs / 36) * 2 samples = 1; same for conv.bias.
-    expect_close("fc.weight gradient", net.fc.weight.grad.tolist(), [[18.0] * 36] * 2, 1e-3)
-    expect_close("fc.bias gradient", net.fc.bias.grad.tolist(), [2.0, 2.0], 1e-4)
-    expect_close("conv.weight gradient", net.conv.weight.grad.tolist(), [[[[1.0] * 3] * 3]] * 4, 1e-4)
-    expect_close("conv.bias gradient", net.conv.bias.grad.tolist(), [1.0] * 4, 1e-4)
+    expect_close("fc.weight gradient", values(torch, net.fc.weight.grad), [[18.0] * 36] * 2, 1e-3)
+    expect_close("fc.bias gradient", values(torch, net.fc.bias.grad), [2.0, 2.0], 1e-4)
+    expect_close("conv.weight gradient", values(torch, net.conv.weight.grad), [[[[1.0] * 3] * 3]] * 4, 1e-4)
+    expect_close("conv.bias gradient", values(torch, net.conv.bias.grad), [1.0] * 4, 1e-4)
     # A few SGD steps from a random start must reduce a regression loss.
     torch.manual_seed(0)
     net = make_net(torch)
-    inputs, targets = torch.randn(8, 1, 5, 5), torch.randn(8, 2)
+    inputs, targets = variable(torch, torch.randn(8, 1, 5, 5)), variable(torch, torch.randn(8, 2))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
     losses = []
     for _ in range(5):
@@ -880,7 +1068,7 @@ def check_conv_linear(ctx):
         loss = ((net(inputs) - targets) ** 2).mean()
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
+        losses.append(scalar(loss))
     expect(all(math.isfinite(v) for v in losses), "non-finite training loss: %r" % (losses,))
     expect(losses[-1] < losses[0], "5 SGD steps did not reduce the loss: %r" % (losses,))
     return "conv+linear forward/backward match hand-computed values; SGD loss %.4f -> %.4f" % (
@@ -893,8 +1081,8 @@ def check_save_load(ctx):
     torch.manual_seed(1)
     net = make_net(torch)
     payload = {
-        "floats": torch.tensor([0.5, -1.25, 3.0], dtype=torch.float64),
-        "ints": torch.tensor([[1, 2], [3, 4]], dtype=torch.int64),
+        "floats": new_tensor(torch, [0.5, -1.25, 3.0]),
+        "ints": new_tensor(torch, [[1, 2], [3, 4]], "long"),
         "plain": [1, 2.5, "text"],
         "state": net.state_dict(),
     }
@@ -905,8 +1093,9 @@ def check_save_load(ctx):
         expect(loaded["plain"] == payload["plain"], "plain list came back as %r" % (loaded["plain"],))
         copy = make_net(torch)
         copy.load_state_dict(loaded["state"])
-        probe = torch.randn(3, 1, 5, 5)
-        expect(torch.equal(copy(probe), net(probe)), "a network loaded from a state_dict computes differently")
+        probe = variable(torch, torch.randn(3, 1, 5, 5))
+        expect(torch.equal(data_of(torch, copy(probe)), data_of(torch, net(probe))),
+               "a network loaded from a state_dict computes differently")
 
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -946,10 +1135,10 @@ def check_cuda_device(ctx):
 @check("cuda.roundtrip", timeout=180)
 def check_cuda_roundtrip(ctx):
     torch = ctx.gpu()
-    for dtype in (torch.float32, torch.float64, torch.int64, torch.uint8):
-        cpu = (torch.arange(0, 1000) % 251).to(dtype)
+    for kind in ("float", "double", "long", "byte"):  # .to(dtype) arrived in 0.4
+        cpu = getattr(torch.arange(0, 1000) % 251, kind)()
         back = cpu.cuda().cpu()
-        expect(torch.equal(back, cpu), "a %s tensor changed on its way to the GPU and back" % dtype)
+        expect(torch.equal(back, cpu), "a %s tensor changed on its way to the GPU and back" % kind)
     x = torch.arange(0, 1000).float()
     expect(torch.equal((x.cuda() * 2 + 1).cpu(), x * 2 + 1), "x*2+1 on the GPU differs from the CPU")
     return "float32, float64, int64 and uint8 tensors survive CPU -> GPU -> CPU; x*2+1 agrees"
@@ -974,23 +1163,23 @@ def check_cuda_matmul(ctx):
 def check_cudnn_conv(ctx):
     torch = ctx.gpu()
     cudnn = import_submodule("torch.backends.cudnn")
-    expect(cudnn is not None and cudnn.is_available(), "cuDNN is not available to this torch")
+    expect(cudnn is not None and cudnn_compiled(torch), "cuDNN is not available to this torch")
     expect(cudnn.enabled, "torch.backends.cudnn.enabled is False")
     conv2d = torch.nn.functional.conv2d
     torch.manual_seed(3)
     x, w, grad_out = torch.randn(2, 3, 16, 16), torch.randn(8, 3, 3, 3), torch.randn(2, 8, 16, 16)
     results = {}
     for device in ("cpu", "cuda"):
-        xd = (x.double() if device == "cpu" else x.cuda()).requires_grad_()
-        wd = (w.double() if device == "cpu" else w.cuda()).requires_grad_()
-        god = grad_out.double() if device == "cpu" else grad_out.cuda()
+        xd = variable(torch, x.double() if device == "cpu" else x.cuda(), requires_grad=True)
+        wd = variable(torch, w.double() if device == "cpu" else w.cuda(), requires_grad=True)
+        god = variable(torch, grad_out.double() if device == "cpu" else grad_out.cuda())
         with tf32_disabled(torch):
             out = conv2d(xd, wd, padding=1)
             out.backward(god)
-        results[device] = [out.detach().cpu(), xd.grad.cpu(), wd.grad.cpu()]
+        results[device] = [data_of(torch, t).cpu() for t in (out, xd.grad, wd.grad)]
     for what, got, want in zip(("output", "input gradient", "weight gradient"), results["cuda"], results["cpu"]):
         diff = max_abs_diff(torch, got, want)
-        scale = max(1.0, want.abs().max().item())
+        scale = max(1.0, scalar(want.abs().max()))
         # cuDNN may pick Winograd or FFT algorithms, which round differently from a direct sum.
         expect(diff < 1e-3 * scale, "cuDNN convolution %s differs from the CPU by %g" % (what, diff))
     return "cuDNN conv2d forward and backward match the CPU within tolerance"
@@ -998,9 +1187,9 @@ def check_cudnn_conv(ctx):
 
 @check("cuda.cudnn_version", timeout=180)
 def check_cudnn_version(ctx):
-    ctx.gpu()
+    torch = ctx.gpu()
     cudnn = import_submodule("torch.backends.cudnn")
-    expect(cudnn is not None and cudnn.is_available(), "cuDNN is not available to this torch")
+    expect(cudnn is not None and cudnn_compiled(torch), "cuDNN is not available to this torch")
     version = cudnn.version()
     expect(isinstance(version, int) and version > 0, "torch.backends.cudnn.version() returned %r" % (version,))
     # cuDNN 9 encodes major*10000 + minor*100 + patch; older releases major*1000 + minor*100 + patch.
@@ -1026,7 +1215,7 @@ def check_cuda_streams(ctx):
     expect(elapsed >= 0, "event elapsed_time is %r" % (elapsed,))
     torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
-    expect(b.min().item() == 512.0 and b.max().item() == 512.0, "work done on a side stream is wrong")
+    expect(scalar(b.min()) == 512.0 and scalar(b.max()) == 512.0, "work done on a side stream is wrong")
     return "work on a side stream is ordered by events and wait_stream (%.3f ms)" % elapsed
 
 
@@ -1078,10 +1267,12 @@ def check_cuda_magma(ctx):
         why = "MAGMA is not compiled in (torch.cuda.has_magma is %r)" % (has_magma,)
         if ctx.options.expect_magma:
             raise CheckFailed(why + ", but --expect-magma or %s=1 was given" % ENV_EXPECT_MAGMA)
+        if is_legacy(torch):
+            return why + ", as the 0.3 builds document (no MAGMA)"
         raise Skip(why)
     torch.manual_seed(4)
-    a = torch.randn(64, 64, dtype=torch.float64) + 64 * torch.eye(64, dtype=torch.float64)
-    b = torch.randn(64, 4, dtype=torch.float64)
+    a = torch.randn(64, 64).double() + 64 * torch.eye(64).double()
+    b = torch.randn(64, 4).double()
     backend = import_submodule("torch.backends.cuda")
     prefer = getattr(backend, "preferred_linalg_library", None)
     saved = None
@@ -1094,9 +1285,33 @@ def check_cuda_magma(ctx):
     finally:
         if prefer is not None:
             prefer(saved)
-    residual = max_abs_diff(torch, torch.mm(a, x), b)
+    residual = max_abs_diff(torch, torch.mm(a, data_of(torch, x)), b)
     expect(residual < 1e-8, "the GPU solve of a well-conditioned 64x64 system has residual %g" % residual)
     return "a 64x64 float64 solve on the GPU (MAGMA compiled in) has residual %.2g" % residual
+
+
+@check("cuda.nccl", timeout=120)
+def check_cuda_nccl(ctx):
+    """NCCL (multi-GPU collectives): the Linux CUDA builds have it; Windows builds never had it."""
+    torch = ctx.gpu()
+    compiled = hasattr(getattr(torch, "_C", None), "_nccl_all_reduce")
+    if not compiled:
+        if sys.platform == "win32" or legacy_api(torch):
+            return "NCCL is not compiled in, as documented for %s" % (
+                "the Windows builds" if sys.platform == "win32" else "the 0.3 builds")
+        raise CheckFailed("NCCL is not compiled in (torch._C has no _nccl_all_reduce); the Linux CUDA builds link it")
+    nccl = import_submodule("torch.cuda.nccl")
+    expect(nccl is not None, "torch.cuda.nccl does not import")
+    x = torch.ones(4).cuda()
+    expect(nccl.is_available([x]), "torch.cuda.nccl.is_available() is False for a CUDA tensor")
+    count = torch.cuda.device_count()
+    if count < 2:
+        return "NCCL compiled in and usable for CUDA tensors (one GPU: no collective run)"
+    tensors = [torch.ones(4).cuda(i) * (i + 1) for i in range(count)]
+    nccl.all_reduce(tensors)
+    want = float(sum(range(1, count + 1)))
+    expect(all(scalar(t.min()) == want == scalar(t.max()) for t in tensors), "NCCL all_reduce gave a wrong sum")
+    return "NCCL all_reduce over %d GPUs sums correctly" % count
 
 
 @check("cuda.multi_gpu", timeout=180)
@@ -1186,7 +1401,7 @@ def check_backward_error(ctx):
         def backward(fctx, grad):
             raise RuntimeError(BACKWARD_ERROR_MARKER)
 
-    x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    x = variable(torch, new_tensor(torch, [1.0, 2.0, 3.0]), requires_grad=True)
     for round_ in range(2):
         try:
             Explode.apply(x).sum().backward()
@@ -1197,7 +1412,8 @@ def check_backward_error(ctx):
         for _ in range(2):
             x.grad = None
             (x * x).sum().backward()
-            expect_close("gradient of sum(x^2) after a failed backward", x.grad.tolist(), [2.0, 4.0, 6.0], 1e-12)
+            expect_close("gradient of sum(x^2) after a failed backward", values(torch, x.grad), [2.0, 4.0, 6.0],
+                         1e-12)
     return "backward() keeps working after a backward() that raised (2 rounds)"
 
 
@@ -1217,7 +1433,7 @@ def check_dataloader_memory(ctx):
         for batch in batches(torch, dataset, 2, MEMORY_BATCH):
             # Summing reads every page: batches arrive in shared memory, which only counts
             # towards RSS once touched, as real training does.
-            total += batch[0].double().sum().item()
+            total += scalar(batch[0].double().sum())
         expect(total == expected, "an epoch delivered values summing to %r, expected %r" % (total, expected))
         del batch
         gc.collect()

@@ -494,6 +494,9 @@ def test_doctor_driver_and_upstream_agree_on_nvtoolsext():
     tables = sorted((recipe / "upstream").glob("*.json"))
     assert tables, "recipes/pytorch/upstream/*.json (torchwin upstream-facts) are missing"
     for path in tables:
+        if (recipe / "upstream" / (path.stem + "-win-64.json")).is_file():
+            # 0.3's tags build on Linux only; win-64 reads the fork's table (also checked here).
+            continue
         nvtx = json.loads(path.read_text())["nvtoolsext"]
         assert nvtx["required_on_windows_cuda"] is True, path.name
         assert (nvtx["env_var"], nvtx["default_path"]) == (cuda_probes.NVTOOLSEXT_VARIABLE, cuda_probes.NVTOOLSEXT_DEFAULT)
@@ -1188,3 +1191,49 @@ def test_the_compiler_cache_warning_of_a_cpu_build_speaks_of_that_build(win):
     cpu = win_checks(win, cuda=None)["compiler cache"]
     assert cpu.status == WARN and "CUDA" not in cpu.found and "hours" not in cpu.found
     assert "CUDA build" in win_checks(win)["compiler cache"].found
+
+
+# ---------------------------------------------------------------------------------------------
+# --release: what one release's own build needs, from its facts table (0.3: make, the fork).
+
+
+def path_host(tmp_path, tools=()):
+    """A Linux host whose PATH holds only the named tools (scripts printing a version)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in tools:
+        touch(bin_dir / tool, "#!/bin/sh\necho '%s 4.3'\n" % tool).chmod(0o755)
+    return Host(env={"PATH": str(bin_dir)}, system="Linux", run=lambda argv: "%s 4.3\n" % Path(argv[0]).name)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX tool stubs")
+def test_release_0_3_on_linux_needs_make_and_warns_of_its_job_count(tmp_path):
+    facts = doctor.release_facts("0.3.1", "linux-64")
+    assert facts["tag"] == "v0.3.1"
+    checks = {c.name: c for c in doctor.release_checks(path_host(tmp_path), "0.3.1", "linux-64", facts)}
+    make = checks["make (torch/lib/build_libs.sh)"]
+    assert make.status == WARN and "runs make itself, torch/lib/build_libs.sh:100" in make.fix
+    jobs = checks["job count (torch/lib/build_libs.sh)"]
+    assert jobs.status == WARN and "-j$(getconf _NPROCESSORS_ONLN)" in jobs.found
+    assert "the tag v0.3.1" in checks["PyTorch 0.3.1 source"].found
+    with_make = {c.name: c for c in doctor.release_checks(path_host(tmp_path, ["make"]), "0.3.1", "linux-64", facts)}
+    assert with_make["make (torch/lib/build_libs.sh)"].status == OK
+    # A release whose script lets setup.py choose (Ninja) needs no make and says nothing of jobs.
+    later = doctor.release_checks(path_host(tmp_path), "1.0.0", "linux-64", doctor.release_facts("1.0.0", "linux-64"))
+    assert [c.name for c in later] == ["PyTorch 1.0.0 source"]
+
+
+def test_release_0_3_on_windows_is_the_fork_with_cuda_9_0_only(tmp_path, capsys):
+    facts = doctor.release_facts("0.3.0", "win-64")
+    (source,) = doctor.release_checks(path_host(tmp_path), "0.3.0", "win-64", facts)
+    assert source.status == OK and "https://github.com/peterjc123/pytorch at 591e73e538 (not upstream's tag)" in source.found
+    assert main(["doctor", "--target-platform", "win-64", "--release", "0.3.0", "--cuda", "8.0"]) == 2
+    assert "no CUDA 8.0 build for win-64; use one of 9.0, none" in capsys.readouterr().err
+    assert main(["doctor", "--target-platform", "linux-64", "--release", "0.2.0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--release 0.2.0: recipes/pytorch builds no 0.2.0 for linux-64" in err
+    code = main(["doctor", "--target-platform", "win-64", "--release", "0.3.1", "--build-dir", str(tmp_path), "--json"])
+    assert code in (0, 1)
+    names = [c["name"] for c in json.loads(capsys.readouterr().out)["checks"]]
+    # The release's default build is its CUDA 9.0 one, so the CUDA checks run too.
+    assert "PyTorch 0.3.1 source" in names and any("nvcc" in name.lower() for name in names), names

@@ -629,3 +629,19 @@ def test_load_facts_takes_the_platforms_table_and_checks_the_commit(tmp_path):
     assert driver.load_facts(str(recipe), "0.3.0", "win-64", fork)["commit"] == fork
     with pytest.raises(driver.BuildConfigError, match="builds commit %s of PyTorch 0.3.0 for linux-64" % fork):
         driver.load_facts(str(recipe), "0.3.0", "linux-64", fork)
+
+
+def test_the_forks_version_is_valid_for_pip_and_conda_and_the_2017_spelling_is_not():
+    from packaging.version import InvalidVersion, Version
+    from rattler import Version as CondaVersion
+
+    facts = committed_facts("0.3.0-win-64")
+    version = driver.torch_version({"version": "0.3.0"}, facts)
+    assert version == "0.3.0b0+591e73e"
+    assert str(Version(version)) == version and Version(version).local == "591e73e"
+    assert Version(version) < Version("0.3.0")  # a pre-release of 0.3.0, as the fork declared
+    assert str(CondaVersion(version)) == version
+    with pytest.raises(InvalidVersion):
+        Version("0.3.0b0.591e73e")  # the 2017 wheels' file name
+    # A tag's build is its release, whatever the tag declares (0.3.0b0 too).
+    assert driver.torch_version({"version": "0.3.0"}, committed_facts("0.3.0")) == "0.3.0"

@@ -24,6 +24,24 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from torchwin import recipes  # noqa: E402
 
 FACTS = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted((RECIPE / "upstream").glob("*.json"))}
+# The releases: a table per tag, plus <release>-win-64 where win-64 builds another repository's commit (0.3's fork).
+RELEASES = {f["release"] for f in FACTS.values()}
+
+
+def facts_for(release, platform):
+    """The table the driver reads for this release on this platform."""
+    return FACTS.get("%s-%s" % (release, platform)) or FACTS[release]
+
+
+def build_script(facts, platform):
+    """The facts of the native build script setup.py runs on this platform (0.3's torch/lib/build_libs.*)."""
+    suffix = ".bat" if platform == "win-64" else ".sh"
+    return next((v for k, v in sorted(facts.get("build_scripts", {}).items()) if k.endswith(suffix)), {})
+
+
+def runs_make(facts, platform):
+    script = build_script(facts, platform)
+    return bool(script.get("make_at")) and not script.get("reads_cmake_generator")
 SKIPPED_FILE = RECIPE / "submodules_skipped.json"
 SKIPPED = json.loads(SKIPPED_FILE.read_text(encoding="utf-8")) if SKIPPED_FILE.exists() else {}
 ON_WINDOWS = sys.platform == "win32"
@@ -73,7 +91,7 @@ class Machine:
     def __init__(self, root, key):
         self.root = root
         self.release, self.platform, self.cuda = key
-        self.facts = FACTS[self.release]
+        self.facts = facts_for(self.release, self.platform)
         self.windows = self.platform == "win-64"
         self.variant = BUILDS[key]
         self.src = source_tree(root / "src", self.facts)
@@ -82,6 +100,9 @@ class Machine:
         site = ("Lib/site-packages" if self.windows else "lib/python3.6/site-packages")
         write(self.prefix / site / "ninja" / "__init__.py")
         write(root / "bin" / "ninja", "#!/bin/sh\n", executable=True)
+        # The build requirement `make`, where the recipe asks for it (0.3's build_libs.sh runs make).
+        if "make" in names(self.variant.build_requirements):
+            write(root / "bin" / "make", "#!/bin/sh\n", executable=True)
         self.environ = dict(script_env(self.variant))
         self.environ.update({
             "PATH": str(root / "bin"), "SRC_DIR": str(self.src), "PREFIX": str(self.prefix),
@@ -165,7 +186,11 @@ def snapshot(root):
 
 def test_the_matrix_is_the_rendered_one():
     """Every release of variants.yaml, both platforms, CPU and CUDA builds: nothing typed here."""
-    assert {r for r, _, _ in BUILDS} == set(FACTS)
+    assert {r for r, _, _ in BUILDS} == RELEASES
+    # A platform table only where that platform builds; its release's tag table always.
+    for name, facts in FACTS.items():
+        if name != facts["release"]:
+            assert any(r == facts["release"] and name == "%s-%s" % (r, p) for r, p, _ in BUILDS), name
     assert {p for _, p, _ in BUILDS} == {"win-64", "linux-64"}
     assert any(c != "None" for _, _, c in BUILDS) and any(c == "None" for _, _, c in BUILDS)
 
@@ -178,14 +203,25 @@ def test_plan_of_every_rendered_build(tmp_path, key):
     assert snapshot(tmp_path) == before, "--plan wrote something"
     env, facts = result["env"], machine.facts
     assert result["release"] == machine.release and result["platform"] == machine.platform
-    assert env["PYTORCH_BUILD_VERSION"] == machine.variant.version
+    if facts["repository"] == "https://github.com/pytorch/pytorch":
+        assert env["PYTORCH_BUILD_VERSION"] == machine.variant.version
+    else:  # a fork's commit: what it declares, with the commit as a PEP 440 local version
+        assert env["PYTORCH_BUILD_VERSION"] == "%s+%s" % (facts["declared_version"], facts["commit"][:7])
     assert env["MAX_JOBS"] == "3"
     use_cuda = machine.cuda != "None"
     assert env["NO_CUDA"] == ("0" if use_cuda else "1")
-    # 0.4.x reads NO_* only; 1.x reads USE_* too.
-    assert ("USE_CUDA" in env) == (not machine.release.startswith("0.4."))
-    # The releases whose build script reads CMAKE_GENERATOR get Ninja; the others find ninja on PATH.
-    assert env.get("CMAKE_GENERATOR") == ("Ninja" if facts["ninja"]["reads_cmake_generator"] else None)
+    # 0.x reads NO_* only; 1.x reads USE_* too.
+    assert ("USE_CUDA" in env) == (not machine.release.startswith("0."))
+    # Each switch passed is one the release reads (0.3 reads neither NO_MKLDNN nor NO_TEST).
+    reads = set().union(*facts["env_vars"].values())
+    if machine.release.startswith("0.3."):
+        assert {k for k in env if k.startswith("NO_")} <= reads
+    # The releases whose build script reads CMAKE_GENERATOR get Ninja; 0.3's build_libs.sh runs make
+    # (CMake must generate Makefiles); the others find ninja on PATH.
+    if runs_make(facts, machine.platform):
+        assert env["CMAKE_GENERATOR"] == "Unix Makefiles"
+    else:
+        assert env.get("CMAKE_GENERATOR") == ("Ninja" if facts["ninja"]["reads_cmake_generator"] else None)
     assert "CMAKE_CUDA_COMPILER_LAUNCHER" not in env
     if use_cuda:
         home = str(machine.cuda_home)
@@ -204,7 +240,12 @@ def test_plan_of_every_rendered_build(tmp_path, key):
                if machine.windows or not p.startswith("patches/win-")]
     assert result["commands"] == [c for p in patches for c in (["git", "apply", "--check", p], ["git", "apply", p])] + [
         [sys.executable, "setup.py", "install", "--single-version-externally-managed", "--record=record.txt"]]
-    assert result["warnings"] == []
+    jobs = [j for j in build_script(facts, machine.platform).get("jobs", ())
+            if "MAX_JOBS" not in j["value"] and "NUMBER_OF_PROCESSORS" not in j["value"]]
+    assert result["warnings"] == ["%s gives make -j%s (%s), not MAX_JOBS=3: the libraries build with one job per CPU"
+                                  % (j["at"].split(":")[0], j["value"], j["at"]) for j in jobs]
+    if any("NUMBER_OF_PROCESSORS" in j["value"] for j in build_script(facts, machine.platform).get("jobs", ())):
+        assert env["NUMBER_OF_PROCESSORS"] == "3"  # build_libs.bat's only job count
 
 
 def first(predicate):
@@ -220,9 +261,13 @@ RELEASE_PLATFORMS = sorted({(r, p) for r, p, _ in BUILDS})
 @pytest.mark.parametrize("release, platform", RELEASE_PLATFORMS)
 def test_a_tree_declaring_another_version_is_refused(tmp_path, release, platform):
     machine = Machine(tmp_path, first(lambda r, p, c: r == release and p == platform))
-    other = next(f["declared_version"] for f in FACTS.values() if f["declared_version"] != FACTS[release]["declared_version"])
+    other = next(f["declared_version"] for f in FACTS.values() if f["declared_version"] != machine.facts["declared_version"])
     source_tree(machine.src, machine.facts, declared=other)
-    machine.refused("declares %s" % other, "PyTorch %s's tag declares %s" % (release, machine.facts["declared_version"]))
+    if machine.facts["tag"]:
+        machine.refused("declares %s" % other, "PyTorch %s's tag declares %s" % (release, machine.facts["declared_version"]))
+    else:  # the fork's commit
+        machine.refused("declares %s" % other, "the commit PyTorch %s builds here (%s at %s) declares %s" % (
+            release, machine.facts["repository"], machine.facts["commit"], machine.facts["declared_version"]))
 
 
 def test_0_4_1_tree_declares_0_5_0a0_and_plans_as_0_4_1(tmp_path):
@@ -310,7 +355,7 @@ def test_missing_nvtoolsext_on_windows_cuda_is_refused(tmp_path, key):
     machine.refused("NvToolsExt", "NVTOOLSEXT_PATH")
 
 
-FIXED_NVTX = [k for k in WIN_CUDA if FACTS[k[0]]["nvtoolsext"].get("env_var_honoured", True) is False]
+FIXED_NVTX = [k for k in WIN_CUDA if facts_for(k[0], k[1])["nvtoolsext"].get("env_var_honoured", True) is False]
 
 
 @pytest.mark.skipif(ON_WINDOWS, reason="the build (not --plan) would probe this machine's own Program Files")
@@ -324,7 +369,7 @@ def test_release_linking_nvtoolsext_from_its_fixed_folder_is_refused_without_it(
 
 
 def gcc_refused(key):
-    rule = FACTS[key[0]].get("cuda_host_gcc")
+    rule = facts_for(key[0], key[1]).get("cuda_host_gcc")
     return bool(rule) and rule["cuda_from"] <= key[2] < rule["cuda_below"]
 
 
@@ -344,7 +389,8 @@ def test_gcc_the_releases_cmake_refuses_for_this_cuda_is_refused(tmp_path, key):
 
 def test_the_strict_gcc_rule_is_in_the_facts_from_0_4_1_on():
     assert LINUX_STRICT_GCC and not FACTS["0.4.0"]["cuda_host_gcc"]
-    assert {FACTS[r]["cuda_host_gcc"]["gcc_below"] for r in FACTS if r != "0.4.0"} == {"6.0"}
+    assert not any(FACTS[r]["cuda_host_gcc"] for r in FACTS if r.startswith(("0.3.", "0.4.0")))
+    assert {FACTS[r]["cuda_host_gcc"]["gcc_below"] for r in RELEASES if version_key(r) >= (0, 4, 1)} == {"6.0"}
 
 
 @pytest.mark.parametrize("key", WIN_CUDA, ids=lambda k: "-".join(k))
@@ -364,7 +410,7 @@ def test_toolkit_of_another_cuda_is_refused(tmp_path, key):
     machine.refused("CUDA %s was requested" % machine.cuda, "CUDA %s" % wrong)
 
 
-PROBING = sorted({(r, p) for r, p, _ in BUILDS if p == "linux-64" and FACTS[r]["ninja"]["python_module_probe"]})
+PROBING = sorted({(r, p) for r, p, _ in BUILDS if p == "linux-64" and facts_for(r, p)["ninja"]["python_module_probe"]})
 
 
 def test_some_release_picks_ninja_by_importing_it():
@@ -380,9 +426,27 @@ def test_linux_release_that_imports_ninja_is_refused_without_the_module(tmp_path
 
 
 def test_ninja_missing_from_path_is_refused(tmp_path):
-    machine = Machine(tmp_path, first(lambda r, p, c: not FACTS[r]["ninja"]["python_module_probe"]))
+    machine = Machine(tmp_path, first(lambda r, p, c: not facts_for(r, p)["ninja"]["python_module_probe"]
+                                      and not runs_make(facts_for(r, p), p)))
     (tmp_path / "bin" / "ninja").unlink()
     machine.refused("ninja is not on PATH")
+
+
+MAKE_BUILDS = sorted({(r, p) for r, p, _ in BUILDS if runs_make(facts_for(r, p), p)})
+
+
+def test_make_is_a_build_requirement_exactly_where_the_build_script_runs_it():
+    """0.3's torch/lib/build_libs.sh runs `make install` itself; no other build script does."""
+    assert MAKE_BUILDS == [("0.3.0", "linux-64"), ("0.3.1", "linux-64")]
+    for (release, platform, _), variant in BUILDS.items():
+        assert ("make" in names(variant.build_requirements)) == ((release, platform) in MAKE_BUILDS), (release, platform)
+
+
+@pytest.mark.parametrize("release, platform", MAKE_BUILDS)
+def test_a_build_script_running_make_is_refused_without_make(tmp_path, release, platform):
+    machine = Machine(tmp_path, first(lambda r, p, c: r == release and p == platform))
+    (tmp_path / "bin" / "make").unlink()
+    machine.refused("runs `make` itself", "make is not on PATH")
 
 
 def test_empty_host_variables_count_as_unset(tmp_path):

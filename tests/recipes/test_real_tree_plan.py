@@ -1,5 +1,8 @@
 """Opt-in (TORCHWIN_UPSTREAM_REPO): the build driver's --plan on the real tree of every release tag.
 
+0.3's win-64 builds come from peterjc123/pytorch's commits (variants.yaml pytorch_commit_win): those
+trees are read from TORCHWIN_FORK_REPO (a clone of the fork); without it they are skipped, saying so.
+
 For each release in variants.yaml the tag's tree is written out of the local upstream repository with
 `git ls-tree` + `git cat-file` (blobs the repository lacks are written empty and named in the output),
 every submodule folder the build needs gets a placeholder file (submodule repositories are not part
@@ -87,16 +90,19 @@ def fake_host(root, platform, cuda):
 
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory):
-    """{release: (tree folder, blobs written empty, submodule folders with placeholders)}, made on first use."""
-    repo = up.upstream_repo()
+    """{(release, platform's source): (tree folder, blobs written empty, submodule folders with placeholders)},
+    made on first use: the tag's tree, or the fork's commit where that platform builds one."""
+    up.upstream_repo()
     made = {}
 
-    def tree(release):
-        if release not in made:
-            dest = tmp_path_factory.mktemp(f"v{release}")
-            missing = up.export_tree(repo, up.facts(release)["commit"], dest)
-            made[release] = (dest, missing, up.fill_placeholders(dest, release))
-        return made[release]
+    def tree(release, platform=None):
+        facts = up.facts(release, platform)
+        key = (release, facts["commit"])
+        if key not in made:
+            dest = tmp_path_factory.mktemp(f"v{release}-{facts['commit'][:7]}")
+            missing = up.export_tree(up.repo_for(release, platform), facts["commit"], dest)
+            made[key] = (dest, missing, up.fill_placeholders(dest, release, platform))
+        return made[key]
 
     return tree
 
@@ -104,19 +110,25 @@ def trees(tmp_path_factory):
 @pytest.mark.skipif(sys.platform == "win32", reason="fakes a Linux nvcc and a Windows folder as POSIX files")
 @pytest.mark.parametrize("release", up.releases())
 def test_driver_plan_passes_on_the_real_tree_for_every_build_of_the_release(release, trees, tmp_path):
-    tree, missing, placeholders = trees(release)
     builds = [b for b in rendered_builds() if b[0] == release]
     assert builds, f"the recipe renders no build of {release}"
-    print(f"\nv{release} ({up.facts(release)['commit'][:10]}): {len(placeholders)} submodule folders with "
-          f"placeholders; blobs missing from the repository, written empty: {sorted(missing) or 'none'}")
-    for path in up.skipped(release):  # left empty, as the engine leaves it: the plan must accept that
-        assert not any((tree / path).iterdir()), path
     failures = []
     for _, platform, cuda, cudnn, patches in builds:
+        facts = up.facts(release, platform)
+        if up.forked(release, platform) and not os.environ.get("TORCHWIN_FORK_REPO"):
+            print(f"\nv{release} {platform} CUDA {cuda}: not checked, its tree is {facts['repository']}'s "
+                  f"(set TORCHWIN_FORK_REPO to a clone of it)")
+            continue
+        tree, missing, placeholders = trees(release, platform)
+        print(f"\nv{release} {platform} ({facts['repository']} at {facts['commit'][:10]}): {len(placeholders)} "
+              f"submodule folders with placeholders; blobs missing, written empty: {sorted(missing) or 'none'}")
+        for path in up.skipped(release):  # left empty, as the engine leaves it: the plan must accept that
+            assert not any((tree / path).iterdir()), path
         env = fake_host(tmp_path / f"{platform}-{cuda}", platform, cuda)
         env.update({"SRC_DIR": str(tree), "RECIPE_DIR": str(up.RECIPE), "TORCHWIN_PYTORCH_VERSION": release,
                     "TORCHWIN_RELEASE": release, "TORCHWIN_BUILD_NUMBER": "1", "TORCHWIN_CUDA_VERSION": cuda,
-                    "TORCHWIN_CUDNN": cudnn, "TORCHWIN_PATCHES": patches, "HOME": str(tmp_path)})
+                    "TORCHWIN_CUDNN": cudnn, "TORCHWIN_PATCHES": patches, "HOME": str(tmp_path),
+                    "TORCHWIN_SOURCE_COMMIT": facts["commit"]})
         proc = subprocess.run([sys.executable, str(up.RECIPE / "build_driver.py"), "--plan", "--json",
                                "--platform", platform], env=env, capture_output=True, text=True,
                               cwd=tmp_path / f"{platform}-{cuda}")
@@ -131,6 +143,12 @@ def test_driver_plan_passes_on_the_real_tree_for_every_build_of_the_release(rele
             assert plan["env"]["TORCH_CUDA_ARCH_LIST"]
             if platform == "win-64":
                 assert plan["env"]["NVTOOLSEXT_PATH"]
+        if release.startswith("0.3."):
+            # 0.3: what its files read, nothing else; make on Linux (build_libs.sh), Ninja from the fork's .bat.
+            assert not any(k.startswith("USE_") or k in ("NO_TEST", "NO_MKLDNN") for k in plan["env"]), plan["env"]
+            assert plan["env"]["CMAKE_GENERATOR"] == ("Ninja" if platform == "win-64" else "Unix Makefiles")
+            if platform == "win-64":
+                assert plan["env"]["PYTORCH_BUILD_VERSION"] == f"{facts['declared_version']}+{facts['commit'][:7]}"
         print(f"  {platform:<8} CUDA {cuda:<4}: plan OK ({len(plan['env'])} variables, "
               f"{len(plan['commands'])} command(s))")
     assert not failures, "\n".join(failures)

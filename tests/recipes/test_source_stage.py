@@ -241,8 +241,14 @@ def test_each_release_clones_its_pinned_commit_and_every_submodule_but_the_skipp
     sources = rendered_sources(platform)
     assert sorted(sources) == sorted(up.releases_on(platform)) and set(up.releases_on("linux-64")) == set(up.releases())
     for release, (main, *listed) in sources.items():
-        facts, skipped = up.facts(release), up.skipped(release)
-        assert main["rev"] == "refs/tags/" + facts["tag"] and main["expected_commit"] == facts["commit"], release
+        facts, skipped = up.facts(release, platform), up.skipped(release)
+        if facts["tag"]:
+            assert main["git"] == "https://github.com/pytorch/pytorch.git", release
+            assert main["rev"] == "refs/tags/" + facts["tag"] and main["expected_commit"] == facts["commit"], release
+        else:
+            # 0.3 on Windows: the fork's branch, pinned by the commit its table was read from.
+            assert platform == "win-64" and main["git"] == facts["repository"] + ".git", release
+            assert main["rev"] == main["expected_commit"] == facts["commit"], release
         if not skipped:
             # The engine's own recursive clone: nothing listed, nothing turned off.
             assert main.get("submodules", True) is True and listed == [], release
@@ -371,3 +377,72 @@ def test_engine_source_step_of_the_real_tag_then_the_drivers_plan(release, tmp_p
     assert (out / "plan.rc").read_text().strip() == "0", (out / "plan.err").read_text()
     plan = json.loads((out / "plan.json").read_text())
     assert plan["release"] == release and plan["commands"][-1][1] == "setup.py"
+
+
+FORKED = sorted({r for r in up.releases() if up.forked(r, "win-64")})
+
+
+@posix_script
+@pytest.mark.parametrize("release", FORKED)
+def test_engine_source_step_of_the_forks_commit_then_the_drivers_plan(release, tmp_path, monkeypatch):
+    """0.3 on win-64: the recipe's own source (peterjc123/pytorch by commit, submodules recursive) through
+    the engine's source step, from a local clone of the fork (TORCHWIN_FORK_REPO) and of the submodules
+    (TORCHWIN_SUBMODULE_MIRRORS, git's url.<local>.insteadOf), then the driver's win-64 plan of that tree."""
+    up.upstream_repo()
+    fork = up.fork_repo()
+    facts = up.facts(release, "win-64")
+    for name in ("TORCHWIN_SOURCE_DIR", "TORCHWIN_NIGHTLY"):
+        monkeypatch.delenv(name, raising=False)
+    (main_source,) = rendered_sources("win-64")[release]
+    assert main_source["rev"] == main_source["expected_commit"] == facts["commit"]
+    clone_from = fork.resolve()
+    if up.history_lacks_objects(fork, facts["commit"]):
+        # As for the tags: a depth-1 copy of the branch at the commit, and a git that accepts a shallow remote.
+        clone_from = up.shallow_commit_repo(fork, facts["commit"], tmp_path / "fork.git")
+        monkeypatch.setenv("PATH", f"{up.shallow_fetching_git(tmp_path / 'git-shim')}{os.pathsep}{os.environ['PATH']}")
+        print(f"\nv{release} win-64: the fork's history lacks objects in {fork}: cloned from a one-branch shallow copy")
+    config = [("protocol.file.allow", "always"), (f"url.{clone_from.as_uri()}.insteadOf", main_source["git"])]
+    placeholders = []
+
+    def redirect(repo, commit, prefix=""):
+        for name, path, url, sub_commit in up.nested_submodules(repo, commit):
+            mirror = up.submodule_mirror(url, sub_commit)
+            if mirror is None:
+                config.append((f"submodule.{name}.update", "none"))
+                placeholders.append(prefix + path)
+                continue
+            config.append((f"url.{mirror.as_uri()}.insteadOf", url))
+            redirect(mirror, sub_commit, prefix + path + "/")
+
+    redirect(fork, facts["commit"])
+    monkeypatch.setenv("GIT_CONFIG_COUNT", str(len(config)))
+    for i, (key, value) in enumerate(config):
+        monkeypatch.setenv(f"GIT_CONFIG_KEY_{i}", key)
+        monkeypatch.setenv(f"GIT_CONFIG_VALUE_{i}", value)
+    out = tmp_path / "result"
+    out.mkdir()
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "ninja").write_text("#!/bin/sh\necho 1.8.2\n")
+    (tools / "ninja").chmod(0o755)
+    q = shlex.quote
+    script = [f"mkdir -p \"$SRC_DIR/{p}\" && echo placeholder > \"$SRC_DIR/{p}/{up.PLACEHOLDER}\"" for p in placeholders]
+    script += [
+        f"(git -C \"$SRC_DIR\" rev-parse HEAD || echo no-git) > {q(str(out / 'head.txt'))}",
+        f"ls \"$SRC_DIR/torch/lib/nanopb\" > {q(str(out / 'nanopb.txt'))}",
+        f"env SRC_DIR=\"$SRC_DIR\" PREFIX={q(str(tmp_path / 'prefix'))} RECIPE_DIR={q(str(up.RECIPE))} "
+        f"PATH={q(str(tools))}:/usr/bin:/bin TORCHWIN_PYTORCH_VERSION={release} TORCHWIN_RELEASE={release} "
+        f"TORCHWIN_BUILD_NUMBER=1 TORCHWIN_CUDA_VERSION=None TORCHWIN_SOURCE_COMMIT={facts['commit']} "
+        f"{q(sys.executable)} {q(str(up.RECIPE / 'build_driver.py'))} --plan --json --platform win-64 "
+        f"> {q(str(out / 'plan.json'))} 2> {q(str(out / 'plan.err'))}; echo $? > {q(str(out / 'plan.rc'))}",
+    ]
+    error = engine_build(tmp_path, [main_source], script, child=True)
+    assert error is None, error[-3000:]
+    print(f"\nv{release} win-64: {facts['repository']} at {facts['commit'][:10]} through the engine's source step; "
+          f"submodule folders filled with placeholders: {', '.join(placeholders) or 'none'}")
+    assert (out / "head.txt").read_text().strip() == facts["commit"]
+    assert "pb.h" in (out / "nanopb.txt").read_text().split()  # a real submodule checkout, not a placeholder
+    assert (out / "plan.rc").read_text().strip() == "0", (out / "plan.err").read_text()
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["env"]["PYTORCH_BUILD_VERSION"] == "%s+%s" % (facts["declared_version"], facts["commit"][:7])
+    assert plan["env"]["CMAKE_GENERATOR"] == "Ninja" and plan["env"]["NO_DISTRIBUTED"] == "1"

@@ -49,6 +49,7 @@ examples:
   torchwin doctor --target-platform win-64 --cuda 9.0 --build-dir D:\\build
   torchwin doctor --target-platform linux-64 --cuda none     # a CPU-only build
   torchwin doctor --json                            # {"ok": ..., "checks": [...]} for scripts
+  torchwin doctor --target-platform linux-64 --release 0.3.1 --cuda 8.0   # what one release needs too
 """
 
 
@@ -78,6 +79,48 @@ def _pytorch_recipe_dir():
 
     root = repo_root()
     return None if root is None else root / "recipes" / "pytorch"
+
+
+def release_facts(release, target_platform, recipe_dir=None):
+    """The facts table the build driver reads for `release` on `target_platform`: upstream/<release>-<platform>.json
+    where that platform builds another repository's commit (0.3's Windows fork), else <release>.json."""
+    recipe_dir = Path(recipe_dir) if recipe_dir is not None else _pytorch_recipe_dir()
+    if recipe_dir is None:
+        raise UserError(f"--release {release}: run inside a torchwin checkout (the facts are recipes/pytorch/upstream)")
+    for name in (f"{release}-{target_platform}", release):
+        path = recipe_dir / "upstream" / f"{name}.json"
+        if path.is_file():
+            try:
+                return json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise UserError(f"{path}: not a table of upstream facts ({exc}); regenerate it with "
+                                "`torchwin upstream-facts`") from None
+    raise UserError(f"--release {release}: no facts table {recipe_dir / 'upstream' / (release + '.json')}")
+
+
+def release_checks(host, release, target_platform, facts):
+    """What one release's own build scripts need beyond the toolchain (facts' build_scripts), and where
+    its source comes from (0.3 on win-64: peterjc123's fork, not the tag)."""
+    where = facts.get("repository") or "https://github.com/pytorch/pytorch"
+    commit = facts.get("commit") or "?"
+    origin = f"the tag {facts['tag']}" if facts.get("tag") else "not upstream's tag"
+    checks = [host_probes.Check(f"PyTorch {release} source", OK,
+                                f"{where} at {commit[:10]} ({origin}), declares {facts.get('declared_version')}")]
+    suffix = ".bat" if target_platform == "win-64" else ".sh"
+    for path, script in sorted((facts.get("build_scripts") or {}).items()):
+        if not path.endswith(suffix):
+            continue
+        if script.get("make_at") and not script.get("reads_cmake_generator"):
+            make = host_probes.check_tool(host, "make", f"apt-get install make (PyTorch {release}'s {path} runs "
+                                                        f"make itself, {script['make_at'][0]})")
+            checks.append(dataclasses.replace(make, name=f"make ({path})"))
+        for jobs in script.get("jobs") or ():
+            if "MAX_JOBS" not in jobs["value"] and "NUMBER_OF_PROCESSORS" not in jobs["value"]:
+                checks.append(host_probes.Check(
+                    f"job count ({path})", WARN,
+                    f"{jobs['at']} runs make -j{jobs['value']}: one job per CPU, MAX_JOBS does not limit it",
+                    "on a machine short of memory, build on fewer CPUs (taskset) or expect swapping"))
+    return checks
 
 
 def recipe_cuda(target_platform=None, recipe_dir=None):
@@ -112,6 +155,30 @@ def _render_cuda(target_platform, recipe_dir, _switches):
         cuda = str(best.variant.get("cuda_compiler_version", "None"))
         default = "none" if cuda == "None" else cuda
     return RecipeCuda(Path(recipe_dir), cudnn, default, conda_gcc)
+
+
+def release_cuda(release, target_platform, facts):
+    """`facts` (RecipeCuda) narrowed to one release's CUDA builds on the platform; a UserError for a
+    release the recipe does not build there."""
+    if facts is None:
+        return None
+    from torchwin import recipes
+
+    builds = [v for v in recipes.render([facts.recipe_dir], [target_platform])
+              if v.name == "pytorch" and str(v.variant.get("pytorch_version")) == release]
+    if not builds:
+        known = sorted({str(v.variant.get("pytorch_version")) for v in recipes.render([facts.recipe_dir], [target_platform])
+                        if v.name == "pytorch"}, key=host_probes.version_key)
+        raise UserError(f"--release {release}: recipes/{facts.recipe_dir.name} builds no {release} for {target_platform}; "
+                        f"use one of {', '.join(known)}")
+    cudnn = {}
+    for build in builds:
+        cuda = str(build.variant.get("cuda_compiler_version", "None"))
+        if cuda != "None":
+            cudnn[cuda] = str(build.variant.get("cudnn"))
+    best = max(builds, key=lambda v: v.build_number)
+    cuda = str(best.variant.get("cuda_compiler_version", "None"))
+    return dataclasses.replace(facts, cudnn=cudnn, default="none" if cuda == "None" else cuda)
 
 
 def default_cuda(target_platform=None, recipe_dir=None):
@@ -186,12 +253,18 @@ def nvtoolsext_facts(recipe_dir=None):
     return found[-1] if found else (fallback[0], fallback[1], False)
 
 
-def run_checks(target_platform, cuda, build_dir=None, host=None, cudnn=None, channels=()):
+def run_checks(target_platform, cuda, build_dir=None, host=None, cudnn=None, channels=(), release=None):
     """All checks for building `target_platform` with CUDA `cuda` ('9.0', or None / 'none' for CPU).
 
     `cudnn` is the variant's cuDNN major ("7"); None takes it from the rendered pytorch recipe.
     `channels`: the --channel values `torchwin build` would get (checked last).
+    `release` adds what that release's own build needs (release_checks).
     """
+    if release is not None:
+        host = host or Host.this_machine()
+        facts = release_facts(release, check_target_platform(target_platform))
+        return run_checks(target_platform, cuda, build_dir, host, cudnn, channels) + release_checks(
+            host, release, target_platform, facts)
     target_platform = check_target_platform(target_platform)
     cuda = parse_cuda(cuda)
     host = host or Host.this_machine()
@@ -319,19 +392,29 @@ def add_parser(subparsers):
     parser.add_argument("--channel", action="append", default=[], metavar="CHANNEL",
                         help="the channel(s) you will give `torchwin build --channel` (repeatable)")
     parser.add_argument("--json", action="store_true", help='print {"ok": bool, "checks": [...]} instead')
+    parser.add_argument(
+        "--release",
+        default=None,
+        metavar="X.Y.Z",
+        help="also check what this release's build needs (its facts table: e.g. make for 0.3 on Linux) and "
+        "limit --cuda to the CUDA versions it is built with",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args):
     target_platform = check_target_platform(args.target_platform or host_platform())
     facts = recipe_cuda(target_platform)
+    if args.release is not None:
+        facts = release_cuda(args.release, target_platform, facts)
     if args.cuda is not None:
         cuda = check_cuda_allowed(args.cuda, target_platform, facts)
     else:
         cuda = parse_cuda(FALLBACK_CUDA if facts is None else facts.default)
     cudnn = facts.cudnn.get(cuda) if facts is not None and cuda else None
     build_dir = Path(args.build_dir).resolve() if args.build_dir else Path.cwd()
-    checks = run_checks(target_platform, cuda, build_dir, cudnn=cudnn, channels=args.channel)
+    checks = run_checks(target_platform, cuda, build_dir, cudnn=cudnn, channels=args.channel,
+                        release=args.release)
     if args.json:
         print(json.dumps(as_json(checks), indent=2))
     else:
