@@ -21,7 +21,7 @@ from rattler import Version
 from torchwin.channel.config import MAIN
 from torchwin.channel.labels import dependency_labels
 from torchwin.channel.retention import from_millis
-from torchwin.channel.store import channel_lock, iter_records
+from torchwin.channel.store import iter_records, reading
 
 TORCH_NAMES = ("pytorch", "pytorch-cpu", "pytorch-nightly", "pytorch-nightly-cpu")
 _BUILD_RE = re.compile(r"^py(?P<py>\d\d+)_(?:cuda(?P<cuda>\d\d+)_cudnn\d+|(?P<cpu>cpu))_\d+$")
@@ -91,7 +91,8 @@ def collect(channel_dir):
     """Every record of every label of the channel, as Entry objects."""
     entries = []
     for label, _root, subdir, filename, rec in iter_records(channel_dir):
-        depends = list(rec.get("depends") or [])
+        depends = [d for d in rec.get("depends") or [] if isinstance(d, str)] if isinstance(
+            rec.get("depends"), list) else []
         build = str(rec.get("build", ""))
         name = str(rec.get("name", ""))
         torch = is_torch(name, build)
@@ -103,8 +104,8 @@ def collect(channel_dir):
                 name=name,
                 version=str(rec.get("version", "")),
                 build=build,
-                build_number=int(rec.get("build_number") or 0),
-                size=int(rec.get("size") or 0),
+                build_number=_int(rec.get("build_number")),
+                size=_int(rec.get("size")),
                 timestamp=from_millis(rec.get("timestamp")),
                 python=python_of(build, depends) if torch else None,
                 compute=(compute_of(build, depends) or "unknown") if torch else None,
@@ -114,10 +115,15 @@ def collect(channel_dir):
     return entries
 
 
+def _int(value):
+    """A record's number, or 0 when another tool wrote something else there."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def write_page(channel_dir, config, channel_url=None, output=None, now=None):
     """Render the page for channel_dir and write it (atomically) to output or DIR/index.html."""
     channel_dir = Path(channel_dir)
-    with channel_lock(channel_dir):
+    with reading(channel_dir):
         entries = collect(channel_dir)
     text = render(entries, config, channel_url=channel_url, now=now)
     output = Path(output) if output else channel_dir / "index.html"
@@ -192,7 +198,7 @@ def render(entries, config, channel_url=None, now=None):
         for e in torch:
             if e.label == label:
                 versions.setdefault(e.version, []).append(e)
-        for version in sorted(versions, key=Version, reverse=True):
+        for version in sorted(versions, key=_version_key, reverse=True):
             out.append(_matrix(label, version, versions[version], base, names_by_label, now, entries))
     if others:
         out.append(_others(others, now))
@@ -268,15 +274,21 @@ def _matrix(label, version, cells, base, names_by_label, now, entries=()):
                     days = (now - e.timestamp).days
                     css = "stale" if days >= STALE_DAYS else "fresh"
                     meta.append(f'<span class="{css}">{_age(days)}</span>')
-            command = _e(install_command(e, base, names_by_label, entries))
-            out.append(f'<td><code>{command}</code><div class="meta">{" &middot; ".join(meta)}</div></td>')
+            command = install_command(e, base, names_by_label, entries)
+            shown = (f"<code>{_e(command)}</code>" if command else
+                     "<div>no install command: its name, version or build has characters a shell would read</div>")
+            out.append(f'<td>{shown}<div class="meta">{" &middot; ".join(meta)}</div></td>')
         out.append("</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
 
 
 def install_command(e, base, names_by_label, entries=()):
-    """The conda command that installs exactly this build (newest build number of its variant)."""
+    """The conda command that installs exactly this build (newest build number of its variant).
+
+    None when a word of it holds a character that cmd, PowerShell or a POSIX shell would read even
+    inside double quotes (`$`, backquote, `!`, `%`, quotes): the page hands out commands to paste.
+    """
     suffix = f"_{e.build_number}"
     # Build number as a wildcard: the solver then takes the newest build of this variant.
     build = e.build[: -len(suffix) + 1] + "*" if e.build.endswith(suffix) else e.build
@@ -299,8 +311,14 @@ def install_command(e, base, names_by_label, entries=()):
     words = ["conda", "install"]
     for channel in channels:
         words += ["-c", channel]
-    words.append(f'"{spec}"')
-    return " ".join(words + extra)
+    words += [spec, *extra]
+    if not all(_SAFE_WORD.match(w) for w in words):
+        return None
+    return " ".join(f'"{w}"' if w == spec else w for w in words)
+
+
+# Characters no shell expands inside double quotes (and that need none outside them but `*` and `=`).
+_SAFE_WORD = re.compile(r"^[A-Za-z0-9_.+=*/:@,~-]+$")
 
 
 def _label_url(base, label):
@@ -315,12 +333,20 @@ def _others(entries, now):
             "<th>Label</th><th>Size</th><th>Built</th></tr></thead><tbody>"
         ),
     ]
-    for e in sorted(entries, key=lambda e: (e.name, e.label, e.subdir, Version(e.version), e.build)):
+    for e in sorted(entries, key=lambda e: (e.name, e.label, e.subdir, _version_key(e.version), e.build)):
         built = e.timestamp.strftime("%Y-%m-%d") if e.timestamp else "&mdash;"
         cells = [_e(e.name), _e(e.version), _e(e.build), _e(e.subdir), _e(e.label), _size(e.size), built]
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
+
+
+def _version_key(text):
+    """A version to sort by; one another tool wrote that does not parse sorts first."""
+    try:
+        return (1, Version(text))
+    except Exception:  # noqa: BLE001 - rattler's parse errors have several types
+        return (0, Version("0"))
 
 
 def _newer(a, b):
