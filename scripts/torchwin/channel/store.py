@@ -412,13 +412,13 @@ def recover(channel_dir):
     if path.exists():
         journal = _read_journal(path)
         count = sum(len(c["add"]) + len(c["drop"]) for c in journal["subdirs"].values())
+        _roll_forward_or_say(channel_dir, journal, recovering=True)
         print(
-            f"torchwin: finishing an interrupted channel update ({count} file(s) in "
-            f"{journal['root']}), left by a command that was killed",
+            f"torchwin: finished an interrupted channel update ({count} file(s) in "
+            f"{journal['root']}), left by a command that was killed or failed",
             file=sys.stderr,
             flush=True,
         )
-        _roll_forward_or_say(channel_dir, journal, recovering=True)
     if state.is_dir():
         for leftover in state.glob("staging-*"):
             shutil.rmtree(leftover, ignore_errors=True)
