@@ -12,13 +12,19 @@ import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rattler import Channel, MatchSpec, RepoData
+from rattler import Channel, MatchSpec, RepoData, Version
 from rattler.exceptions import InvalidMatchSpecError
 
 from torchwin.channel import retention
 from torchwin.channel import store as channel_store
 from torchwin.channel.config import load_channel_config
-from torchwin.channel.package_check import EXTENSIONS, KNOWN_SUBDIRS, check_pinned_labels, file_digest
+from torchwin.channel.package_check import (
+    EXTENSIONS,
+    KNOWN_SUBDIRS,
+    check_pinned_labels,
+    file_digest,
+    split_filename,
+)
 from torchwin.channel.package_read import ZSTD
 from torchwin.checkout import require_repo_root
 from torchwin.errors import Failure, UserError
@@ -108,24 +114,36 @@ def find_packages(channel_dir, specs, label, platform=None):
 
 
 def prune_plan(channel_dir, config, labels=None, now=None):
-    """[(retention.Build, reason)] for the local channel, per channel.yaml's retention rules."""
+    """[(retention.Build, reason)] for the local channel, per channel.yaml's retention rules.
+
+    Name, version and build come from the file name (which the shared rule checked), not from
+    fields another tool may have written; a record whose version does not parse is kept and said.
+    """
     builds = []
     for label, root, subdir, filename, rec in channel_store.iter_records(channel_dir):
         if label not in config.retention or (labels and label not in labels):
+            continue
+        name, version, build, _ext = split_filename(filename)
+        try:
+            Version(version)
+        except Exception:  # noqa: BLE001 - rattler's parse errors have several types
+            print(f"torchwin: warning: {label}/{subdir}/{filename}: version {version!r} does not parse; kept",
+                  file=sys.stderr)
             continue
         stamp = retention.from_millis(rec.get("timestamp"))
         if stamp is None and (root / subdir / filename).exists():
             # No timestamp in index.json: the time the file arrived is the next best age.
             stamp = datetime.fromtimestamp((root / subdir / filename).stat().st_mtime, timezone.utc)
+        number = rec.get("build_number")
         builds.append(
             retention.Build(
                 label=label,
                 subdir=subdir,
                 filename=filename,
-                name=str(rec.get("name", "")),
-                version=str(rec.get("version", "0")),
-                build=str(rec.get("build", "")),
-                build_number=int(rec.get("build_number") or 0),
+                name=name,
+                version=version,
+                build=build,
+                build_number=number if isinstance(number, int) and not isinstance(number, bool) else 0,
                 timestamp=stamp,
             )
         )
