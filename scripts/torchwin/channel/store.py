@@ -1,6 +1,6 @@
-"""The local channel on disk: layout, the lock, and crash-safe, reader-atomic add/remove.
+"""The local channel on disk: the lock, and crash-safe, reader-atomic add/remove.
 
-Layout: label main is DIR/<subdir>/, any other label L is DIR/label/L/<subdir>/,
+Layout (layout.py): label main is DIR/<subdir>/, any other label L is DIR/label/L/<subdir>/,
 each a complete conda channel (with noarch/). DIR/.torchwin/ holds the lock
 file, the journal and staging folders; it is never served.
 
@@ -54,139 +54,32 @@ from pathlib import Path
 from rattler import PackageRecord
 
 from torchwin.channel.config import MAIN
-from torchwin.channel.lock import FileLock
-from torchwin.channel.package_check import (
-    KNOWN_SUBDIRS,
-    check_package,
-    file_digest,
-    file_digests,
-    file_name_problem,
-    split_filename,
+from torchwin.channel.layout import (  # noqa: F401 - re-exported: the channel's API stays store's
+    JOURNAL,
+    REPODATA,
+    STATE_DIR,
+    check_channel_dir,
+    iter_records,
+    label_root,
+    label_roots,
+    os_error_line,
+    pending_change,
+    read_repodata,
+    records_of,
+    repodata_shape_problem,
+    safe_filename,
+    subdirs_of,
+    triple_key,
+    unsafe_name_message,
 )
+from torchwin.channel.lock import FileLock
+from torchwin.channel.package_check import KNOWN_SUBDIRS, check_package, file_digest, file_digests
 from torchwin.errors import Failure, UserError
 
-STATE_DIR = ".torchwin"
-JOURNAL = "journal.json"
-REPODATA = "repodata.json"
 REPODATA_ZST = "repodata.json.zst"
 STALE_SHARDS = "repodata_shards.msgpack.zst"
 _CHUNK = 1 << 20
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def label_root(channel_dir, label):
-    """The folder that is the conda channel for label: DIR for main, DIR/label/<L> otherwise."""
-    channel_dir = Path(channel_dir)
-    return channel_dir if label in (None, MAIN) else channel_dir / "label" / label
-
-
-def label_roots(channel_dir):
-    """[(label, root)] for main and each label folder present under DIR/label/."""
-    channel_dir = Path(channel_dir)
-    roots = [(MAIN, channel_dir)]
-    labels_dir = channel_dir / "label"
-    if labels_dir.is_dir():
-        roots += [(p.name, p) for p in sorted(labels_dir.iterdir()) if p.is_dir()]
-    return roots
-
-
-def subdirs_of(root):
-    """Platform folders of one channel root, sorted."""
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name in KNOWN_SUBDIRS)
-
-
-def read_repodata(root, subdir):
-    """The parsed repodata.json of root/subdir, or an empty one when there is none yet.
-
-    A Failure (one line) unless it is a mapping whose packages sections are mappings of records
-    that are mappings: what every command after it relies on.
-    """
-    path = root / subdir / REPODATA
-    if not path.exists():
-        return {"info": {"subdir": subdir}, "packages": {}, "packages.conda": {}}
-    try:
-        repodata = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise Failure(f"{path}: unreadable repodata ({exc})") from None
-    problem = repodata_shape_problem(repodata)
-    if problem:
-        raise Failure(f"{path}: malformed repodata ({problem}); restore it, or delete it and add the packages again")
-    return repodata
-
-
-def repodata_shape_problem(repodata):
-    """None when repodata has the shape conda reads, else what is wrong, in a few words."""
-    if not isinstance(repodata, dict):
-        return f"a JSON {_kind(repodata)}, not an object"
-    for section in ("packages", "packages.conda"):
-        records = repodata.get(section)
-        if records is None:
-            continue
-        if not isinstance(records, dict):
-            return f"{section} is a JSON {_kind(records)}, not an object"
-        for filename, record in records.items():
-            if not isinstance(record, dict):
-                return f"{section}[{filename!r}] is a JSON {_kind(record)}, not an object"
-    return None
-
-
-def _kind(value):
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def safe_filename(name):
-    """True for a package file name every channel command accepts (package_check.file_name_problem's rule).
-
-    A repodata record naming a path, or a name a shell would expand, never reaches the file system or the page.
-    """
-    return file_name_problem(name) is None
-
-
-def unsafe_name_message(where, name):
-    return (f"{where}/repodata.json names {name!r}, which is not a plain file name "
-            f"({file_name_problem(name)}); ignored")
-
-
-def triple_key(filename):
-    """(name, version, build) of a file name, folded as a case-insensitive file system would: one build."""
-    name, version, build, _ext = split_filename(filename)
-    return (name.casefold(), version.casefold(), build.casefold())
-
-
-def records_of(repodata):
-    """{filename: record} over both the .tar.bz2 and the .conda sections."""
-    records = dict(repodata.get("packages") or {})
-    records.update(repodata.get("packages.conda") or {})
-    return records
-
-
-def iter_records(channel_dir):
-    """(label, root, subdir, filename, record) for every package the channel's repodata names."""
-    for label, root in label_roots(channel_dir):
-        for subdir in subdirs_of(root):
-            for filename, record in sorted(records_of(read_repodata(root, subdir)).items()):
-                if not safe_filename(filename):
-                    print(f"torchwin: warning: {unsafe_name_message(f'{label}/{subdir}', filename)}", file=sys.stderr)
-                    continue
-                yield label, root, subdir, filename, record
-
-
-def check_channel_dir(channel_dir, create=False):
-    """A UserError unless channel_dir is a folder (or, with create, can become one); creates nothing."""
-    channel_dir = Path(channel_dir)
-    if channel_dir.exists() and not channel_dir.is_dir():
-        raise UserError(f"{channel_dir}: not a folder (--channel-dir / TORCHWIN_CHANNEL_DIR must name a channel folder)")
-    if not channel_dir.exists():
-        if not create:
-            raise UserError(f"{channel_dir}: no such channel folder (check --channel-dir / TORCHWIN_CHANNEL_DIR)")
-        for parent in channel_dir.parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise UserError(f"{channel_dir}: cannot be created, {parent} is a file")
-                break
 
 
 def channel_lock(channel_dir, timeout=3600.0):
@@ -195,12 +88,6 @@ def channel_lock(channel_dir, timeout=3600.0):
               file=sys.stderr, flush=True)
 
     return FileLock(Path(channel_dir) / STATE_DIR / "lock", timeout=timeout, on_wait=say)
-
-
-def os_error_line(exc):
-    """An OSError as one line: what failed, on which path."""
-    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-    return f"{where}{exc.strerror or exc}"
 
 
 @contextmanager
@@ -260,14 +147,6 @@ def reading(channel_dir):
         yield
     finally:
         lock.release()
-
-
-def pending_change(channel_dir):
-    """A line saying a journaled change is not finished yet, or None."""
-    path = Path(channel_dir) / STATE_DIR / JOURNAL
-    if not path.exists():
-        return None
-    return f"a channel change is pending: {path} is left by an update that did not finish"
 
 
 def add_packages(channel_dir, files, label=MAIN, force=False):
