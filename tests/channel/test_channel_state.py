@@ -5,6 +5,7 @@ console or the file system is what is tested.
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -193,3 +194,25 @@ def test_the_lock_wait_message_goes_to_stderr(tmp_path, cfg, readline):
             pass
     out, _err = proc.communicate(timeout=DEADLINE_S)
     assert "waiting for the channel lock" in err_line and "waiting" not in out
+
+
+def test_a_full_disk_is_one_line_and_leaves_a_channel_that_verifies(tmp_path, cfg):
+    """The channel on a small tmpfs (in a user and mount namespace of its own): adds fail with ENOSPC."""
+    if os.name == "nt" or shutil.which("unshare") is None or not _can_mount_read_only(tmp_path):
+        pytest.skip("needs Linux user namespaces (unshare -rm) for a small tmpfs")
+    chan = cfg[1]
+    chan.mkdir()
+    packages = [make_package(tmp_path / "out", f"p{i}", payload=os.urandom(40_000)) for i in range(6)]
+    torchwin = shlex.join([sys.executable, "-m", "torchwin", "channel"])
+    where = shlex.join(map(str, cfg))
+    script = " ; ".join([f"mount -t tmpfs -o size=160k tmpfs {shlex.quote(str(chan))} || exit 9"]
+                        + [f"{torchwin} add {shlex.quote(str(p))} {where} ; echo rc=$? >&2" for p in packages]
+                        + [f"{torchwin} verify {where} ; echo verify=$? >&2"])
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True,
+                          timeout=DEADLINE_S * 3, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    err = proc.stderr
+    assert "rc=0" in err and "rc=1" in err, err  # some fit, then the disk is full
+    assert "No space left on device" in err and "Traceback" not in err, err
+    failed = [line for line in err.splitlines() if line.startswith("torchwin: error:")]
+    assert all("No space left on device" in line for line in failed), failed
+    assert "verify=0" in err, err
