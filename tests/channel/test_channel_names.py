@@ -182,7 +182,7 @@ def test_a_tar_of_many_members_is_refused_at_the_cap_without_reading_on(tmp_path
     folders = [member(f"share/d{i}", kind=tarfile.DIRTYPE) for i in range(2000)]
     path = Conda(good).add_payload(*folders, listed=False).write(tmp_path / "many" / good.name)
     assert refused(capsys, cfg, path, "over 500 members in the package") is None
-    monkeypatch.setattr(package_read, "MAX_MEMBERS", 300_000)
+    monkeypatch.setattr(package_read, "MAX_MEMBERS", 200_000)
     monkeypatch.setattr(package_read, "MAX_TOTAL", 100_000)
     big = Conda(good).add_payload(member("share/big", b"\0" * 200_000)).write(tmp_path / "big" / good.name)
     assert refused(capsys, cfg, big, "over 100000 bytes, the limit") is None
