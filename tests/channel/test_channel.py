@@ -238,7 +238,8 @@ def test_concurrent_add_processes_lose_nothing(tmp_path, chan, config_file, read
                     [*cmd, str(p)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
                 ))
             for proc, p in zip(procs, packages):
-                assert "waiting for the channel lock" in readline(proc, f"`channel add {p.name}`")
+                # On stderr: stdout stays the command's result, for scripts that read it.
+                assert "waiting for the channel lock" in readline(_StderrOf(proc), f"`channel add {p.name}`")
             assert all(proc.poll() is None for proc in procs)
         for proc in procs:
             _out, err = proc.communicate(timeout=300)
@@ -251,6 +252,20 @@ def test_concurrent_add_processes_lose_nothing(tmp_path, chan, config_file, read
     names = set(repodata(chan)) | set(repodata(chan, "win-64"))
     assert names == {p.name for p in packages}
     assert cli("verify", "--channel-dir", chan) == 0
+
+
+class _StderrOf:
+    """proc with its stderr as stdout, for the readline fixture."""
+
+    def __init__(self, proc):
+        self.proc, self.stdout = proc, proc.stderr
+
+    def poll(self):
+        return self.proc.poll()
+
+    @property
+    def returncode(self):
+        return self.proc.returncode
 
 
 def live_copy(path):

@@ -232,7 +232,10 @@ def test_a_journal_naming_paths_outside_the_channel_is_refused(tmp_path, config_
     journal = {"root": ".", "stage": "staging-x", "subdirs": {"linux-64": {"add": {}, "drop": ["../../victim-1.0-0.conda"]}}}
     (chan / ".torchwin" / "journal.json").write_text(json.dumps(journal))
     capsys.readouterr()
-    assert cli("verify", *cfg) == 1
+    assert cli("prune", *cfg) == 1  # a writing command: one line
     err = capsys.readouterr().err
     assert "names paths outside the channel" in err and len(err.strip().splitlines()) == 1
+    assert cli("verify", *cfg) == 1  # a reading one says why, and that the change is pending
+    captured = capsys.readouterr()
+    assert "names paths outside the channel" in captured.err and "a channel change is pending" in captured.out
     assert victim.read_bytes() == b"precious"

@@ -1,5 +1,6 @@
-"""Fuzzing the channel: random truncations, corruptions and member swaps of real packages, and
-real `torchwin channel` processes SIGKILLed at random moments.
+"""Fuzzing the channel: random truncations, corruptions and member swaps of real packages, other
+spellings of member names, random file names, random repodata records and shapes, and real
+`torchwin channel` processes SIGKILLed at random moments.
 
 Sized for CI (a few seconds). TORCHWIN_FUZZ_SCALE=N runs N times as many cases
 (TORCHWIN_FUZZ_SCALE=50: about a minute); TORCHWIN_FUZZ_SEED picks another
@@ -7,6 +8,7 @@ random sequence. A failure message names the seed and case, so it can be replaye
 """
 
 import io
+import json
 import os
 import random
 import shutil
@@ -199,3 +201,145 @@ def test_processes_killed_at_random_moments_leave_a_channel_the_next_command_ver
     assert channel.verify(chan)[1] == []
     assert killed >= 1  # at least one was caught in the act
     shutil.rmtree(chan)
+
+
+# ---------------------------------------------------------------- names, record fields, repodata shapes
+
+
+def _respell(name, rng):
+    """Another spelling of a member name that an extractor writes to the same file (or, for info/, the
+    same file on a case-insensitive file system)."""
+    head, _, tail = name.partition("/")
+    forms = [f"./{name}", f"{head}//{tail}", f"{head}/./{tail}", f"{head}\\{tail}", f"{name}/.",
+             f"{head}/{tail}/", f"x/../{name}"]
+    if head == "info":
+        forms.append(name.upper() if rng.random() < 0.5 else f"{head}/{tail[0].upper()}{tail[1:]}")
+    return rng.choice([f for f in forms if f])
+
+
+def test_every_other_spelling_of_a_member_name_is_refused(built, tmp_path, rng):
+    from test_channel_hostile import Conda, member
+
+    good = built["conda"]
+    conda = Conda(good)
+    names = [i.name for i, _ in conda.info + conda.pkg if i.isfile()]
+    for i in range(12 * SCALE):
+        target = rng.choice(names)
+        spelling = _respell(target, rng)
+        copy = Conda(good)
+        extra = member(spelling, b"other bytes")
+        if target.startswith("info/"):
+            copy.info = copy.info + [extra]
+        else:
+            copy.add_payload(extra)  # listed in paths.json too: only the name can give it away
+        path = copy.write(tmp_path / f"name-{i}" / good.name)
+        _expect_refused(path, f"{target} spelled {spelling!r} (case {i})")
+
+
+def _random_value(rng, depth=0):
+    kinds = ["int", "str", "none", "bool", "float", "huge", "list", "dict", "shell"]
+    kind = rng.choice(kinds if depth < 2 else kinds[:6])
+    if kind == "int":
+        return rng.randrange(-5, 10**6)
+    if kind == "str":
+        return "".join(rng.choice("abc019_.-+ =<>*/\\:") for _ in range(rng.randrange(0, 12)))
+    if kind == "none":
+        return None
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "float":
+        return rng.uniform(-1e20, 1e20)
+    if kind == "huge":
+        return 10 ** rng.randrange(18, 40)
+    if kind == "shell":
+        return rng.choice(["$(id)", "`id`", "%PATH%", "!!", "a'b", 'a"b'])
+    if kind == "list":
+        return [_random_value(rng, depth + 1) for _ in range(rng.randrange(0, 3))]
+    return {str(rng.randrange(9)): _random_value(rng, depth + 1) for _ in range(rng.randrange(0, 3))}
+
+
+FIELDS = ["name", "version", "build", "build_number", "size", "sha256", "md5", "depends", "constrains",
+          "timestamp", "subdir", "track_features", "noarch", "license"]
+NAMES = ["ok-1.0-h0_0.conda", "ok-1.0-h0_0.tar.bz2", "../x-1-0.conda", "a\\b-1-0.conda", "C:x-1-0.conda",
+         "x-1-$(id).conda", "x.conda", "", "-.conda", "x-1-0.CONDA", "\u00e9-1-0.conda", "x-1-0.conda/"]
+
+
+def _random_repodata(rng, template):
+    shape = rng.randrange(6)
+    if shape == 0:  # not an object at all
+        return rng.choice([[], None, "packages", 3, True, [template]])
+    if shape == 1:  # a section that is not an object
+        return {"packages": rng.choice([[], None, "x", 5, [template]]), "packages.conda": {}}
+    records = {}
+    for _ in range(rng.randrange(1, 4)):
+        record = dict(template)
+        for field in rng.sample(FIELDS, rng.randrange(1, 5)):
+            if rng.random() < 0.2:
+                record.pop(field, None)
+            else:
+                record[field] = _random_value(rng)
+        if shape == 2 and rng.random() < 0.5:
+            record = _random_value(rng)  # a record that may not be an object
+        records[rng.choice(NAMES + [f"r{rng.randrange(99)}-1.0-h0_0.conda"])] = record
+    section = "packages.conda" if rng.random() < 0.5 else "packages"
+    return {"info": {"subdir": "linux-64"}, section: records, "repodata_version": _random_value(rng)}
+
+
+def test_random_repodata_never_crashes_a_command_nor_reaches_outside(tmp_path, rng, capsys):
+    """Records and repodata another tool (or an attacker) wrote: every command gives its answer or one line."""
+    config = tmp_path / "channel.yaml"
+    config.write_text(CONFIG.replace("labels: [main]", "labels: [main, nightly]\nretention:\n  nightly: "
+                                     "{keep_days: 1, keep_newest: 1}"))
+    chan = tmp_path / "chan"
+    cfg = ["--channel-dir", str(chan), "--config", str(config)]
+    pkg = make_package(tmp_path / "src", "ok")
+    assert main(["channel", "add", "--label", "nightly", str(pkg), *cfg]) == 0
+    folder = chan / "label" / "nightly" / "linux-64"
+    template = next(iter(channel_store.read_repodata(folder.parent, "linux-64")["packages.conda"].values()))
+    outside = tmp_path / "x-1-0.conda"
+    outside.write_bytes(b"precious")
+    commands = [["verify"], ["page", "--output", str(tmp_path / "p.html")], ["prune", "--dry-run"], ["prune"],
+                ["remove", "--dry-run", "--label", "nightly", "ok"], ["remove", "--label", "nightly", "r1"]]
+    for i in range(12 * SCALE):
+        data = _random_repodata(rng, template)
+        (folder / "repodata.json").write_text(json.dumps(data))
+        (folder / "repodata.json.zst").unlink(missing_ok=True)
+        for command in commands:
+            capsys.readouterr()
+            code = main(["channel", *command, *cfg])
+            err = capsys.readouterr().err
+            assert code in (0, 1, 2) and "Traceback" not in err, (i, command, data, err)
+            if code:
+                assert err.strip().splitlines()[-1].startswith("torchwin: error: "), (i, command, err)
+        assert outside.read_bytes() == b"precious"
+        shutil.copy(pkg, folder / pkg.name)  # a prune or remove may have taken it; the next case needs it
+
+
+def test_random_file_names_follow_one_rule_at_add_and_verify(tmp_path, rng, capsys):
+    """A good package copied to random names: add takes exactly the names the shared rule allows
+    (and whose parts are the package's own), and verify then passes."""
+    from torchwin.channel.package_check import file_name_problem
+
+    config = tmp_path / "channel.yaml"
+    config.write_text(CONFIG)
+    chan = tmp_path / "chan"
+    cfg = ["--channel-dir", str(chan), "--config", str(config)]
+    pkg = make_package(tmp_path / "src", "ok", archive=ArchiveType.TarBz2)  # a .tar.bz2 holds no name inside
+    alphabet = "ok1.0h_-+$`!%:\\'\" OK\u00e9"
+    for i in range(20 * SCALE):
+        name = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 16))) + ".tar.bz2"
+        if rng.random() < 0.3:
+            name = pkg.name
+        if "/" in name or "\x00" in name:
+            continue
+        path = tmp_path / f"n{i}" / "linux-64" / name
+        path.parent.mkdir(parents=True)
+        shutil.copy(pkg, path)
+        capsys.readouterr()
+        code = main(["channel", "add", str(path), *cfg])
+        err = capsys.readouterr().err
+        if code == 0:
+            assert name == pkg.name and file_name_problem(name) is None, (name, err)
+        else:
+            assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (name, err)
+    assert main(["channel", "verify", *cfg]) == 0

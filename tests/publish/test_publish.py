@@ -49,11 +49,15 @@ class FakeAnaconda(ThreadingHTTPServer):
         self.staged = {}
         self.uploads = {}  # dist_id -> body bytes
         self.log = []  # (method, path, authorization header)
-        self.failures = []  # [method, regex, status or "drop", times left, echo token?]
+        self.failures = []  # [method, regex, status or "drop", times left, echo token?, raw body or None]
+        self.hooks = []  # (method, regex, fn): fn() runs when such a request arrives, before it is answered
         self.token_warning = False  # answer with a Conda-Token-Warning header quoting the credentials
 
-    def fail(self, method, pattern, status, times=1, echo=False):
-        self.failures.append([method, re.compile(pattern), status, times, echo])
+    def fail(self, method, pattern, status, times=1, echo=False, body=None):
+        self.failures.append([method, re.compile(pattern), status, times, echo, body])
+
+    def on(self, method, pattern, fn):
+        self.hooks.append((method, re.compile(pattern), fn))
 
     def add_file(self, name, version, basename, labels, attrs, sha256="0" * 64):
         package = self.packages.setdefault(name, {"name": name, "files": []})
@@ -104,11 +108,20 @@ class Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization", "")
         with server.lock:
             server.log.append((method, path, auth))
+            for hook_method, pattern, fn in server.hooks:
+                if hook_method == method and pattern.search(path):
+                    fn()
             for rule in server.failures:
                 if rule[0] == method and rule[1].search(path) and rule[3] > 0:
                     rule[3] -= 1
                     if rule[2] == "drop":
                         self.close_connection = True
+                        return
+                    if rule[5] is not None:  # a raw body: empty, HTML, anything but the JSON/XML expected
+                        self.send_response(rule[2])
+                        self.send_header("Content-Length", str(len(rule[5])))
+                        self.end_headers()
+                        self.wfile.write(rule[5])
                         return
                     # A careless server might echo the credentials: the client must still not show them.
                     message = f"refused for {auth}" if rule[4] else "server trouble"

@@ -12,13 +12,19 @@ import textwrap
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rattler import Channel, MatchSpec, RepoData
+from rattler import Channel, MatchSpec, RepoData, Version
 from rattler.exceptions import InvalidMatchSpecError
 
 from torchwin.channel import retention
 from torchwin.channel import store as channel_store
 from torchwin.channel.config import load_channel_config
-from torchwin.channel.package_check import EXTENSIONS, check_pinned_labels, file_digest
+from torchwin.channel.package_check import (
+    EXTENSIONS,
+    KNOWN_SUBDIRS,
+    check_pinned_labels,
+    file_digest,
+    split_filename,
+)
 from torchwin.channel.package_read import ZSTD
 from torchwin.checkout import require_repo_root
 from torchwin.errors import Failure, UserError
@@ -81,12 +87,16 @@ def find_packages(channel_dir, specs, label, platform=None):
                 raise UserError(f"{spec!r} is not a package file name or match spec ({exc})") from None
     found = []
     for subdir in channel_store.subdirs_of(root):
-        if platform and subdir != platform:
+        if platform is not None and subdir != platform:
             continue
         path = root / subdir / channel_store.REPODATA
         if not path.exists():
             continue
-        records = RepoData.from_path(path).into_repo_data(Channel(root.resolve().as_uri()))
+        channel_store.read_repodata(root, subdir)  # its shape, in one line
+        try:
+            records = RepoData.from_path(path).into_repo_data(Channel(root.resolve().as_uri()))
+        except Exception as exc:  # noqa: BLE001 - rattler's parse errors have several types
+            raise Failure(f"{path}: malformed repodata ({str(exc).strip().splitlines()[0]})") from None
         for record in records:
             if not channel_store.safe_filename(record.file_name):
                 message = channel_store.unsafe_name_message(f"{label}/{subdir}", record.file_name)
@@ -104,24 +114,36 @@ def find_packages(channel_dir, specs, label, platform=None):
 
 
 def prune_plan(channel_dir, config, labels=None, now=None):
-    """[(retention.Build, reason)] for the local channel, per channel.yaml's retention rules."""
+    """[(retention.Build, reason)] for the local channel, per channel.yaml's retention rules.
+
+    Name, version and build come from the file name (which the shared rule checked), not from
+    fields another tool may have written; a record whose version does not parse is kept and said.
+    """
     builds = []
     for label, root, subdir, filename, rec in channel_store.iter_records(channel_dir):
         if label not in config.retention or (labels and label not in labels):
+            continue
+        name, version, build, _ext = split_filename(filename)
+        try:
+            Version(version)
+        except Exception:  # noqa: BLE001 - rattler's parse errors have several types
+            print(f"torchwin: warning: {label}/{subdir}/{filename}: version {version!r} does not parse; kept",
+                  file=sys.stderr)
             continue
         stamp = retention.from_millis(rec.get("timestamp"))
         if stamp is None and (root / subdir / filename).exists():
             # No timestamp in index.json: the time the file arrived is the next best age.
             stamp = datetime.fromtimestamp((root / subdir / filename).stat().st_mtime, timezone.utc)
+        number = rec.get("build_number")
         builds.append(
             retention.Build(
                 label=label,
                 subdir=subdir,
                 filename=filename,
-                name=str(rec.get("name", "")),
-                version=str(rec.get("version", "0")),
-                build=str(rec.get("build", "")),
-                build_number=int(rec.get("build_number") or 0),
+                name=name,
+                version=version,
+                build=build,
+                build_number=number if isinstance(number, int) and not isinstance(number, bool) else 0,
                 timestamp=stamp,
             )
         )
@@ -129,15 +151,20 @@ def prune_plan(channel_dir, config, labels=None, now=None):
 
 
 def verify(channel_dir):
-    """Problems found in the channel: files vs repodata (existence, size, sha256), .zst vs .json."""
+    """Problems found in the channel: files vs repodata (existence, size, sha256), .zst vs .json,
+    repodata's shape, a pending change."""
     problems = []
+    pending = channel_store.pending_change(channel_dir)
+    if pending:
+        problems.append(f"{pending}; run a channel command that writes (e.g. `channel prune --label main`) "
+                        "to finish it, or see the line it prints")
     checked = 0
     for label, root in channel_store.label_roots(channel_dir):
         for subdir in channel_store.subdirs_of(root):
             folder = root / subdir
             where = f"{label}/{subdir}"
             repodata_path = folder / channel_store.REPODATA
-            on_disk = {p.name for p in folder.iterdir() if p.is_file() and p.name.endswith(EXTENSIONS)}
+            on_disk = {p.name for p in folder.iterdir() if p.name.endswith(EXTENSIONS) and p.is_file()}
             if not repodata_path.exists():
                 if on_disk:
                     problems.append(f"{where}: {len(on_disk)} package file(s) but no repodata.json")
@@ -158,7 +185,7 @@ def verify(channel_dir):
                     problems.append(f"{where}/{filename}: in repodata.json but the file is missing")
                     continue
                 sha256, size = file_digest(path)
-                if rec.get("size") != size:
+                if rec.get("size") != size or isinstance(rec.get("size"), bool):
                     problems.append(f"{where}/{filename}: size {size}, repodata.json says {rec.get('size')}")
                 if rec.get("sha256") != sha256:
                     problems.append(
@@ -197,7 +224,7 @@ def add_parser(subparsers):
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--channel-dir", metavar="DIR", type=Path, help="the channel folder (default: channel/local)"
+        "--channel-dir", metavar="DIR", type=_channel_dir, help="the channel folder (default: channel/local)"
     )
     common.add_argument(
         "--config", metavar="FILE", type=Path, help="channel config (default: channel/channel.yaml)"
@@ -304,13 +331,33 @@ def add_parser(subparsers):
     parser.set_defaults(func=run)
 
 
+def _channel_dir(text):
+    """--channel-dir: "" would make the working folder a channel."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty folder name; give the channel folder")
+    return Path(text)
+
+
 def _wrap(text):
     """Fill a description to 78 columns: the raw formatter (kept for the epilog examples) does not."""
     return textwrap.fill(text, 78)
 
 
 def run(args):
-    return args.channel_func(args)
+    _tolerant_output()
+    try:
+        return args.channel_func(args)
+    except OSError as exc:  # ENOSPC, EROFS, EACCES...: one line, not a traceback
+        raise Failure(f"channel {args.channel_command}: {channel_store.os_error_line(exc)}") from None
+
+
+def _tolerant_output():
+    """A path the console cannot encode (a non-ASCII name under cp1252) is shown escaped, never a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):  # not a TextIOWrapper (pytest's capture), or closed
+            pass
 
 
 def _dir(args):
@@ -331,6 +378,9 @@ def run_remove(args):
     config = load_channel_config(args.config)
     label = config.check_label(args.label)
     channel_dir = _dir(args)
+    if args.platform is not None and args.platform not in KNOWN_SUBDIRS:
+        raise UserError(f"--platform {args.platform!r}: unknown platform; allowed: a conda subdir such as "
+                        "win-64, linux-64, osx-64, noarch")
     with channel_store.session(channel_dir, writes=not args.dry_run) as finished:
         victims = find_packages(channel_dir, args.specs, label, args.platform)
         if not victims and _finished_removal(finished, channel_dir, label):
@@ -394,9 +444,10 @@ def run_page(args):
 
     config = load_channel_config(args.config)
     channel_dir = _dir(args)
-    # A mistyped folder is refused, not created; a change a killed command left is finished first.
-    with channel_store.session(channel_dir, writes=False):
-        pass
+    if args.output is not None and args.output.is_dir():
+        raise UserError(f"--output {args.output}: a folder; give the file to write, e.g. {args.output / 'index.html'}")
+    # A mistyped folder is refused, not created; write_page finishes a change a killed command left.
+    channel_store.check_channel_dir(channel_dir)
     output, entries = write_page(channel_dir, config, channel_url=args.channel_url, output=args.output)
     print(f"wrote {output} ({len(entries)} package file(s))")
     return 0

@@ -10,8 +10,10 @@ A package passes when:
 - every tar member is safe to extract anywhere: a UTF-8 relative path without
   `..`, a file, folder, symlink or hard link whose target stays inside the
   package; no device or FIFO; no name twice; info/ only in the info part;
-- info/index.json (at most INFO_LIMITS bytes) names the same package as the file
-  name, with a real platform that agrees with the folder the file sits in;
+- its file name is exactly <name>-<version>-<build> of its info/index.json, each
+  part within FILE_NAME_RULE (the one rule add, verify, remove, page and publish share:
+  no character a shell or a file system reads specially), with a real platform
+  (and arch) that agrees with the folder the file sits in, and depends that parse;
 - every payload file has the sha256 and size info/paths.json lists for it, and
   paths.json lists every payload file: a damaged block inside a compressed
   stream whose container checksums were recomputed is caught here.
@@ -22,10 +24,12 @@ The reading itself (size caps, member names) is package_read.py's.
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from rattler import MatchSpec
 from rattler.package import IndexJson
 from rattler.platform import Subdir
 
@@ -59,6 +63,32 @@ class PackageFile:
     timestamp: datetime | None
     md5: str = ""
     index_json: bytes = b""  # the bytes of info/index.json, for the repodata record
+
+
+# What a package file name's parts may hold: conda's own characters, and nothing a shell expands
+# (`$`, backquote, `!`, `%`), a file system reads specially (`\\`, `:`, `/`) or a case-insensitive
+# one folds. The name may contain '-'; version and build may not (they are split off at the last two).
+_NAME_RE = re.compile(r"^[a-z0-9_][a-z0-9_.-]*$")
+_VERSION_RE = re.compile(r"^[A-Za-z0-9_.+]+$")
+_BUILD_RE = re.compile(r"^[A-Za-z0-9_.+]+$")
+FILE_NAME_RULE = "<name>-<version>-<build>.conda|.tar.bz2; name a-z 0-9 _ . -, version and build A-Z a-z 0-9 _ . +"
+MAX_FILE_NAME = 200
+
+
+def file_name_problem(filename):
+    """None when filename follows FILE_NAME_RULE, else what is wrong: the one rule for every channel command."""
+    if not isinstance(filename, str):
+        return "not a string"
+    parts = split_filename(filename)
+    if parts is None:
+        return f"not {FILE_NAME_RULE.split(';')[0]}"
+    name, version, build, _ext = parts
+    if len(filename) > MAX_FILE_NAME:
+        return f"over {MAX_FILE_NAME} characters"
+    for what, value, rule in (("name", name, _NAME_RE), ("version", version, _VERSION_RE), ("build", build, _BUILD_RE)):
+        if not rule.match(value):
+            return f"its {what} {value!r} has characters outside {FILE_NAME_RULE.split('; ', 1)[1]}"
+    return None
 
 
 def split_filename(filename):
@@ -101,6 +131,9 @@ def check_package(path):
             f"{path}: not a conda package file name (expected <name>-<version>-<build>.conda or .tar.bz2)"
         )
     name, version, build, ext = parts
+    problem = file_name_problem(path.name)
+    if problem:
+        raise UserError(f"{path}: file name refused: {problem}")
     contents = Contents(path)
     if ext == ".conda":
         read_conda(path, contents)
@@ -113,9 +146,16 @@ def check_package(path):
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"{path}: cannot read info/index.json ({first_line(exc)})") from None
 
-    found = (index.name.normalized, str(index.version), str(index.build))
-    if found != (name.lower(), version, build):
-        raise UserError(f"{path}: info/index.json says {'-'.join(found)}, which does not match the file name")
+    found = (index.name.source, str(index.version), str(index.build))
+    if "-".join(found) + ext != path.name:
+        raise UserError(f"{path}: info/index.json says {'-'.join(found)}, which does not match the file name (it must be "
+                        f"{'-'.join(found)}{ext} exactly)")
+    for spec in list(index.depends) + list(index.constrains):
+        try:
+            MatchSpec(spec)
+        except Exception as exc:  # noqa: BLE001 - rattler's parse errors have several types
+            raise UserError(f"{path}: info/index.json has a dependency {spec!r} that does not parse "
+                            f"({first_line(exc)})") from None
     subdir = index.subdir
     if subdir not in KNOWN_SUBDIRS:
         raise UserError(f"{path}: info/index.json has subdir {subdir!r}, which is not a conda platform")
@@ -147,6 +187,9 @@ def _check_platform_fields(path, index, subdir):
     expected = Subdir(subdir).only_platform
     if index.platform is not None and index.platform != expected:
         raise UserError(f"{path}: info/index.json has platform {index.platform!r} but subdir {subdir}")
+    arch = Subdir(subdir).arch
+    if index.arch is not None and arch is not None and index.arch != str(arch):
+        raise UserError(f"{path}: info/index.json has arch {index.arch!r} but subdir {subdir} is {arch}")
 
 
 def about_extra(path):

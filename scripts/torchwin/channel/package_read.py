@@ -4,6 +4,11 @@ A .conda (zip of info- and pkg- .tar.zst) or .tar.bz2 is read as a stream: every
 capped (INFO_LIMITS for the info/ files the checks parse, OTHER_INFO_LIMIT for the rest of info/),
 zip entries must lie inside the file, and a member name that is absolute, climbs out with `..`,
 or is a link that points out of the package is refused, with its name shown safely.
+A name must be canonical (no `./`, `/./`, `//`, trailing `/`): every check compares names as
+written, and an extractor would write `./info/index.json` over `info/index.json`. Two info/ names
+that differ only in case or Unicode form are refused too (one file on Windows and macOS).
+A package holds at most MAX_MEMBERS members and MAX_TOTAL bytes of them; tarfile's own list
+of members is emptied as it grows, so memory stays bounded by the caps.
 """
 
 import bz2
@@ -15,6 +20,7 @@ import posixpath
 import re
 import struct
 import tarfile
+import unicodedata
 import zipfile
 from pathlib import Path
 
@@ -29,6 +35,11 @@ CHUNK = 1 << 20
 # 64 MiB allows ~250,000. Anything else (about.json, metadata.json) is small text.
 INFO_LIMITS = {"info/index.json": 1 << 20, "info/paths.json": 64 << 20}
 OTHER_INFO_LIMIT = 1 << 20
+# PyTorch 1.1 has ~6,000 members and ~2 GB unpacked; a big conda package has tens of thousands of
+# files. A 0.9 MB .tar.bz2 of 400,000 empty folders is refused at the cap in ~14 s and ~60 MiB
+# (before the caps: accepted, ~31 s and ~240 MiB, growing with every further member).
+MAX_MEMBERS = 200_000
+MAX_TOTAL = 64 << 30
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -139,6 +150,7 @@ def _read_tar(stream, contents, where, part):
     with tarfile.open(fileobj=tail, mode="r|", encoding="utf-8", errors="surrogateescape") as archive:
         for member in archive:
             contents.add(archive, member, where, part)
+            archive.members = []  # tarfile keeps every TarInfo of a stream otherwise
         beyond = tail.position - archive.offset  # read ahead by tarfile, past the end marker
     if tail.kept[len(tail.kept) - beyond :].count(0) != min(beyond, len(tail.kept)):
         raise UserError(f"{contents.path}: data after the end of the tar archive in {where}; refused")
@@ -179,6 +191,8 @@ class Contents:
         self.path = path
         self.members = {}  # name -> ("file", sha256, size) | ("dir",) | ("symlink", target)
         self.info = {}  # info file name -> bytes, for those we parse
+        self.folded = {}  # info/ name case- and Unicode-folded -> name as written
+        self.total = 0
 
     def refuse(self, where, name, problem):
         raise UserError(f"{self.path}: member {_show(name)} of {where}: {problem}; refused")
@@ -193,6 +207,15 @@ class Contents:
             self.refuse(where, name, "an info/ file in the payload part")
         if name in self.members:
             self.refuse(where, name, "appears twice in the package")
+        if in_info:
+            other = self.folded.setdefault(fold(name), name)
+            if other != name:
+                self.refuse(where, name, f"the same info/ file as {_show(other)} on Windows and macOS")
+        if len(self.members) >= MAX_MEMBERS:
+            self.refuse(where, name, f"over {MAX_MEMBERS} members in the package, the limit")
+        self.total += max(member.size, 0) + 512
+        if self.total > MAX_TOTAL:
+            self.refuse(where, name, f"the members add up to over {MAX_TOTAL} bytes, the limit")
         if member.isfile():
             limit = INFO_LIMITS.get(name)
             if limit is not None and member.size > limit:
@@ -288,6 +311,18 @@ def _check_name(contents, where, name, value=None, what="name"):
         contents.refuse(where, name, "an absolute path" if what == "name" else f"its {what} is an absolute path")
     if ".." in re.split(r"[/\\]", value):
         contents.refuse(where, name, f"its {what} has a '..' component")
+    if what != "symlink target" and not is_canonical(value):
+        contents.refuse(where, name, f"its {what} is not in canonical form (no './', '//', '\\' or trailing '/')")
+
+
+def is_canonical(name):
+    """A member name as an extractor writes it: `info/index.json`, never `./info/index.json` or `info//index.json`."""
+    return "\\" not in name and posixpath.normpath(name) == name and not name.startswith("/")
+
+
+def fold(name):
+    """The name a case-insensitive, normalising file system (Windows, macOS) stores: NFC, case-folded."""
+    return unicodedata.normalize("NFC", name).casefold()
 
 
 def _show(name):
@@ -323,13 +358,21 @@ def read_info_file(path, member_name):
 
 
 def _member_bytes(stream, member_name, limit, path):
+    """The member whose name, canonicalised and folded, is member_name; a second such member is refused."""
+    found = None
     with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape") as archive:
-        for member in archive:
-            if member.name == member_name and member.isfile():
-                if member.size > limit:
-                    raise UserError(f"{path}: {member_name} is {member.size} bytes, over the {limit}-byte limit")
-                return archive.extractfile(member).read()
-    return None
+        for count, member in enumerate(archive):
+            archive.members = []
+            if count >= MAX_MEMBERS:
+                raise UserError(f"{path}: over {MAX_MEMBERS} members in the package, the limit")
+            if fold(posixpath.normpath(member.name.replace("\\", "/"))) != fold(member_name):
+                continue
+            if found is not None or not member.isfile() or member.name != member_name:
+                raise UserError(f"{path}: {_show(member.name)} is a second or non-canonical {member_name}; refused")
+            if member.size > limit:
+                raise UserError(f"{path}: {member_name} is {member.size} bytes, over the {limit}-byte limit")
+            found = archive.extractfile(member).read()
+    return found
 
 
 def _zstd_module():

@@ -18,7 +18,7 @@ from rattler import Version
 from torchwin.channel.config import MAIN
 from torchwin.channel.labels import dependency_labels
 from torchwin.channel.records import collect
-from torchwin.channel.store import channel_lock
+from torchwin.channel.store import reading
 
 STALE_DAYS = 3  # the smoke tests call a nightly stale from this age on
 
@@ -26,7 +26,7 @@ STALE_DAYS = 3  # the smoke tests call a nightly stale from this age on
 def write_page(channel_dir, config, channel_url=None, output=None, now=None):
     """Render the page for channel_dir and write it (atomically) to output or DIR/index.html."""
     channel_dir = Path(channel_dir)
-    with channel_lock(channel_dir):
+    with reading(channel_dir):
         entries = collect(channel_dir)
     text = render(entries, config, channel_url=channel_url, now=now)
     output = Path(output) if output else channel_dir / "index.html"
@@ -101,7 +101,7 @@ def render(entries, config, channel_url=None, now=None):
         for e in torch:
             if e.label == label:
                 versions.setdefault(e.version, []).append(e)
-        for version in sorted(versions, key=Version, reverse=True):
+        for version in sorted(versions, key=_version_key, reverse=True):
             out.append(_matrix(label, version, versions[version], base, names_by_label, now, entries))
     if others:
         out.append(_others(others, now))
@@ -177,15 +177,21 @@ def _matrix(label, version, cells, base, names_by_label, now, entries=()):
                     days = (now - e.timestamp).days
                     css = "stale" if days >= STALE_DAYS else "fresh"
                     meta.append(f'<span class="{css}">{_age(days)}</span>')
-            command = _e(install_command(e, base, names_by_label, entries))
-            out.append(f'<td><code>{command}</code><div class="meta">{" &middot; ".join(meta)}</div></td>')
+            command = install_command(e, base, names_by_label, entries)
+            shown = (f"<code>{_e(command)}</code>" if command else
+                     "<div>no install command: its name, version or build has characters a shell would read</div>")
+            out.append(f'<td>{shown}<div class="meta">{" &middot; ".join(meta)}</div></td>')
         out.append("</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
 
 
 def install_command(e, base, names_by_label, entries=()):
-    """The conda command that installs exactly this build (newest build number of its variant)."""
+    """The conda command that installs exactly this build (newest build number of its variant).
+
+    None when a word of it holds a character that cmd, PowerShell or a POSIX shell would read even
+    inside double quotes (`$`, backquote, `!`, `%`, quotes): the page hands out commands to paste.
+    """
     suffix = f"_{e.build_number}"
     # Build number as a wildcard: the solver then takes the newest build of this variant.
     build = e.build[: -len(suffix) + 1] + "*" if e.build.endswith(suffix) else e.build
@@ -208,8 +214,14 @@ def install_command(e, base, names_by_label, entries=()):
     words = ["conda", "install"]
     for channel in channels:
         words += ["-c", channel]
-    words.append(f'"{spec}"')
-    return " ".join(words + extra)
+    words += [spec, *extra]
+    if not all(_SAFE_WORD.match(w) for w in words):
+        return None
+    return " ".join(f'"{w}"' if w == spec else w for w in words)
+
+
+# Characters no shell expands inside double quotes (and that need none outside them but `*` and `=`).
+_SAFE_WORD = re.compile(r"^[A-Za-z0-9_.+=*/:@,~-]+$")
 
 
 def _label_url(base, label):
@@ -224,12 +236,20 @@ def _others(entries, now):
             "<th>Label</th><th>Size</th><th>Built</th></tr></thead><tbody>"
         ),
     ]
-    for e in sorted(entries, key=lambda e: (e.name, e.label, e.subdir, Version(e.version), e.build)):
+    for e in sorted(entries, key=lambda e: (e.name, e.label, e.subdir, _version_key(e.version), e.build)):
         built = e.timestamp.strftime("%Y-%m-%d") if e.timestamp else "&mdash;"
         cells = [_e(e.name), _e(e.version), _e(e.build), _e(e.subdir), _e(e.label), _size(e.size), built]
         out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
+
+
+def _version_key(text):
+    """A version to sort by; one another tool wrote that does not parse sorts first."""
+    try:
+        return (1, Version(text))
+    except Exception:  # noqa: BLE001 - rattler's parse errors have several types
+        return (0, Version("0"))
 
 
 def _newer(a, b):

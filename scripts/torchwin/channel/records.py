@@ -32,7 +32,9 @@ def collect(channel_dir):
     """Every record of every label of the channel, as Entry objects."""
     entries = []
     for label, _root, subdir, filename, rec in iter_records(channel_dir):
-        depends = list(rec.get("depends") or [])
+        # Records another tool wrote may hold anything: keep the strings of a list, numbers as numbers.
+        depends = [d for d in rec.get("depends") or [] if isinstance(d, str)] if isinstance(
+            rec.get("depends"), list) else []
         build = str(rec.get("build", ""))
         name = str(rec.get("name", ""))
         torch = is_torch(name, build)
@@ -44,8 +46,8 @@ def collect(channel_dir):
                 name=name,
                 version=str(rec.get("version", "")),
                 build=build,
-                build_number=int(rec.get("build_number") or 0),
-                size=int(rec.get("size") or 0),
+                build_number=_int(rec.get("build_number")),
+                size=_int(rec.get("size")),
                 timestamp=from_millis(rec.get("timestamp")),
                 python=python_of(build, depends) if torch else None,
                 compute=(compute_of(build, depends) or "unknown") if torch else None,
@@ -53,3 +55,8 @@ def collect(channel_dir):
             )
         )
     return entries
+
+
+def _int(value):
+    """A record's number, or 0 when another tool wrote something else there."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

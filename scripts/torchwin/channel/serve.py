@@ -2,14 +2,17 @@
 
 Read-only static files from the standard library's HTTP server, one thread per
 connection. Hidden entries (DIR/.torchwin/: lock, staging) are neither served
-nor listed, and a symlink is followed only while it stays inside DIR. A
-connection idle for IDLE_TIMEOUT seconds is closed and at most MAX_CONNECTIONS
-are served at once (more wait in the listen queue), so idle clients cannot pile
-up threads. A malformed request gets its 4xx answer and one log line, never a
-traceback. Updates made while it serves are safe: `channel add` replaces files
-atomically. Given the channel's config, `/` and `/index.html` are the page rendered
-on each request with the server's own URL in its install commands (the page on
-disk names anaconda.org's channel, or whatever `channel page --channel-url` said).
+nor listed, and a symlink is followed only while it stays inside DIR and out of
+hidden folders. A connection idle for IDLE_TIMEOUT seconds is closed; once a
+request's first byte has come, its request line and headers must all arrive
+within REQUEST_DEADLINE seconds, so clients trickling bytes cannot hold the
+MAX_CONNECTIONS slots (more wait in the listen queue). A malformed request gets
+its 4xx answer and one log line, never a traceback. Files are served by
+files.py: a strong ETag, If-None-Match, and single byte ranges. Updates made
+while it serves are safe: `channel add` replaces files atomically. Given the
+channel's config, `/` and `/index.html` are the page rendered on each request
+with the server's own URL in its install commands (the page on disk names
+anaconda.org's channel, or whatever `channel page --channel-url` said).
 """
 
 import functools
@@ -17,6 +20,7 @@ import html
 import io
 import os
 import posixpath
+import socket
 import sys
 import threading
 from http import HTTPStatus
@@ -24,11 +28,13 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
+from torchwin.channel.files import serve_file
 from torchwin.errors import UserError
 
 HOST = "127.0.0.1"
 IDLE_TIMEOUT = 30.0  # seconds a connection may wait between requests (or stall mid-request)
 MAX_CONNECTIONS = 64  # conda/pixi open a handful at a time; pixi's downloads use at most ~50
+REQUEST_DEADLINE = 10.0  # seconds from a request's first byte to the end of its headers
 
 
 class ChannelRequestHandler(SimpleHTTPRequestHandler):
@@ -50,6 +56,38 @@ class ChannelRequestHandler(SimpleHTTPRequestHandler):
         self.timeout = self.server.idle_timeout
         super().setup()
 
+    def handle_one_request(self):
+        """The base class's, with a deadline from the request's first byte to the end of its headers."""
+        self._deadline = None
+        try:
+            if not self.rfile.peek(1):  # idle keep-alive: the idle timeout applies, then the client left
+                self.close_connection = True
+                return
+        except (TimeoutError, OSError):
+            self.close_connection = True
+            return
+        self._deadline = threading.Timer(self.server.request_deadline, self._too_slow)
+        self._deadline.daemon = True
+        self._deadline.start()
+        try:
+            super().handle_one_request()
+        finally:
+            self._deadline.cancel()
+
+    def parse_request(self):
+        ok = super().parse_request()
+        if self._deadline is not None:
+            self._deadline.cancel()  # headers are in: sending the answer may take as long as it takes
+        return ok
+
+    def _too_slow(self):
+        self.log_message("request line and headers not complete within %.0f s; connection closed",
+                         self.server.request_deadline)
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def send_head(self):
         url_path = unquote(urlsplit(self.path).path)
         if "\0" in url_path:  # the file system refuses such names (ValueError), so say it is bad input
@@ -63,20 +101,27 @@ class ChannelRequestHandler(SimpleHTTPRequestHandler):
             self.end_headers()
             return io.BytesIO(encoded)
         parts = posixpath.normpath(url_path).split("/")
-        if any(p.startswith(".") and p not in (".", "..") for p in parts) or not self._inside(
-            self.translate_path(self.path)
-        ):
+        path = self.translate_path(self.path)
+        if any(p.startswith(".") and p not in (".", "..") for p in parts) or not self._inside(path):
             self.send_error(HTTPStatus.NOT_FOUND, "Not found")
             return None
-        return super().send_head()
+        if os.path.isdir(path):
+            index = os.path.join(path, "index.html")
+            if not url_path.endswith("/") or not os.path.isfile(index) or not self._inside(index):
+                return super().send_head()  # the redirect to DIR/, or the listing
+            path = index
+        return serve_file(self, path)
 
     def _inside(self, path):
-        """path, symlinks resolved, is the served folder or below it."""
+        """path, symlinks resolved, is the served folder or below it, and in no hidden folder there."""
         root = os.path.realpath(self.directory)
+        real = os.path.realpath(path)
         try:
-            return os.path.commonpath([root, os.path.realpath(path)]) == root
+            if os.path.commonpath([root, real]) != root:
+                return False
         except ValueError:  # another drive on Windows
             return False
+        return not any(part.startswith(".") for part in os.path.relpath(real, root).split(os.sep) if part != ".")
 
     def list_directory(self, path):
         """The base class's listing, without hidden entries and symlinks that lead out of the folder."""
@@ -120,8 +165,9 @@ class ChannelServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address, handler, idle_timeout, max_connections, quiet):
+    def __init__(self, address, handler, idle_timeout, max_connections, quiet, request_deadline=REQUEST_DEADLINE):
         self.idle_timeout = idle_timeout
+        self.request_deadline = request_deadline
         self.quiet = quiet
         self.page = None  # make_server's: url -> the page's HTML, or None to serve the folder's own
         self.slots = threading.BoundedSemaphore(max_connections)
@@ -149,14 +195,14 @@ class ChannelServer(ThreadingHTTPServer):
 
 
 def make_server(channel_dir, port=0, quiet=False, idle_timeout=IDLE_TIMEOUT, max_connections=MAX_CONNECTIONS,
-                config=None):
+                request_deadline=REQUEST_DEADLINE, config=None):
     """A server for channel_dir on 127.0.0.1:port (0: a free port); call serve_forever().
 
     With the channel's `config`, its page is served live with the server's URL as the channel."""
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise UserError(f"--port {port}: allowed 0 to 65535 (0 picks a free port)")
     handler = functools.partial(ChannelRequestHandler, directory=str(Path(channel_dir).resolve()))
-    server = ChannelServer((HOST, port), handler, idle_timeout, max_connections, quiet)
+    server = ChannelServer((HOST, port), handler, idle_timeout, max_connections, quiet, request_deadline)
     if config is not None:
         server.page = functools.partial(_page, Path(channel_dir), config)
     return server

@@ -1,6 +1,6 @@
-"""The local channel on disk: layout, the lock, and crash-safe, reader-atomic add/remove.
+"""The local channel on disk: the lock, and crash-safe, reader-atomic add/remove.
 
-Layout: label main is DIR/<subdir>/, any other label L is DIR/label/L/<subdir>/,
+Layout (layout.py): label main is DIR/<subdir>/, any other label L is DIR/label/L/<subdir>/,
 each a complete conda channel (with noarch/). DIR/.torchwin/ holds the lock
 file, the journal and staging folders; it is never served.
 
@@ -30,6 +30,11 @@ Between, the package is briefly absent from the index, which a client tolerates
 like any package it has not heard of yet. Protects against killed processes, not
 power loss: staged files and the journal are fsynced, the folder entries are not.
 
+A change that cannot be rolled forward (disk full, a path component that is a file) leaves its
+journal: writing commands then stop with one line naming the cause and the way out; read-only
+ones (verify, page, serve, dry runs) go on, saying a change is pending and why. A channel on a
+read-only file system is read without the lock.
+
 Sharded repodata (CEP 16) is not written: it is made for channels with many
 thousands of records. A stale shard index would shadow repodata.json for rattler
 clients, so one left from elsewhere is deleted on each update.
@@ -49,108 +54,38 @@ from pathlib import Path
 from rattler import PackageRecord
 
 from torchwin.channel.config import MAIN
+from torchwin.channel.layout import (  # noqa: F401 - re-exported: the channel's API stays store's
+    JOURNAL,
+    REPODATA,
+    STATE_DIR,
+    check_channel_dir,
+    iter_records,
+    label_root,
+    label_roots,
+    os_error_line,
+    pending_change,
+    read_repodata,
+    records_of,
+    repodata_shape_problem,
+    safe_filename,
+    subdirs_of,
+    triple_key,
+    unsafe_name_message,
+)
 from torchwin.channel.lock import FileLock
-from torchwin.channel.package_check import EXTENSIONS, KNOWN_SUBDIRS, check_package, file_digest, file_digests
+from torchwin.channel.package_check import KNOWN_SUBDIRS, check_package, file_digest, file_digests
 from torchwin.errors import Failure, UserError
 
-STATE_DIR = ".torchwin"
-JOURNAL = "journal.json"
-REPODATA = "repodata.json"
 REPODATA_ZST = "repodata.json.zst"
 STALE_SHARDS = "repodata_shards.msgpack.zst"
 _CHUNK = 1 << 20
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def label_root(channel_dir, label):
-    """The folder that is the conda channel for label: DIR for main, DIR/label/<L> otherwise."""
-    channel_dir = Path(channel_dir)
-    return channel_dir if label in (None, MAIN) else channel_dir / "label" / label
-
-
-def label_roots(channel_dir):
-    """[(label, root)] for main and each label folder present under DIR/label/."""
-    channel_dir = Path(channel_dir)
-    roots = [(MAIN, channel_dir)]
-    labels_dir = channel_dir / "label"
-    if labels_dir.is_dir():
-        roots += [(p.name, p) for p in sorted(labels_dir.iterdir()) if p.is_dir()]
-    return roots
-
-
-def subdirs_of(root):
-    """Platform folders of one channel root, sorted."""
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name in KNOWN_SUBDIRS)
-
-
-def read_repodata(root, subdir):
-    """The parsed repodata.json of root/subdir, or an empty one when there is none yet."""
-    path = root / subdir / REPODATA
-    if not path.exists():
-        return {"info": {"subdir": subdir}, "packages": {}, "packages.conda": {}}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise Failure(f"{path}: unreadable repodata ({exc})") from None
-
-
-def safe_filename(name):
-    """True for a plain package file name: a repodata record naming a path must never reach the file system."""
-    return (
-        isinstance(name, str)
-        and name.endswith(EXTENSIONS)
-        and "/" not in name
-        and "\\" not in name
-        and "\x00" not in name
-        and ":" not in name
-        and name not in (".", "..")
-    )
-
-
-def unsafe_name_message(where, name):
-    return f"{where}/repodata.json names {name!r}, which is not a plain file name; ignored"
-
-
-def records_of(repodata):
-    """{filename: record} over both the .tar.bz2 and the .conda sections."""
-    records = dict(repodata.get("packages") or {})
-    records.update(repodata.get("packages.conda") or {})
-    return records
-
-
-def iter_records(channel_dir):
-    """(label, root, subdir, filename, record) for every package the channel's repodata names."""
-    for label, root in label_roots(channel_dir):
-        for subdir in subdirs_of(root):
-            for filename, record in sorted(records_of(read_repodata(root, subdir)).items()):
-                if not safe_filename(filename):
-                    print(f"torchwin: warning: {unsafe_name_message(f'{label}/{subdir}', filename)}", file=sys.stderr)
-                    continue
-                yield label, root, subdir, filename, record
-
-
-def check_channel_dir(channel_dir, create=False):
-    """A UserError unless channel_dir is a folder (or, with create, can become one); creates nothing."""
-    channel_dir = Path(channel_dir)
-    if channel_dir.exists() and not channel_dir.is_dir():
-        raise UserError(f"{channel_dir}: not a folder (--channel-dir / TORCHWIN_CHANNEL_DIR must name a channel folder)")
-    if not channel_dir.exists():
-        if not create:
-            raise UserError(f"{channel_dir}: no such channel folder (check --channel-dir / TORCHWIN_CHANNEL_DIR)")
-        for parent in channel_dir.parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise UserError(f"{channel_dir}: cannot be created, {parent} is a file")
-                break
-
-
 def channel_lock(channel_dir, timeout=3600.0):
     def say(path):
-        print(
-            f"torchwin: waiting for the channel lock {path} (another channel update is running)", flush=True
-        )
+        print(f"torchwin: waiting for the channel lock {path} (another channel update is running)",
+              file=sys.stderr, flush=True)
 
     return FileLock(Path(channel_dir) / STATE_DIR / "lock", timeout=timeout, on_wait=say)
 
@@ -159,20 +94,59 @@ def channel_lock(channel_dir, timeout=3600.0):
 def session(channel_dir, writes, create=False):
     """Hold the channel lock and finish any change a killed command left; for every channel command.
 
-    writes=False (dry runs, verify, page, serve): a channel no torchwin command has changed
-    has no lock file and nothing to finish, and a read-only command creates nothing.
-    Only add creates a missing channel folder (create=True). Yields the journal of the
-    change it finished, or None.
+    writes=False (dry runs, verify, page, serve): see reading(). Only add creates a missing
+    channel folder (create=True). Yields the journal of the change it finished, or None.
     """
     channel_dir = Path(channel_dir)
     check_channel_dir(channel_dir, create=create)
-    if not writes and not (channel_dir / STATE_DIR / "lock").exists():
-        yield None
+    if not writes:
+        with reading(channel_dir):
+            yield None
         return
-    if create:
-        channel_dir.mkdir(parents=True, exist_ok=True)
-    with channel_lock(channel_dir):
+    try:
+        if create:
+            channel_dir.mkdir(parents=True, exist_ok=True)
+        lock = channel_lock(channel_dir)
+        lock.acquire()
+    except OSError as exc:
+        raise Failure(f"{channel_dir}: cannot take the channel lock to change it ({os_error_line(exc)}); "
+                      "a read-only channel can only be read (verify, page --output elsewhere, serve)") from None
+    try:
         yield recover(channel_dir)
+    finally:
+        lock.release()
+
+
+@contextmanager
+def reading(channel_dir):
+    """For a command that only reads: the lock when it can be had, and the pending change finished when it can be.
+
+    A channel no torchwin command has changed has no lock file, and a read-only command creates
+    nothing. On a read-only file system the lock cannot be opened: then the channel is read as it
+    is, as it is when a pending change cannot be finished; either way stderr says so.
+    """
+    channel_dir = Path(channel_dir)
+    if not (channel_dir / STATE_DIR / "lock").exists():
+        yield
+        return
+    lock = channel_lock(channel_dir)
+    try:
+        lock.acquire()
+    except OSError as exc:
+        note = pending_change(channel_dir)
+        if note:
+            print(f"torchwin: warning: {note}; the channel cannot be locked to finish it "
+                  f"({os_error_line(exc)}): read as it is", file=sys.stderr, flush=True)
+        yield
+        return
+    try:
+        try:
+            recover(channel_dir)
+        except Failure as exc:
+            print(f"torchwin: warning: {exc}; read as it is", file=sys.stderr, flush=True)
+        yield
+    finally:
+        lock.release()
 
 
 def add_packages(channel_dir, files, label=MAIN, force=False):
@@ -193,9 +167,20 @@ def add_packages(channel_dir, files, label=MAIN, force=False):
     root = label_root(channel_dir, label)
     with session(channel_dir, writes=True, create=True):
         to_add = []
+        drop = []
         for pkg in {(p.subdir, p.filename): p for p in packages}.values():
             dest = root / pkg.subdir / pkg.filename
-            record = records_of(read_repodata(root, pkg.subdir)).get(pkg.filename) or {}
+            records = records_of(read_repodata(root, pkg.subdir))
+            record = records.get(pkg.filename) or {}
+            # The same name-version-build under another spelling or format: one build, two files.
+            twins = sorted(f for f in _names_in(root / pkg.subdir, records)
+                           if f != pkg.filename and triple_key(f) == triple_key(pkg.filename))
+            if twins and not force:
+                raise UserError(
+                    f"{pkg.path}: label {label} already has {pkg.subdir}/{twins[0]}, the same "
+                    f"name-version-build; pass --force to replace it with {pkg.filename}"
+                )
+            drop += [(pkg.subdir, f) for f in twins]
             on_disk = file_digest(dest)[0] if dest.is_file() else None
             if record.get("sha256") == pkg.sha256 and on_disk == pkg.sha256:
                 continue  # already there and indexed: adding it again changes nothing
@@ -207,9 +192,17 @@ def add_packages(channel_dir, files, label=MAIN, force=False):
                     "pass --force to replace it"
                 )
             to_add.append(pkg)
-        if to_add:
-            _transact(channel_dir, root, add=to_add, drop=())
+        if to_add or drop:
+            _transact(channel_dir, root, add=to_add, drop=drop)
     return [root / p.subdir / p.filename for p in packages]
+
+
+def _names_in(folder, records):
+    """Package file names in folder: those repodata names and those on disk, both following the rule."""
+    names = {f for f in records if safe_filename(f)}
+    if folder.is_dir():
+        names |= {p.name for p in folder.iterdir() if safe_filename(p.name)}
+    return names
 
 
 def remove_packages(channel_dir, label, victims):
@@ -270,7 +263,20 @@ def _transact(channel_dir, root, add, drop):
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    _roll_forward(channel_dir, journal)
+    _roll_forward_or_say(channel_dir, journal)
+
+
+def _roll_forward_or_say(channel_dir, journal, recovering=False):
+    """_roll_forward; an OSError becomes one line with the cause and the way out (the journal stays)."""
+    try:
+        _roll_forward(channel_dir, journal, recovering=recovering)
+    except OSError as exc:
+        path = channel_dir / STATE_DIR / JOURNAL
+        raise Failure(
+            f"a channel change is pending and cannot be finished ({os_error_line(exc)}): fix that (free "
+            f"space; a path that must be a folder) and run any channel command to finish it, or delete "
+            f"{path} to abandon it, then run `torchwin channel verify`"
+        ) from None
 
 
 def recover(channel_dir):
@@ -285,13 +291,13 @@ def recover(channel_dir):
     if path.exists():
         journal = _read_journal(path)
         count = sum(len(c["add"]) + len(c["drop"]) for c in journal["subdirs"].values())
+        _roll_forward_or_say(channel_dir, journal, recovering=True)
         print(
-            f"torchwin: finishing an interrupted channel update ({count} file(s) in "
-            f"{journal['root']}), left by a command that was killed",
+            f"torchwin: finished an interrupted channel update ({count} file(s) in "
+            f"{journal['root']}), left by a command that was killed or failed",
             file=sys.stderr,
             flush=True,
         )
-        _roll_forward(channel_dir, journal, recovering=True)
     if state.is_dir():
         for leftover in state.glob("staging-*"):
             shutil.rmtree(leftover, ignore_errors=True)
@@ -346,13 +352,19 @@ def _roll_forward(channel_dir, journal, recovering=False):
         if recovering or final != live or not (folder / REPODATA).exists():
             _write_repodata(folder, final, state)
         for filename in sorted(drops):
-            if (folder / filename).exists():
+            if (folder / filename).exists() and not _is_added(folder, filename, adds):
                 _unlink(folder / filename)
         stale = folder / STALE_SHARDS
         if stale.exists():
             _unlink(stale)
     _unlink(state / JOURNAL)
     shutil.rmtree(stage, ignore_errors=True)
+
+
+def _is_added(folder, filename, adds):
+    """On a case-insensitive file system a dropped twin (Hello-...) may be the file just added (hello-...)."""
+    return any(a != filename and a.casefold() == filename.casefold() and (folder / a).exists()
+               and os.path.samefile(folder / a, folder / filename) for a in adds)
 
 
 def _holds(path, record, recovering):

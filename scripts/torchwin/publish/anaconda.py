@@ -1,8 +1,10 @@
 """anaconda.org through anaconda-client's Python API (binstar_client): every call retried on transient errors.
 
-Network errors, 5xx answers and 429 (rate limit) are retried with exponential back-off; any other
-4xx is final, and so is a host name that does not resolve (offline, or a wrong API URL). Every
-message passes through the Redactor, so the token never reaches the terminal.
+Network errors, timeouts, 5xx answers and 429 (rate limit) are retried with exponential back-off;
+any other 4xx is final, and so is a host name that does not resolve (offline, or a wrong API URL).
+Every call has a connect and a read timeout (TIMEOUTS): a server that accepts and never answers
+is a transient error, not a hang. Every message passes through the Redactor, so the token never
+reaches the terminal.
 """
 
 import re
@@ -15,6 +17,9 @@ from torchwin.publish.redact import Redactor
 ATTEMPTS = 6  # 1 try + 5 retries: 2+4+8+16+32 s of back-off rides out a minute-long outage
 BASE_DELAY = 2.0
 MAX_DELAY = 60.0
+# (connect, read) seconds. Read is the longest silence allowed mid-answer, not the whole call:
+# an upload of a 1 GB package goes on as long as bytes move.
+TIMEOUTS = (30.0, 300.0)
 
 
 def status_of(exc):
@@ -53,6 +58,7 @@ def is_transient(exc):
     status = status_of(exc)
     return status is not None and (status >= 500 or status == 429)
 
+
 class Client:
     """Talks to anaconda.org for one owner; every call goes through call() and its retries."""
 
@@ -82,6 +88,8 @@ class Client:
         for attempt in range(1, self.attempts + 1):
             try:
                 return fn(*args, **kwargs)
+            except Failure:
+                raise
             except errors.NotFound as exc:
                 if missing_ok:
                     return None
@@ -115,7 +123,15 @@ def make_api(token, api_url):
     fall back to BINSTAR_API_TOKEN or a token stored by `anaconda login`."""
     from binstar_client import Binstar
 
-    return Binstar(token=token, domain=api_url)
+    api = Binstar(token=token, domain=api_url)
+    request = api.session.request
+
+    def request_with_timeouts(method, url, **kwargs):
+        kwargs.setdefault("timeout", TIMEOUTS)  # read when called: tests shrink it
+        return request(method, url, **kwargs)
+
+    api.session.request = request_with_timeouts
+    return api
 
 
 def _one_line(exc):

@@ -42,6 +42,7 @@ from torchwin.publish.redact import Redactor, redacted_logging
 from torchwin.publish.upload import Uploader
 
 TOKEN_ENV = "ANACONDA_API_TOKEN"
+MIN_TOKEN = 16  # anaconda.org tokens are longer; a shorter one is a mistake, and blanking it would blank text
 
 DESCRIPTION = """\
 Upload package files to the anaconda.org channel of channel/channel.yaml
@@ -113,10 +114,11 @@ def run(args, sleep=time.sleep):
     label = config.check_label(args.label)
     packages = [check_package(f) for f in args.files]  # all checked before anything is looked up
     check_pinned_labels([pkg.path for pkg in packages], label, config, "publish it", "nothing uploaded")
-    token = os.environ.get(TOKEN_ENV) or None
+    raw = os.environ.get(TOKEN_ENV) or ""
+    token = read_token(raw)
     if not args.dry_run and token is None:
         raise UserError(f"{TOKEN_ENV} is not set: export an anaconda.org API token to publish")
-    redact = Redactor(token)
+    redact = Redactor(raw or None)
     out = _printer(redact)
     if args.dry_run:
         how = "with the token" if token else f"anonymously ({TOKEN_ENV} is not set: private files are not seen)"
@@ -131,6 +133,24 @@ def run(args, sleep=time.sleep):
             labels = [label] if args.label else list(config.retention)
             Pruner(api, config.owner, redact, sleep, out=out).prune(config, labels, dry_run=args.dry_run)
     return 0
+
+
+def read_token(raw):
+    """The token from ANACONDA_API_TOKEN's value, surrounding whitespace (a pasted newline) stripped.
+
+    A UserError, never showing it, when what is left has whitespace or control characters inside
+    or is too short to be a token.
+    """
+    token = raw.strip()
+    if not token:
+        return None
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in token):
+        raise UserError(f"{TOKEN_ENV} has a space, line break or control character inside it; "
+                        "set it to the token alone")
+    if len(token) < MIN_TOKEN:
+        raise UserError(f"{TOKEN_ENV} is {len(token)} characters long, too short for an anaconda.org "
+                        f"token (at least {MIN_TOKEN}); set it to the whole token")
+    return token
 
 
 def _printer(redact):

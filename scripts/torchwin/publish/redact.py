@@ -1,20 +1,41 @@
 """Keep the anaconda.org token out of every message: ours, an error answer's, and the libraries' own logs."""
 
+import json
 import logging
+from urllib.parse import quote, quote_plus
 
 # Loggers of the libraries publish calls: their records may quote headers, URLs or answers.
 LIBRARY_LOGGERS = ("binstar", "binstar_client", "requests", "urllib3")
 
 
 class Redactor:
-    """Blanks the token out of any text on its way to the terminal or an exception."""
+    """Blanks the token out of any text on its way to the terminal or an exception.
+
+    Every spelling that can reach a message is blanked: as set (a pasted CI secret may end in a
+    newline), stripped, URL-quoted, and escaped as repr() or JSON show it (requests quotes a bad
+    header value with repr()).
+    """
 
     def __init__(self, secret):
         self.secret = secret or None
+        self.spellings = sorted(spellings(secret), key=len, reverse=True) if secret else []
 
     def __call__(self, text):
         text = str(text)
-        return text.replace(self.secret, "***") if self.secret else text
+        for spelling in self.spellings:
+            text = text.replace(spelling, "***")
+        return text
+
+
+def spellings(secret):
+    """The forms of secret a message may quote."""
+    forms = set()
+    for value in {secret, secret.strip()}:
+        if not value:
+            continue
+        forms |= {value, quote(value), quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1],
+                  repr(value)[1:-1], value.encode("unicode_escape").decode("ascii")}
+    return {f for f in forms if f}
 
 
 class RedactingFilter(logging.Filter):

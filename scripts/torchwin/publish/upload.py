@@ -4,6 +4,8 @@ Each file gets one decision: upload it; skip it (the same file is already there)
 file of that name is there with other content -- unless skip_rebuilt says a rebuild of an
 unchanged recipe is expected, and the copy there is kept). One refusal stops the run before any
 upload; uploads stop at the first file that fails, and a table then says what happened to each.
+A record on anaconda.org without a sha256 cannot be compared: it is refused, never taken as the
+same file. The bytes sent are the bytes checked: see storage.py.
 """
 
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from torchwin.channel.config import MAIN
 from torchwin.errors import Failure
 from torchwin.publish.anaconda import Client
+from torchwin.publish.storage import send_checked
 
 UPLOAD, SKIP, REFUSE = "upload", "skip", "refuse"
 UPLOADED, SKIPPED, FAILED, NOT_ATTEMPTED = "uploaded", "skipped", "failed", "not attempted"
@@ -55,9 +58,12 @@ class Uploader(Client):
         record = found if isinstance(found, dict) else {}
         labels = ", ".join(record.get("labels") or [MAIN])
         theirs = record.get("sha256")
-        if not theirs or theirs == pkg.sha256:
+        if theirs == pkg.sha256:
             return Decision(pkg, SKIP, where, f"already on anaconda.org (labels: {labels})")
-        differ = f"sha256 there {theirs[:12]}..., local {pkg.sha256[:12]}..."
+        if not isinstance(theirs, str) or not theirs:
+            differ = "anaconda.org's record of it has no sha256 to compare"
+        else:
+            differ = f"sha256 there {theirs[:12]}..., local {pkg.sha256[:12]}..."
         if skip_rebuilt:
             return Decision(pkg, SKIP, where, f"a rebuild of what is already on anaconda.org (labels: {labels}; "
                             f"{differ}); --skip-rebuilt keeps the copy there")
@@ -163,19 +169,7 @@ class Uploader(Client):
             # A retry after a lost answer would upload twice: look first.
             if self.exists(pkg.name, pkg.version, basename) is not None:
                 return None
-            with open(pkg.path, "rb") as stream:
-                return self.api.upload(
-                    self.owner,
-                    pkg.name,
-                    pkg.version,
-                    basename,
-                    stream,
-                    PackageType.CONDA,
-                    "",
-                    dependencies=file_attrs.get("dependencies"),
-                    attrs=file_attrs["attrs"],
-                    channels=[label],
-                )
+            return send_checked(self.api, self.owner, pkg, basename, label, file_attrs)
 
         self.call("upload " + basename, send)
         self.say(f"uploaded {where} (label {label})")
