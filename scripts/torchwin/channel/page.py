@@ -9,6 +9,7 @@ Everything else in the channel is listed below the matrices.
 
 import html
 import os
+import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
