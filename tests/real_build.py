@@ -18,6 +18,9 @@ is missing (nothing here downloads or installs):
     TORCHWIN_REAL_TREES         optional: where exported trees are kept and reused between runs
                                 (<dir>/<release>/src); default: the test session's temporary folder
 
+Repositories a tree clones while it configures (CONFIGURE_TIME_CLONES: 1.1.0's fbgemm clones asmjit)
+are taken from TORCHWIN_SUBMODULE_MIRRORS through git's url.<mirror>.insteadOf, set in the environment.
+
 `driver_env()` is the environment the engine gives build_driver.py (SRC_DIR, PREFIX, RECIPE_DIR,
 PYTHON, the recipe's TORCHWIN_* for linux-64 CPU, CC/CXX, PATH with the prefix's bin first), and
 `driver_plan()` runs `build_driver.py --plan --json` in it.
@@ -144,7 +147,30 @@ def driver_env(release, src, prefix, compilers, python=None):
         "TORCHWIN_CUDA_VERSION": "None", "TORCHWIN_CUDNN": "None", "TORCHWIN_PATCHES": "",
         "CC": compilers["CC"], "CXX": compilers["CXX"], "MAX_JOBS": os.environ.get("MAX_JOBS", "2"),
         "PATH": os.pathsep.join([str(prefix / "bin"), "/usr/bin", "/bin"]),
+        **configure_time_clones(),
     }
+
+
+# Repositories a tree clones while it configures (no submodule: CMake's ExternalProject, e.g. 1.1.0's
+# third_party/fbgemm/cmake/modules/DownloadASMJIT.cmake clones asmjit at a pinned commit). This machine
+# has no network, so git is told to take them from TORCHWIN_SUBMODULE_MIRRORS (url.<mirror>.insteadOf).
+CONFIGURE_TIME_CLONES = {"https://github.com/asmjit/asmjit": ("asmjit", "asmjit")}
+
+
+def configure_time_clones():
+    """{variable: value}: git configuration in the environment redirecting CONFIGURE_TIME_CLONES to mirrors."""
+    env, count = {}, 0
+    for url, slug in sorted(CONFIGURE_TIME_CLONES.items()):
+        root = os.environ.get("TORCHWIN_SUBMODULE_MIRRORS")
+        mirror = Path(root) / f"{slug[0]}+{slug[1]}" / "repo" if root else None
+        if mirror is None or not mirror.is_dir():
+            continue
+        env[f"GIT_CONFIG_KEY_{count}"] = f"url.{mirror}.insteadOf"
+        env[f"GIT_CONFIG_VALUE_{count}"] = url
+        count += 1
+    if count:
+        env["GIT_CONFIG_COUNT"] = str(count)
+    return env
 
 
 def driver_plan(env, platform="linux-64"):

@@ -19,14 +19,13 @@ import shutil
 import pytest
 import real_build
 import upstream_tree as up
-
 from torchwin.upstream import configure
 
 pytestmark = pytest.mark.real_build
 
 TABLE = up.ROOT / configure.TABLE
 # What a regenerated row must reproduce; the rest (python patch level, compiler) is recorded, not compared.
-COMPARED_FIELDS = ("configure", "completed", "plan", "observed", "disagreements", "has_summary", "unreported",
+COMPARED_FIELDS = ("configure", "completed", "plan", "observed", "disagreements", "summary_scope", "unreported",
                    "missing_blobs", "no_mirror")
 
 
@@ -48,7 +47,7 @@ def entry_for(release, tree, report, plan, python_version, mkl_in_host, result):
         "plan": promised,
         "observed": found,
         "disagreements": configure.compare(promised, found),
-        "has_summary": bool(summary),
+        "summary_scope": configure.summary_scope(summary),
         "unreported": configure.unreported(promised, found),
         "missing_blobs": sorted(report["missing_blobs"]),
         "no_mirror": report["no_mirror"],

@@ -15,7 +15,6 @@ import textwrap
 
 import pytest
 import upstream_tree as up
-
 from torchwin.upstream import configure
 
 TABLE = up.ROOT / configure.TABLE
@@ -35,7 +34,8 @@ driver = load_driver()
 def linux_cpu_plan(release, prefix="/host"):
     """The driver's plan for a linux-64 CPU build of `release` on a host with ninja (as the recipe gives it)."""
     host = driver.Host(exists=lambda path: False, which=lambda name: "/usr/bin/" + name,
-                       glob=lambda pattern: [pattern], cpu_count=2, gcc_version=lambda gcc: "9.3.0")
+                       glob=lambda pattern: [pattern], cpu_count=2, gcc_version=lambda gcc: "9.3.0",
+                       cmake_version=lambda cmake: "3.18.4")
     variant = {"version": release, "release": release, "build_number": "0", "cuda": "None", "cudnn": "None",
                "patches": []}
     return driver.plan(variant, {"PREFIX": prefix}, False, up.facts(release), host)
@@ -85,6 +85,7 @@ def test_a_plan_promising_mkldnn_disagrees_with_a_configure_that_turned_it_off()
     plan = linux_cpu_plan("1.4.0")
     promised = configure.promises(plan["env"], mkl_in_host=True)
     assert promised["USE_MKLDNN"] == "ON" and promised["BLAS"] == "MKL" and promised["USE_CUDA"] == "OFF"
+    assert "USE_MKL" not in promised  # caffe2's own MKL operators; BLAS is what torch's MKL means
     found = configure.observed(configure.parse_summary(SUMMARY_LOG), {})
     assert configure.compare(promised, found) == [
         "USE_MKLDNN: the plan promises ON, the configure says OFF"]
@@ -92,6 +93,9 @@ def test_a_plan_promising_mkldnn_disagrees_with_a_configure_that_turned_it_off()
     assert "BLAS: the plan promises MKL, the configure says Eigen" in configure.compare(promised, eigen)
     del eigen["USE_DISTRIBUTED"]
     assert configure.unreported(promised, eigen) == ["USE_CUDNN", "USE_DISTRIBUTED"]
+    # 0.4.1: caffe2's CMake configuring ATen only; its USE_DISTRIBUTED is caffe2's, not torch.distributed.
+    aten = configure.observed(dict(configure.parse_summary(SUMMARY_LOG), BUILD_CAFFE2="0"), {"USE_DISTRIBUTED": "1"})
+    assert "USE_DISTRIBUTED" not in aten and "USE_MKL" not in aten and aten["BLAS"]["value"] == "MKL"
 
 
 def test_old_spellings_and_unprinted_switches():
@@ -137,15 +141,16 @@ def test_every_release_has_a_completed_row_whose_plan_is_todays(table):
 def test_the_plan_and_the_configure_table_agree(table):
     """The point of the table: every switch the plan sets is what CMake decided on the real tree.
 
-    A release whose configure prints CMake's summary must report every promise; one without (0.4.0's
-    ATen) may leave a switch to a later library's configure (the row's `unreported`).
+    A release whose configure prints torch's CMake summary must report every promise; 0.4.x configure
+    ATen first (0.4.0 without a summary, 0.4.1 through caffe2's CMake with BUILD_CAFFE2=0) and may leave a
+    switch to a later library's configure (the row's `unreported`: THD/c10d decide torch.distributed).
     """
     disagreements = []
     for release in up.releases_on("linux-64"):
         row = table["releases"][release]
         promised = configure.promises(linux_cpu_plan(release)["env"], recipe_host_has_mkl())
         disagreements += [f"{release}: {line}" for line in configure.compare(promised, row["observed"])]
-        if row["has_summary"]:
+        if row["summary_scope"] == "torch":
             disagreements += [f"{release}: {key}: the plan promises {promised[key]}, CMake's summary does not say"
                               for key in configure.unreported(promised, row["observed"])]
     assert not disagreements, "\n".join(disagreements)

@@ -115,10 +115,27 @@ def log_decisions(log: str) -> dict:
     return found
 
 
+# 0.4.1 configures ATen through caffe2's CMake with BUILD_CAFFE2=0: that summary's switches of these names are
+# caffe2's own (its MKL ops, its distributed ops), not torch's; torch.distributed is THD/c10d, configured later.
+CAFFE2_OWN = ("USE_MKL", "USE_DISTRIBUTED", "USE_NCCL")
+
+
+def summary_scope(summary: dict) -> str:
+    """"torch" (the summary speaks for the whole build), "aten" (caffe2's CMake for ATen only) or "none"."""
+    if not summary:
+        return "none"
+    if on_off(summary.get("BUILD_CAFFE2")) == "OFF":
+        return "aten"
+    return "torch"
+
+
 def observed(summary: dict, cache: dict, log: str = "") -> dict:
     """The compared switches as this configure decided them: the summary's word, else CMake's messages, else
     the cache's (a cache entry is what was asked for, so it comes last)."""
     found = {}
+    if summary_scope(summary) == "aten":
+        summary = {k: v for k, v in summary.items() if k not in CAFFE2_OWN}
+        cache = {k: v for k, v in cache.items() if k not in CAFFE2_OWN}
     messages = log_decisions(log) if log else {}
     for key in COMPARED:
         value = summary.get(key)
@@ -152,7 +169,8 @@ def promises(plan_env: dict, mkl_in_host: bool) -> dict:
     """What the configure must decide for a plan's environment: {key: "ON"/"OFF"/"MKL"}.
 
     `mkl_in_host`: the host prefix (where the plan points CMAKE_PREFIX_PATH) holds MKL, as the recipe's
-    host requirement mkl-devel puts it there.
+    host requirement mkl-devel puts it there: then BLAS must be MKL (USE_MKL is caffe2's switch for its
+    own MKL operators, shown in the table but not promised).
     """
     promised = {}
     for name in ("MKLDNN", "CUDA", "CUDNN", "DISTRIBUTED", "NCCL"):
@@ -165,7 +183,6 @@ def promises(plan_env: dict, mkl_in_host: bool) -> dict:
         promised["BUILD_TEST"] = "OFF" if on_off(plan_env["NO_TEST"]) == "ON" else "ON"
     if mkl_in_host:
         promised["BLAS"] = "MKL"
-        promised["USE_MKL"] = "ON"
     return promised
 
 
