@@ -92,10 +92,11 @@ def test_a_plan_promising_mkldnn_disagrees_with_a_configure_that_turned_it_off()
     eigen = dict(found, BLAS={"value": "Eigen", "from": "summary"})
     assert "BLAS: the plan promises MKL, the configure says Eigen" in configure.compare(promised, eigen)
     del eigen["USE_DISTRIBUTED"]
-    assert configure.unreported(promised, eigen) == ["USE_CUDNN", "USE_DISTRIBUTED"]
+    assert configure.unreported(promised, eigen) == ["USE_DISTRIBUTED"]
     # 0.4.1: caffe2's CMake configuring ATen only; its USE_DISTRIBUTED is caffe2's, not torch.distributed.
     aten = configure.observed(dict(configure.parse_summary(SUMMARY_LOG), BUILD_CAFFE2="0"), {"USE_DISTRIBUTED": "1"})
-    assert "USE_DISTRIBUTED" not in aten and "USE_MKL" not in aten and aten["BLAS"]["value"] == "MKL"
+    assert "USE_DISTRIBUTED" not in aten and aten["BLAS"]["value"] == "MKL"
+    assert aten["USE_MKL"] == {"value": "ON", "from": "summary BLAS"}  # what ATen's BLAS choice means
 
 
 def test_old_spellings_and_unprinted_switches():

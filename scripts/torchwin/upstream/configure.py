@@ -277,10 +277,17 @@ def render_markdown(table: dict) -> str:
                 kept += " (not decided by this configure: %s)" % ", ".join(entry["unreported"])
             cells.append(kept)
         gaps = []
-        if entry.get("missing_blobs"):
-            gaps.append("%d blob(s) written empty" % len(entry["missing_blobs"]))
-        if entry.get("no_mirror"):
-            gaps.append("no mirror: " + ", ".join(sorted(entry["no_mirror"])))
+        blobs = entry.get("missing_blobs") or []
+        if blobs:
+            gaps.append("written empty (the mirror lacks the blob): " + (
+                ", ".join("`%s`" % b for b in blobs) if len(blobs) <= 3 else "%d files" % len(blobs)))
+        names = {}
+        for url in (entry.get("no_mirror") or {}).values():
+            name = re.sub(r"\.git$", "", url.rpartition("@")[0].rstrip("/").rsplit("/", 1)[-1])
+            names[name] = names.get(name, 0) + 1
+        if names:
+            gaps.append("no mirror (left empty or a placeholder file): " + ", ".join(
+                name + (" (%dx)" % n if n > 1 else "") for name, n in sorted(names.items())))
         cells.append("; ".join(gaps) or "none")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n"
