@@ -103,8 +103,12 @@ def missing_blobs(repo, commit):
     return {path: sha for (sha, path), line in zip(blobs, lines) if line.endswith(" missing")}
 
 
-def export_tree(repo, commit, dest):
-    """Write the commit's tree to dest; returns {path: sha} of blobs the repository lacks (written empty)."""
+def export_tree(repo, commit, dest, symlinks=False):
+    """Write the commit's tree to dest; returns {path: sha} of blobs the repository lacks (written empty).
+
+    A symlink (mode 120000) becomes a file holding its target, or with `symlinks` a real symlink (what a
+    checkout makes, and what a configure or compile of the tree needs).
+    """
     entries = tree_entries(repo, commit)
     blobs = [(mode, sha, path) for mode, kind, sha, path in entries if kind == "blob"]
     for mode, kind, _, path in entries:
@@ -126,7 +130,12 @@ def export_tree(repo, commit, dest):
                 continue
             data = proc.stdout.read(int(header[2]))
             proc.stdout.read(1)
-            target.write_bytes(data)  # a symlink (mode 120000) becomes a file holding its target
+            if symlinks and mode == "120000":
+                if target.is_symlink() or target.exists():
+                    target.unlink()
+                os.symlink(data.decode("utf-8", "surrogateescape"), target)
+                continue
+            target.write_bytes(data)
             if mode == "100755":
                 target.chmod(0o755)
     finally:
@@ -227,3 +236,69 @@ def shallow_fetching_git(folder):
                     f'exec {real} "$@"\n')
     shim.chmod(0o755)
     return folder
+
+
+# Submodule URLs of the release tags whose GitHub repository was renamed or moved since (GitHub redirects
+# the old name): the mirror is kept under the new name.
+GITHUB_RENAMES = {
+    ("Maratyszcza", "cpuinfo"): ("pytorch", "cpuinfo"),
+    ("google", "protobuf"): ("protocolbuffers", "protobuf"),
+    ("01org", "mkl-dnn"): ("intel", "mkl-dnn"),
+}
+
+
+def resolve_url(url, parent_slug):
+    """(owner, name) of a submodule URL; a relative one (`../../owner/name`) is resolved against its parent's."""
+    if url and url.startswith("../") and parent_slug:
+        parts = [parent_slug[0], parent_slug[1]]
+        for part in url.rstrip("/").split("/"):
+            if part == "..":
+                parts.pop() if parts else None
+            elif part:
+                parts.append(part)
+        if len(parts) == 2:
+            return parts[0], parts[1][:-4] if parts[1].endswith(".git") else parts[1]
+        return None
+    return github_slug(url)
+
+
+def mirror_with_commit(slug, commit):
+    """The repository under TORCHWIN_SUBMODULE_MIRRORS for a GitHub (owner, name) holding `commit`, or None.
+
+    Only the commit's tree is read (for an export), so unlike submodule_mirror the mirror need not be complete.
+    """
+    root = os.environ.get("TORCHWIN_SUBMODULE_MIRRORS")
+    if not root or not slug or not commit:
+        return None
+    # GitHub names are case-insensitive (.gitmodules says pytorch/fbgemm, the repository is pytorch/FBGEMM).
+    folders = {entry.name.lower(): entry for entry in Path(root).iterdir()}
+    for owner, name in (slug, GITHUB_RENAMES.get(slug)) if slug in GITHUB_RENAMES else (slug,):
+        base = folders.get(f"{owner}+{name}".lower())
+        if base is None:
+            continue
+        for folder in (base / "repo", base / "repo" / ".git"):
+            if folder.is_dir() and git(folder, "cat-file", "-e", f"{commit}^{{commit}}", check=False).returncode == 0:
+                return folder
+    return None
+
+
+def export_recursive(repo, commit, dest, slug=("pytorch", "pytorch"), prefix=""):
+    """Write a commit's tree and, recursively, every submodule a mirror holds, with real symlinks.
+
+    Returns {"missing_blobs": {path: sha}, "no_mirror": {path: "url@commit"}} over the whole tree (paths from
+    the top): blobs the repositories lack are written empty, submodules without a mirror are left empty.
+    """
+    report = {"missing_blobs": {prefix + p: s for p, s in export_tree(repo, commit, dest, symlinks=True).items()},
+              "no_mirror": {}}
+    for _, path, url, sha in nested_submodules(repo, commit):
+        if not sha:
+            continue  # named in .gitmodules but not in this commit's tree
+        sub_slug = resolve_url(url, slug)
+        mirror = mirror_with_commit(sub_slug, sha)
+        if mirror is None:
+            report["no_mirror"][prefix + path] = f"{url}@{sha}"
+            continue
+        nested = export_recursive(mirror, sha, dest / path, sub_slug, prefix + path + "/")
+        report["missing_blobs"].update(nested["missing_blobs"])
+        report["no_mirror"].update(nested["no_mirror"])
+    return report

@@ -65,13 +65,13 @@ PLAN_PROGRAM_FILES = "TORCHWIN_PLAN_PROGRAM_FILES"
 
 PLATFORMS = ("win-64", "linux-64")
 
-# What the build reads from the machine (this driver, and sccache its own
-# settings). recent rattler-build hands the script a filtered environment, so
+# What the build reads from the machine (this driver, and the compiler caches
+# their own settings). recent rattler-build hands the script a filtered environment, so
 # recipe.yaml passes each through script.env (a test keeps the two equal); an
 # empty one is what the recipe passes for an unset one, and is removed.
 HOST_VARIABLES = ("CUDA_HOME", "CUDA_PATH", "CUDNN_ROOT", "NVTOOLSEXT_PATH", "CUDA_NVCC_EXECUTABLE",
                   "TORCH_CUDA_ARCH_LIST", "MAX_JOBS", "VCToolsVersion", "SCCACHE_DIR", "SCCACHE_CACHE_SIZE",
-                  "CUDAHOSTCXX")
+                  "CUDAHOSTCXX", "CCACHE_DIR", "CCACHE_MAXSIZE", "CLCACHE_DIR")
 
 
 # Passed by the recipe for the compiler activations; empty, 1.1.0's
@@ -119,7 +119,7 @@ def release_switches(pytorch_version, use_cuda, is_windows, mkldnn=None):
     # torch.distributed does not build on Windows before 1.7; NCCL is Linux-only.
     switch("DISTRIBUTED", not is_windows)
     switch("NCCL", use_cuda and not is_windows)
-    switch("MKLDNN", (not is_windows) if mkldnn is None else mkldnn)
+    switch("MKLDNN", (not is_windows and not old_style) if mkldnn is None else mkldnn)
     # Tests add an hour of compiling and are not shipped.
     if old_style:
         env["NO_TEST"] = "1"
@@ -131,14 +131,16 @@ def release_switches(pytorch_version, use_cuda, is_windows, mkldnn=None):
 def mkldnn_on(facts, is_windows):
     """Build MKL-DNN wherever the release's FindMKLDNN.cmake builds it, as upstream's binaries did.
 
-    Linux: always. Windows: only where FindMKLDNN builds the bundled copy (third_party/ideep, 1.0 on)
-    and does not return early under MSVC (it does in 1.0.0-1.4.0: "MKL-DNN needs omp 3+"; upstream's
-    19bb496a0d "Enable mkldnn on windows" is in 1.5.0). 0.4.x looks for an installed MKL-DNN instead.
+    Only the bundled copy (third_party/ideep, 1.0 on): 0.4.x build MKL-DNN only from an installed one
+    (tools/setup_helpers/mkldnn.py: MKLDNN_HOME, /usr/lib), which the recipe does not provide, and
+    their real configure says OFF (configure_linux64_cpu.json); 0.3 has none. Linux: wherever it is
+    bundled. Windows: unless FindMKLDNN returns early under MSVC (1.0.0-1.4.0: "MKL-DNN needs omp
+    3+"; upstream's 19bb496a0d "Enable mkldnn on windows" is in 1.5.0).
     """
-    if not is_windows:
-        return True
     info = facts.get("mkldnn") or {}
-    return bool(info.get("bundled")) and not info.get("msvc_returns_early_at")
+    if not info.get("bundled"):
+        return False
+    return not (is_windows and info.get("msvc_returns_early_at"))
 
 
 # Patches named so add `<name>_dll` to the names FindMKL.cmake looks for (patches/*.patch say why).
@@ -348,6 +350,16 @@ def gcc_version(gcc):
     return out.strip() or None
 
 
+def cmake_version(cmake):
+    """`cmake --version` (cmake version 3.18.4) -> 3.18.4, or None."""
+    try:
+        out = subprocess.check_output([cmake, "--version"], universal_newlines=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    match = re.search(r"cmake version (\d+\.\d+(?:\.\d+)?)", out)
+    return match.group(1) if match else None
+
+
 def read_text(path):
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -366,7 +378,8 @@ class Host:
     """What the plan reads from the machine; tests pass their own."""
 
     def __init__(self, exists=os.path.exists, which=None, nvcc_version=nvcc_version, read_text=read_text,
-                 glob=glob.glob, can_run_nvcc=True, cpu_count=None, program_files=None, gcc_version=gcc_version):
+                 glob=glob.glob, can_run_nvcc=True, cpu_count=None, program_files=None, gcc_version=gcc_version,
+                 cmake_version=cmake_version):
         self.exists = exists
         self.which = which or shutil.which
         self.nvcc_version = nvcc_version
@@ -376,6 +389,7 @@ class Host:
         self.cpu_count = cpu_count or os.cpu_count() or 1
         self.program_files = program_files
         self.gcc_version = gcc_version
+        self.cmake_version = cmake_version
 
     def fixed(self, path):
         r"""Where to look for a fixed `C:\Program Files\...` folder: there, or under the plan's stand-in."""
@@ -528,6 +542,65 @@ def check_ninja(facts, environ, is_windows, host):
                                    % (facts.get("release", "?"), prefix or "the host prefix (PREFIX unset)"))
 
 
+# Where CMake is new enough to read CMAKE_<LANG>_COMPILER_LAUNCHER from the environment itself.
+LAUNCHER_ENV_CMAKE = "3.17"
+
+
+def launcher_reaches_cmake(facts, host):
+    """(True/False, why): does CMAKE_<LANG>_COMPILER_LAUNCHER in the environment reach this release's CMake?
+
+    setup.py of 1.2.0 on passes every CMAKE_* variable to cmake (facts' compiler_cache.launcher_passed_by_setup);
+    before, only a CMake that reads the variable from the environment itself (3.17 on) sees it.
+    """
+    info = facts.get("compiler_cache") or {}
+    if info.get("launcher_passed_by_setup"):
+        return True, "setup.py passes CMAKE_* variables to cmake (%s)" % info["launcher_passed_by_setup"]
+    floor = info.get("launcher_env_cmake") or LAUNCHER_ENV_CMAKE
+    cmake = host.which("cmake")
+    found = host.cmake_version(cmake) if cmake else None
+    if found and version_tuple(found) >= version_tuple(floor):
+        return True, "cmake %s reads it from the environment" % found
+    return False, ("PyTorch %s's setup.py passes no compiler launcher to cmake and %s reads none from the "
+                   "environment before %s" % (facts.get("release", "?"), "cmake %s" % found if found
+                                              else "the cmake on PATH (unreadable)", floor))
+
+
+def compiler_cache(facts, is_windows, environ, host):
+    """({variables}, [warnings]): put the compiler cache on PATH in front of the C/C++ compiles, as the release allows.
+
+    Linux: ccache (else sccache) as CMake's compiler launcher, where it reaches cmake (launcher_reaches_cmake).
+    Windows: sccache as the launcher where it reaches cmake; else clcache as the compiler itself (CC/CXX):
+    with Ninja every release takes the compiler from CC/CXX, and its bundled FindCUDA keeps cl as nvcc's host
+    compiler when CMAKE_C_COMPILER is clcache (facts' compiler_cache.findcuda_accepts_cache_as_compiler).
+    clcache is not a launcher (it takes cl's arguments, not a compiler and its arguments); sccache is not a
+    compiler (it needs one as its first argument). nvcc is not covered: FindCUDA ignores
+    CMAKE_CUDA_COMPILER_LAUNCHER (CUDA_NVCC_EXECUTABLE takes a wrapper instead).
+    """
+    info = facts.get("compiler_cache") or {}
+    reaches, why = launcher_reaches_cmake(facts, host)
+    env = {}
+    if is_windows:
+        if reaches and host.which("sccache"):
+            env["CMAKE_C_COMPILER_LAUNCHER"] = env["CMAKE_CXX_COMPILER_LAUNCHER"] = "sccache"
+            return env, []
+        accepted = info.get("findcuda_accepts_cache_as_compiler")
+        if host.which("clcache") and (accepted is None or "clcache" in accepted):
+            # A CC the compiler activation set to cl itself is replaced; any other is the user's choice.
+            if all(environ.get(name, "cl").lower() in ("cl", "cl.exe") for name in ("CC", "CXX")):
+                env["CC"] = env["CXX"] = "clcache"
+                return env, []
+        if host.which("sccache"):
+            return env, ["sccache is on PATH but not used: %s (clcache, as CC/CXX, would be)" % why]
+        return env, []
+    for name in ("ccache", "sccache"):
+        if host.which(name):
+            if not reaches:
+                return env, ["%s is on PATH but not used: %s" % (name, why)]
+            env["CMAKE_C_COMPILER_LAUNCHER"] = env["CMAKE_CXX_COMPILER_LAUNCHER"] = name
+            return env, []
+    return env, []
+
+
 def plan(variant, environ, is_windows, facts=None, host=None):
     """Return {"env": additions, "commands": [argv, ...], "warnings": [...]} for this variant on this host.
 
@@ -622,12 +695,9 @@ def plan(variant, environ, is_windows, facts=None, host=None):
         if host.exists(magma_header):
             env["MAGMA_HOME"] = library
 
-    # Host C/C++ compiles only: these releases' FindCUDA ignores a CUDA launcher.
-    for name in (("sccache", "clcache") if is_windows else ("sccache",)):
-        if host.which(name):
-            env["CMAKE_C_COMPILER_LAUNCHER"] = name
-            env["CMAKE_CXX_COMPILER_LAUNCHER"] = name
-            break
+    cache_env, cache_warnings = compiler_cache(facts, is_windows, environ, host)
+    env.update(cache_env)
+    warnings += cache_warnings
 
     commands = []
     recipe_dir = environ.get("RECIPE_DIR") or os.path.dirname(os.path.abspath(__file__))

@@ -284,9 +284,7 @@ def expected_mkldnn(value, source):
         facts = build_driver.load_facts(here, value[len("facts:"):])
     except build_driver.BuildConfigError as exc:
         raise ValueError("%s=%s: %s" % (source, value, exc))
-    # Switched on and built from the bundled source (0.4.x looks for an installed MKL-DNN instead).
-    windows = sys.platform == "win32"
-    return build_driver.mkldnn_on(facts, windows) and bool((facts.get("mkldnn") or {}).get("bundled"))
+    return build_driver.mkldnn_on(facts, sys.platform == "win32")
 
 
 def expected_archs(value, variant, source):

@@ -25,10 +25,11 @@ WIN_CUDA90 = r"C:\Program Files\NVIDIA GPU Computing Toolkit\CUDA\v9.0"
 class Host:
     """A host described by the files it has and the tools on PATH (the edge the driver reads)."""
 
-    def __init__(self, files=(), tools=(), nvcc=None):
+    def __init__(self, files=(), tools=(), nvcc=None, cmake=None):
         self.files = set(files)
         self.tools = dict({"ninja": "/usr/bin/ninja"}, **dict(tools))
         self.nvcc = nvcc or {}
+        self.cmake = cmake  # what `cmake --version` says, when cmake is among the tools
 
     def exists(self, path):
         return path in self.files
@@ -44,7 +45,8 @@ class Host:
 
     def driver_host(self, can_run_nvcc=True):
         return driver.Host(exists=self.exists, which=self.which, nvcc_version=self.nvcc_version,
-                           read_text=lambda path: None, glob=self.glob, can_run_nvcc=can_run_nvcc, cpu_count=2)
+                           read_text=lambda path: None, glob=self.glob, can_run_nvcc=can_run_nvcc, cpu_count=2,
+                           cmake_version=lambda path: self.cmake)
 
 
 NVTX = r"C:\Program Files\NVIDIA Corporation\NvToolsExt"
@@ -101,8 +103,8 @@ CASES = [
     }, id="linux-1.1.0-cpu"),
     pytest.param(variant("1.1.0", "9.0"), False, {"PREFIX": "/opt/h_env", "CUDA_HOME": "/usr/local/cuda-9.0"},
                  Host({"/usr/local/cuda-9.0/bin/nvcc", "/usr/local/cuda-9.0/include/cudnn.h",
-                       "/opt/h_env/include/magma.h"}, {"sccache": "/usr/bin/sccache"},
-                      {"/usr/local/cuda-9.0/bin/nvcc": "9.0"}), {
+                       "/opt/h_env/include/magma.h"}, {"sccache": "/usr/bin/sccache", "cmake": "/usr/bin/cmake"},
+                      {"/usr/local/cuda-9.0/bin/nvcc": "9.0"}, cmake="3.18.4"), {
         "CUDA_HOME": "/usr/local/cuda-9.0", "CUDNN_LIBRARY": "/usr/local/cuda-9.0/lib64/libcudnn.so",
         "MAGMA_HOME": "/opt/h_env", "CMAKE_CXX_COMPILER_LAUNCHER": "sccache", "USE_NCCL": "1",
     }, id="linux-1.1.0-cuda90-magma-sccache"),
@@ -122,12 +124,13 @@ def test_cpu_build_sets_no_cuda_paths():
     assert "CUDA_HOME" not in env and "TORCH_CUDA_ARCH_LIST" not in env
 
 
-def test_clcache_is_used_on_windows_when_sccache_is_absent():
+def test_clcache_is_the_compiler_on_windows_when_sccache_is_absent():
+    """clcache stands in for cl.exe (CC/CXX); as a launcher it would be handed `cl.exe` as a source file."""
     host = win_cuda_host()
     host.tools["clcache"] = r"C:\tools\clcache.exe"
     env, _ = plan(variant(), WIN_ENV, True, host)
-    assert env["CMAKE_CXX_COMPILER_LAUNCHER"] == "clcache"
-    assert "CMAKE_CUDA_COMPILER_LAUNCHER" not in env
+    assert env["CC"] == env["CXX"] == "clcache"
+    assert "CMAKE_CXX_COMPILER_LAUNCHER" not in env and "CMAKE_CUDA_COMPILER_LAUNCHER" not in env
 
 
 def test_no_launcher_when_no_cache_tool():
@@ -294,7 +297,7 @@ def test_nvcc_is_not_given_a_launcher_findcuda_ignores():
     """FindCUDA (bundled by all four releases) never reads CMAKE_CUDA_COMPILER_LAUNCHER."""
     host = win_cuda_host()
     host.tools["sccache"] = r"C:\tools\sccache.exe"
-    env, _ = plan(variant(), WIN_ENV, True, host)
+    env, _ = plan(variant("1.4.0"), WIN_ENV, True, host, release_facts("1.4.0"))
     assert env["CMAKE_CXX_COMPILER_LAUNCHER"] == "sccache"
     assert "CMAKE_CUDA_COMPILER_LAUNCHER" not in env
 
@@ -645,3 +648,92 @@ def test_the_forks_version_is_valid_for_pip_and_conda_and_the_2017_spelling_is_n
         Version("0.3.0b0.591e73e")  # the 2017 wheels' file name
     # A tag's build is its release, whatever the tag declares (0.3.0b0 too).
     assert driver.torch_version({"version": "0.3.0"}, committed_facts("0.3.0")) == "0.3.0"
+
+
+def release_facts(release):
+    import json
+
+    return json.loads((ROOT / "recipes" / "pytorch" / "upstream" / (release + ".json")).read_text())
+
+
+def cache_plan(release, is_windows, tools, cmake=None, environ=None):
+    """The plan's compiler-cache variables and warnings for a CPU build of `release` (its real facts)."""
+    # setup.py of 0.4.x/1.0.x picks Ninja by importing the module from the host prefix.
+    host = Host({"/opt/h_env/lib/python3.7/site-packages/ninja/__init__.py"}, tools=tools, cmake=cmake)
+    if cmake:
+        host.tools["cmake"] = "/usr/bin/cmake"
+    base = WIN_ENV if is_windows else {"PREFIX": "/opt/h_env"}
+    result = driver.plan(variant(release, "None", 1), dict(base, **(environ or {})), is_windows,
+                         release_facts(release), host.driver_host())
+    keys = ("CC", "CXX", "CMAKE_C_COMPILER_LAUNCHER", "CMAKE_CXX_COMPILER_LAUNCHER")
+    return {k: result["env"][k] for k in keys if k in result["env"]}, result["warnings"]
+
+
+def test_facts_say_from_which_release_setup_py_passes_a_launcher_to_cmake():
+    """tools/setup_helpers/cmake.py passes every CMAKE_* variable from 1.2.0 on; nothing before."""
+    from upstream_tree import releases
+
+    for release in releases():
+        info = release_facts(release)["compiler_cache"]
+        passes = driver.version_tuple(release) >= (1, 2)
+        assert bool(info["launcher_passed_by_setup"]) == passes, release
+        if passes:
+            assert info["launcher_passed_by_setup"].startswith("tools/setup_helpers/cmake.py:"), release
+        assert "clcache" in info["findcuda_accepts_cache_as_compiler"], release
+        assert ("sccache" in info["findcuda_accepts_cache_as_compiler"]) == (release != "0.4.0"), release
+        assert bool(info["torch_csrc_compiled_by_distutils"]) == release.startswith("0.4."), release
+        assert info["msvc_debug_info_in_objects"], release
+
+
+LINUX_CACHES = {"ccache": "/usr/bin/ccache", "sccache": "/usr/bin/sccache"}
+
+
+@pytest.mark.parametrize("release", ["1.2.0", "1.4.0", "1.7.1"])
+def test_linux_ccache_is_the_launcher_where_setup_py_passes_it_whatever_the_cmake(release):
+    env, warnings = cache_plan(release, False, LINUX_CACHES, cmake="3.10.2")
+    assert env == {"CMAKE_C_COMPILER_LAUNCHER": "ccache", "CMAKE_CXX_COMPILER_LAUNCHER": "ccache"}
+    assert warnings == []
+
+
+@pytest.mark.parametrize("release", ["0.4.0", "0.4.1", "1.0.0", "1.1.0"])
+def test_linux_before_1_2_the_launcher_needs_a_cmake_that_reads_it_from_the_environment(release):
+    env, warnings = cache_plan(release, False, LINUX_CACHES, cmake="3.16.3")
+    assert env == {}
+    assert warnings == ["ccache is on PATH but not used: PyTorch %s's setup.py passes no compiler launcher to cmake "
+                        "and cmake 3.16.3 reads none from the environment before 3.17" % release]
+    env, warnings = cache_plan(release, False, {"sccache": "/usr/bin/sccache"}, cmake="3.18.4")
+    assert env == {"CMAKE_C_COMPILER_LAUNCHER": "sccache", "CMAKE_CXX_COMPILER_LAUNCHER": "sccache"}
+    assert warnings == []
+
+
+@pytest.mark.parametrize("release", ["0.4.0", "0.4.1", "1.0.1", "1.1.0"])
+def test_windows_before_1_2_clcache_is_the_compiler_and_sccache_is_not_a_launcher(release):
+    caches = {"sccache": r"C:\t\sccache.exe", "clcache": r"C:\t\clcache.exe"}
+    env, warnings = cache_plan(release, True, caches, cmake="3.12.0")
+    assert env == {"CC": "clcache", "CXX": "clcache"} and warnings == []
+    env, warnings = cache_plan(release, True, {"sccache": r"C:\t\sccache.exe"}, cmake="3.12.0")
+    assert env == {} and len(warnings) == 1 and "sccache is on PATH but not used" in warnings[0]
+    # A CC the user chose (not the activation's cl) is left alone.
+    env, _ = cache_plan(release, True, caches, cmake="3.12.0", environ={"CC": "clang-cl", "CXX": "clang-cl"})
+    assert env == {}
+
+
+def test_windows_from_1_2_sccache_is_the_launcher_else_clcache_the_compiler():
+    env, _ = cache_plan("1.4.0", True, {"sccache": r"C:\t\sccache.exe", "clcache": r"C:\t\clcache.exe"})
+    assert env == {"CMAKE_C_COMPILER_LAUNCHER": "sccache", "CMAKE_CXX_COMPILER_LAUNCHER": "sccache"}
+    env, _ = cache_plan("1.6.0", True, {"clcache": r"C:\t\clcache.exe"}, environ={"CC": "cl.exe", "CXX": "cl"})
+    assert env == {"CC": "clcache", "CXX": "clcache"}
+
+
+def test_no_cache_tool_no_cache_variables():
+    assert cache_plan("1.4.0", False, {}) == ({}, [])
+    assert cache_plan("1.0.1", True, {}) == ({}, [])
+
+
+def test_readme_says_what_is_cached_per_release():
+    from torchwin.upstream.compiler_cache import cached_per_release
+    from upstream_tree import releases
+
+    table = cached_per_release([(r, release_facts(r)) for r in releases()])
+    assert table in (ROOT / "recipes" / "pytorch" / "README.md").read_text(), (
+        "recipes/pytorch/README.md, 'Compiler cache per release', must be cached_per_release() of the facts")

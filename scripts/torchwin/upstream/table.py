@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from torchwin.errors import UserError
+from torchwin.upstream.compiler_cache import compiler_cache
 from torchwin.upstream.cuda import cuda_arch, cuda_host_gcc, ninja, nvtoolsext
 from torchwin.upstream.facts import (
     bare_yaml_loads,
@@ -108,6 +109,7 @@ def extract(git, release, commit, mirrors=None, source=SOURCE, repository=UPSTRE
         "bare_yaml_load": yaml_calls,
         "nvtoolsext": nvtoolsext(tree),
         "ninja": ninja(tree, env),
+        "compiler_cache": compiler_cache(tree),
         "cuda_arch": cuda_arch(tree),
         "cuda_host_gcc": cuda_host_gcc(tree),
         "cuda_msvc_limits": cuda_msvc_limits(tree),
