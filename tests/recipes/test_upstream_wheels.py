@@ -18,8 +18,10 @@ import datetime
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -49,27 +51,44 @@ def test_matrix_covers_every_paired_release_with_a_wheel():
     (PyPI has none for 0.4.x), and each has a CUDA version and Pythons on record."""
     pairs = uw.torchvision_pairs()
     assert set(uw.WHEEL_CUDA) == {r for r in pairs if release_key(r) >= (1, 0, 0)}
-    assert set(uw.WHEEL_PYTHONS) == set(uw.WHEEL_CUDA)
+    assert set(uw.WHEEL_PYTHONS) == set(uw.WHEEL_CUDA) == set(uw.WHEEL_GPU_CODE)
+    assert set(uw.VISION_GPU_CODE) == {pairs[r] for r in uw.WHEEL_CUDA}
     cells = uw.matrix()
     assert len(cells) == len(set(cells)) == 31
     assert {p for _, p in cells} <= set(uw.PYENV_PYTHONS)
 
 
 @pytest.mark.parametrize("readme, which", [("pytorch", "pytorch"), ("torchvision", "torchvision")])
-def test_readme_table_has_a_row_per_release_and_python(readme, which):
+def test_readme_table_has_a_row_per_release_and_python(readme, which, rendered):
     """The committed table lists every release x Python of the matrix once, with a result or `not run`."""
     rows = uw.table_rows((ROOT / "recipes" / readme / "README.md").read_text())
     pairs = uw.torchvision_pairs()
     if which == "pytorch":
         got = [(r[0], r[1]) for r in rows]
-        results = [r[3] for r in rows]
+        assert [r[2] for r in rows] == [uw.WHEEL_CUDA[t] for t, _ in got]
+        assert [r[3] for r in rows] == [uw.gpu_code_note(t) for t, _ in got]
+        results = [r[4] for r in rows]
+        assert [r[5] for r in rows] == [uw.what_the_wheel_is(rendered, *cell) for cell in got]
     else:
         got = [(r[1], r[2]) for r in rows]
-        results = [r[3] for r in rows]
+        assert [r[3] for r in rows] == [uw.VISION_GPU_CODE[pairs[t]] or "none" for t, _ in got]
+        results = [r[4] for r in rows]
         assert [r[0] for r in rows] == [uw.PYPI_TORCHVISION.get(pairs[t], pairs[t]) for t, _ in got]
     assert got == uw.matrix()
     for cell in results:
         assert cell == "not run" or (cell.endswith("skipped") and " passed, " in cell), cell
+
+
+def test_regenerating_keeps_the_results_the_cache_has_no_record_of(rendered):
+    """A table rewritten where the cache lacks a run (another machine, a cleaned cache) keeps its result cell."""
+    notes = {cell: "n" for cell in uw.matrix()}
+    record = {"pytorch": {"passed": 1, "failed": 0, "skipped": 2}, "torchvision": {"passed": 3, "failed": 0,
+                                                                                   "skipped": 0}}
+    first = uw.table({("1.0.0", "3.6"): record}, "pytorch", notes)
+    earlier = {(r[0], r[1]): r[4] for r in uw.table_rows("%s\n%s\n%s" % (uw.BEGIN, first, uw.END))}
+    again = uw.table({}, "pytorch", notes, earlier)
+    assert again == first and "| 1.0.0 | 3.6 |" in again and "1 passed, 0 failed, 2 skipped" in again
+    assert uw.table({}, "pytorch", notes).count("not run") == len(uw.matrix())
 
 
 def test_replace_table_refuses_a_readme_without_its_markers():
@@ -88,10 +107,10 @@ def test_conda_specs_become_pip_requirements(spec, want):
 
 @pytest.mark.parametrize("release, python, want, unwanted", [
     ("1.0.1", "3.7", ["the wheel is CUDA 9.0.176, as torchwin's linux-64 cuda9.0 build",
-                      "archs unchecked: torch 1.0.1 cannot list them without a GPU"], ["no Python"]),
+                      "run_test.py skips the archs (torch lists them without a GPU from 1.6 on)"], ["no Python"]),
     ("1.7.1", "3.9", ["the wheel is CUDA 10.2, torchwin builds 1.7.1 for linux-64 as CUDA 9.0, CUDA 9.2 and CPU: "
                       "checked as the CUDA 10.2 build it is", "torchwin has no Python 3.9 row for 1.7.1",
-                      "archs 3.7;5.0;6.0;7.0;7.5 checked"], []),
+                      "run_test.py checks the archs torch lists, 3.7;5.0;6.0;7.0;7.5"], []),
     ("1.4.0", "3.8", ["the wheel is CUDA 10.1, torchwin builds 1.4.0"], ["no Python"]),
 ])
 def test_each_wheel_says_what_it_is_against_the_torchwin_rows(rendered, release, python, want, unwanted):
@@ -108,6 +127,45 @@ def test_era_requirements_come_from_the_recipes(rendered):
     assert uw.era_requirements(rendered, "1.0.1", "3.6") == ["numpy==1.15.*,<2", "pillow>=4.1.1,<7", "six", "tqdm"]
     assert uw.era_requirements(rendered, "1.7.1", "3.8") == ["numpy==1.17.*,<2", "pillow>=4.1.1"]
     assert uw.era_requirements(rendered, "1.7.1", "3.9") == [uw.NUMPY_WITHOUT_ROW["3.9"], "pillow>=4.1.1"]
+
+
+def fat_binary(entries):
+    """A fat binary as nvcc embeds it: header, then (kind, arch) entries with a payload each."""
+    body = b""
+    for kind, arch in entries:
+        payload = b"\xab" * 24
+        header = struct.pack("<HHIQ", kind, 0x101, 64, len(payload)) + b"\0" * 12 + struct.pack("<I", arch)
+        body += header + b"\0" * (64 - len(header)) + payload
+    return struct.pack("<IHHQ", uw.FATBIN_MAGIC, 1, 16, len(body)) + body
+
+
+def test_fatbin_reader_counts_machine_code_and_ptx():
+    """Two fat binaries, 8-byte aligned with padding between, as in an ELF's .nv_fatbin section."""
+    data = fat_binary([(2, 35), (2, 70), (1, 70)]) + b"\0" * 8 + fat_binary([(2, 35), (1, 50), (7, 99)])
+    assert uw.fatbin_archs(data) == {"sm_35": 2, "sm_70": 1, "compute_70": 1, "compute_50": 1}
+    assert uw.fatbin_archs(b"\0" * 64) == {}
+
+
+def test_wheel_gpu_code_reads_the_nv_fatbin_section_of_each_library(tmp_path):
+    """An ELF64 library with a .nv_fatbin section inside a wheel; files that are not ELF count for nothing."""
+    fatbin = fat_binary([(2, 37), (2, 75), (1, 37)])
+    names = b"\0.shstrtab\0.nv_fatbin\0"
+    data_offset, names_offset = 64, 64 + len(fatbin)
+    table = names_offset + len(names)
+    table += -table % 8
+    header = b"\x7fELF" + bytes([2, 1, 1]) + b"\0" * 9 + struct.pack("<HHIQQQIHHHHHH", 3, 62, 1, 0, 0, table, 0,
+                                                                          64, 0, 0, 64, 3, 1)
+    sections = (b"\0" * 64 + struct.pack("<IIQQQQIIQQ", 1, 3, 0, 0, names_offset, len(names), 0, 0, 1, 0)
+                + struct.pack("<IIQQQQIIQQ", 11, 1, 0, 0, data_offset, len(fatbin), 0, 0, 8, 0))
+    blob = header + fatbin + names
+    blob += b"\0" * (table - len(blob)) + sections
+    wheel = tmp_path / "torch-0-cp37-cp37m-linux_x86_64.whl"
+    with zipfile.ZipFile(str(wheel), "w") as archive:
+        archive.writestr("torch/lib/libfake.so", blob)
+        archive.writestr("torch/lib/libnot_elf.so.1", b"not an ELF file")
+        archive.writestr("torch/other/libskipped.so", blob)
+    assert uw.wheel_gpu_code(wheel, "torch/lib/") == "sm_37 sm_75 compute_37"
+    assert uw.wheel_gpu_code(wheel, "torchvision/") == ""
 
 
 # ---- opt-in: the runs -------------------------------------------------------------------------------
@@ -258,3 +316,22 @@ def test_package_tests_on_upstream_wheels(release, python, rendered, record_prop
     for line in want:
         assert line in out, "%r missing from:\n%s" % (line, out)
     assert vision_summary["passed"] == len([w for w in want if w.startswith("PASS")])
+
+
+@pytest.mark.upstream_wheels
+@pytest.mark.skipif(not CACHE, reason="opt-in: set %s to a download cache folder outside the checkout "
+                    "to read the GPU code of upstream's Linux wheels" % uw.CACHE_ENV)
+@pytest.mark.parametrize("release", list(uw.WHEEL_CUDA))
+def test_gpu_code_of_upstream_wheels_is_on_record(release):
+    """What each release's wheel carries for the GPU (its cp37 wheel; every Python's is built the same way),
+    read from the .nv_fatbin sections without a GPU; from 1.6 on it holds what torch itself lists."""
+    cache = Path(CACHE)
+    vision = uw.torchvision_pairs()[release]
+    torch_code = uw.wheel_gpu_code(wheel(cache, "torch", release, "3.7"), "torch/lib/")
+    assert torch_code == uw.WHEEL_GPU_CODE[release]
+    vision_code = uw.wheel_gpu_code(wheel(cache, "torchvision", uw.PYPI_TORCHVISION.get(vision, vision), "3.7"),
+                                    "torchvision/")
+    assert vision_code == uw.VISION_GPU_CODE[vision]
+    if release in uw.WHEEL_ARCHS:
+        listed = ["sm_" + a.replace(".", "") for a in uw.WHEEL_ARCHS[release].split(";")]
+        assert set(listed) <= set(torch_code.split())
