@@ -176,7 +176,8 @@ def pyenv_python(python):
     return Path(root) / "versions" / uw.PYENV_PYTHONS[python] / "bin" / "python"
 
 
-def run(command, timeout, env=None, what=""):
+def run(command, timeout, env=None):
+    """Run with a clean environment: no TORCHWIN_* expectations of ours, no Python path, pip without config."""
     full = dict(os.environ)
     for name in list(full):
         if name.startswith("TORCHWIN_") or name in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
