@@ -224,8 +224,8 @@ def prepared_venv(cache, release, python, rendered):
     shutil.rmtree(venv, ignore_errors=True)
     proc = run([interpreter, "-m", "venv", venv], 300)
     assert proc.returncode == 0, proc.stderr
-    proc = run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-compile", "--prefer-binary"] + wheels + requirements,
-               INSTALL_TIMEOUT_S)
+    proc = run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-compile", "--prefer-binary"]
+               + wheels + requirements, INSTALL_TIMEOUT_S)
     if proc.returncode != 0:
         pytest.fail("installing %s with %s failed: %s" % ([w.name for w in wheels], requirements,
                                                          (proc.stderr or proc.stdout)[-2000:]))
