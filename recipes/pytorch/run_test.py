@@ -688,6 +688,15 @@ def compiled_cuda(torch):
     return "%d.%d" % (number // 1000, number % 1000 // 10)
 
 
+def cuda_version_matches(have, want):
+    """Whether the CUDA version `have` (torch.version.cuda) is the release `want` (X.Y): real builds
+    report X.Y or X.Y.Z (upstream's 1.0.1/1.1.0 Linux wheels: 9.0.176).
+
+    recipes/torchvision/run_test.py holds the same function (a package test ships only its own
+    recipe's files); tests/recipes/test_torchvision.py keeps the two identical."""
+    return have == want or (have or "").startswith(want + ".")
+
+
 def torch_info(torch):
     """What the JSON report says about the torch under test; every field best effort."""
     info = collections.OrderedDict()
@@ -911,7 +920,7 @@ def check_cuda_config(ctx):
     if not compiled:
         raise CheckFailed("expected a %s build, but this torch is CPU-only (torch.version.cuda is None)" % want)
     wanted_version = want[4:]
-    if wanted_version and not (cuda_version == wanted_version or cuda_version.startswith(wanted_version + ".")):
+    if wanted_version and not cuda_version_matches(cuda_version, wanted_version):
         raise CheckFailed("expected CUDA %s, but torch.version.cuda is %s" % (wanted_version, cuda_version))
     cudnn = cudnn_compiled(torch)
     if cudnn is False:

@@ -34,6 +34,16 @@ def release(version):
     return int(parts[0]), int(parts[1])
 
 
+def cuda_version_matches(have, want):
+    """Whether the CUDA version `have` (torch.version.cuda) is the release `want` (X.Y): real builds
+    report X.Y or X.Y.Z (upstream's 1.0.1/1.1.0 Linux wheels: 9.0.176).
+
+    The same rule as cuda_version_matches() of recipes/pytorch/run_test.py, which the torchvision
+    package test cannot import (each recipe ships only its own files);
+    tests/recipes/test_torchvision.py keeps the two identical."""
+    return have == want or (have or "").startswith(want + ".")
+
+
 def check_versions(torch, torchvision, want_version, want_variant):
     got = torchvision.__version__.split("+")[0]
     if want_version and got != want_version:
@@ -41,7 +51,7 @@ def check_versions(torch, torchvision, want_version, want_variant):
     cuda = getattr(torch.version, "cuda", None)
     if want_variant == "cpu" and cuda:
         raise AssertionError("a CPU build must sit on a CPU torch, but torch.version.cuda is %s" % cuda)
-    if want_variant.startswith("cuda") and cuda != want_variant[len("cuda"):]:
+    if want_variant.startswith("cuda") and not cuda_version_matches(cuda, want_variant[len("cuda"):]):
         raise AssertionError("torch.version.cuda is %s, expected %s" % (cuda, want_variant[len("cuda"):]))
     return "torchvision %s on torch %s (CUDA %s)" % (torchvision.__version__, torch.__version__, cuda)
 
@@ -71,29 +81,41 @@ def run_ops(torch, ops, device):
     return keep, pooled.cpu()
 
 
-def ops_compiled_with_cuda(torch):
-    """Whether torchvision's C++ ops were built with CUDA.
+def ops_cuda_version(torch, version):
+    """(the CUDA version torchvision's C++ ops were built with as X.Y, or None; what said so).
 
-    0.3.x's _C is a Python extension that has CUDA_VERSION only in CUDA builds; from 0.5 on _C is a
-    torch operator library (importing it as a module fails) that reports _cuda_version(), -1 without CUDA.
+    0.3-0.4's _C is a Python extension with CUDA_VERSION (e.g. 9000) only in CUDA builds. From 0.5 on
+    _C is a torch operator library, loaded by `import torchvision`, whose _cuda_version() is e.g. 10020,
+    or -1 without CUDA. It is never imported as a module from 0.5 on: on Linux that is an ImportError (no
+    PyInit__C), on Windows 0.5-0.8 a SystemError (its PyInit__C returns NULL by design).
     """
-    try:
+    if release(version) < (0, 5):
         from torchvision import _C
-    except ImportError:
-        return torch.ops.torchvision._cuda_version() != -1
-    return hasattr(_C, "CUDA_VERSION")
+
+        number, how = getattr(_C, "CUDA_VERSION", None), "torchvision._C.CUDA_VERSION"
+    else:
+        number, how = torch.ops.torchvision._cuda_version(), "torch.ops.torchvision._cuda_version()"
+        number = None if number == -1 else number
+    if number is None:
+        return None, "%s says no CUDA" % how
+    number = int(number)
+    return "%d.%d" % (number // 1000, number % 1000 // 10), "%s is %d" % (how, number)
 
 
 def check_ops(torch, torchvision, want_variant):
     from torchvision import ops
 
-    compiled_cuda = ops_compiled_with_cuda(torch)
-    if want_variant == "cpu" and compiled_cuda:
-        raise AssertionError("a CPU build has CUDA ops (torchvision._C.CUDA_VERSION is set)")
-    if want_variant.startswith("cuda") and not compiled_cuda:
-        raise AssertionError("a CUDA build has no CUDA ops (torchvision._C.CUDA_VERSION is missing)")
+    cuda, how = ops_cuda_version(torch, torchvision.__version__)
+    if want_variant == "cpu" and cuda:
+        raise AssertionError("a CPU build has CUDA ops (%s)" % how)
+    if want_variant.startswith("cuda"):
+        if not cuda:
+            raise AssertionError("a CUDA build has no CUDA ops (%s)" % how)
+        if not cuda_version_matches(cuda, want_variant[len("cuda"):]):
+            raise AssertionError("the ops were built with CUDA %s (%s), expected %s"
+                                 % (cuda, how, want_variant[len("cuda"):]))
     run_ops(torch, ops, "cpu")
-    return "ops.nms and ops.roi_align on the CPU"
+    return "ops.nms and ops.roi_align on the CPU (%s)" % how
 
 
 def check_no_video_reader(torch, torchvision):
@@ -107,17 +129,29 @@ def check_no_video_reader(torch, torchvision):
 
 
 def check_image(torch, torchvision):
-    """0.8.0 on: the image extension, built against the host's libpng and libjpeg, round-trips a picture."""
-    from torchvision import io
+    """0.8.0 on: the image extension, built against the host's libpng and libjpeg, round-trips a picture.
 
+    0.8.x's torchvision.io exports encode_png, encode_jpeg and decode_image (which tells PNG from JPEG),
+    not decode_png/decode_jpeg: those live in torchvision.io.image, where every release from 0.8 has all four.
+    """
+    from torchvision import io
+    from torchvision.io import image as io_image
+
+    if not getattr(io_image, "_HAS_IMAGE_OPT", True):
+        raise AssertionError("torchvision.io.image._HAS_IMAGE_OPT is False: the image extension did not load")
     image = torch.arange(0, 48, dtype=torch.uint8).reshape(3, 4, 4)
-    png = io.decode_png(io.encode_png(image))
-    if not torch.equal(png, image):
-        raise AssertionError("PNG round trip changed the image: %s" % png)
-    jpeg = io.decode_jpeg(io.encode_jpeg(image, 95))
-    if tuple(jpeg.shape) != (3, 4, 4):
-        raise AssertionError("JPEG round trip gave shape %s, expected (3, 4, 4)" % (tuple(jpeg.shape),))
-    return "io.encode_png/decode_png and encode_jpeg/decode_jpeg"
+    png = io.encode_png(image)
+    for name, decode in (("decode_png", io_image.decode_png), ("decode_image", io.decode_image)):
+        out = decode(png)
+        if not torch.equal(out, image):
+            raise AssertionError("PNG round trip through %s changed the image: %s" % (name, out))
+    jpeg = io.encode_jpeg(image, 95)
+    for name, decode in (("decode_jpeg", io_image.decode_jpeg), ("decode_image", io.decode_image)):
+        out = decode(jpeg)
+        if tuple(out.shape) != (3, 4, 4):
+            raise AssertionError("JPEG round trip through %s gave shape %s, expected (3, 4, 4)"
+                                 % (name, tuple(out.shape)))
+    return "io.encode_png/encode_jpeg, io.image.decode_png/decode_jpeg and io.decode_image"
 
 
 def check_ops_cuda(torch, torchvision):

@@ -514,15 +514,21 @@ def test_run_test_release_and_options():
     assert run_test.main({"TORCHWIN_EXPECT_VARIANT": "gpu"}) == 2
 
 
-@pytest.mark.parametrize("extension, cuda_version, want", [
-    ("CUDA_VERSION = 9000\n", None, True),  # 0.3.x CUDA build: a Python extension with CUDA_VERSION
-    ("\n", None, False),  # 0.3.x CPU build
-    ("raise ImportError('dynamic module does not define module export function (PyInit__C)')\n", 130, True),
-    ("raise ImportError('dynamic module does not define module export function (PyInit__C)')\n", -1, False),
+@pytest.mark.parametrize("version, extension, cuda_version, want", [
+    ("0.3.0", "CUDA_VERSION = 9000\n", None, "9.0"),  # 0.3-0.4 CUDA build: a Python extension with CUDA_VERSION
+    ("0.4.2", "\n", None, None),  # 0.3-0.4 CPU build
+    # 0.5 on: an operator library; importing it fails on Linux (ImportError) and on Windows 0.5-0.8
+    # (SystemError: its PyInit__C returns NULL by design). Neither may reach the check.
+    ("0.5.0", "raise ImportError('dynamic module does not define module export function (PyInit__C)')\n", 10010,
+     "10.1"),
+    ("0.8.2", "raise SystemError('initialization of _C did not return an extension module')\n", 10020, "10.2"),
+    ("0.6.0", "raise SystemError('initialization of _C did not return an extension module')\n", 9020, "9.2"),
+    ("0.8.1", "raise SystemError('initialization of _C did not return an extension module')\n", -1, None),
 ])
-def test_run_test_tells_cuda_ops_of_old_and_new_torchvision(tmp_path, monkeypatch, extension, cuda_version, want):
-    """0.3.x's _C is a Python module; from 0.5 on it is a torch operator library (seen on torchvision 0.26
-    on a GPU machine: importing it fails), whose _cuda_version() says whether CUDA is compiled in."""
+def test_run_test_tells_cuda_ops_of_old_and_new_torchvision(tmp_path, monkeypatch, version, extension, cuda_version,
+                                                             want):
+    """0.3-0.4's _C is a Python module with CUDA_VERSION; from 0.5 on it is a torch operator library whose
+    _cuda_version() says which CUDA is compiled in (-1: none), and the message names what was asked."""
     import types
 
     package = tmp_path / "torchvision"
@@ -533,7 +539,97 @@ def test_run_test_tells_cuda_ops_of_old_and_new_torchvision(tmp_path, monkeypatc
     for name in ("torchvision", "torchvision._C"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     ops = types.SimpleNamespace(torchvision=types.SimpleNamespace(_cuda_version=lambda: cuda_version))
-    assert load_run_test().ops_compiled_with_cuda(types.SimpleNamespace(ops=ops)) is want
+    got, how = load_run_test().ops_cuda_version(types.SimpleNamespace(ops=ops), version)
+    assert got == want
+    assert how.startswith("torchvision._C.CUDA_VERSION" if version < "0.5" else "torch.ops.torchvision._cuda_version()")
+
+
+def fake_torch(cuda, ops_cuda):
+    import types
+
+    return types.SimpleNamespace(version=types.SimpleNamespace(cuda=cuda), __version__="1.7.1",
+                                 ops=types.SimpleNamespace(torchvision=types.SimpleNamespace(
+                                     _cuda_version=lambda: ops_cuda)))
+
+
+@pytest.mark.parametrize("cuda, variant, ok", [
+    ("9.0.176", "cuda9.0", True),  # upstream's real 1.0.1/1.1.0 Linux wheels
+    ("9.0", "cuda9.0", True),
+    ("9.2.148", "cuda9.2", True),
+    ("9.0.176", "cuda9.2", False),
+    ("10.2", "cuda10.0", False),
+    ("9.0176", "cuda9.0", False),
+])
+def test_run_test_accepts_the_patch_level_in_torch_version_cuda(cuda, variant, ok):
+    import types
+
+    run_test = load_run_test()
+    torchvision = types.SimpleNamespace(__version__="0.3.0")
+    if ok:
+        assert "CUDA %s" % cuda in run_test.check_versions(fake_torch(cuda, None), torchvision, "0.3.0", variant)
+    else:
+        with pytest.raises(AssertionError, match="torch.version.cuda is %s, expected" % cuda):
+            run_test.check_versions(fake_torch(cuda, None), torchvision, "0.3.0", variant)
+
+
+def test_run_test_shares_the_cuda_version_rule_with_the_pytorch_package_test():
+    """Each package test ships only its own recipe's files, so the rule exists twice: identically."""
+    import ast
+
+    def rule(path):
+        tree = ast.parse(path.read_text())
+        found = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "cuda_version_matches"]
+        assert len(found) == 1, path
+        body = found[0].body[1:]  # without the docstring, which says where the twin lives
+        return ast.dump(ast.Module(body=body, type_ignores=[])), ast.dump(found[0].args)
+
+    assert rule(RUN_TEST) == rule(ROOT / "recipes" / "pytorch" / "run_test.py")
+
+
+@pytest.mark.parametrize("variant, ops_cuda, message", [
+    ("cpu", 10020, r"a CPU build has CUDA ops \(torch.ops.torchvision._cuda_version\(\) is 10020\)"),
+    ("cuda9.2", -1, r"a CUDA build has no CUDA ops \(torch.ops.torchvision._cuda_version\(\) says no CUDA\)"),
+    ("cuda9.2", 10020, r"the ops were built with CUDA 10.2 \(torch.ops.torchvision._cuda_version\(\) is 10020\), "
+                       r"expected 9.2"),
+])
+def test_run_test_ops_messages_name_what_answered(monkeypatch, variant, ops_cuda, message):
+    """From 0.5 on the answer comes from torch.ops, and the message says so (it named _C.CUDA_VERSION)."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
+    monkeypatch.setitem(sys.modules, "torchvision.ops", types.ModuleType("torchvision.ops"))
+    sys.modules["torchvision"].ops = sys.modules["torchvision.ops"]
+    torchvision = types.SimpleNamespace(__version__="0.6.0")
+    with pytest.raises(AssertionError, match=message):
+        load_run_test().check_ops(fake_torch("10.2", ops_cuda), torchvision, variant)
+
+
+def test_run_test_image_round_trip_uses_what_0_8_exports(monkeypatch):
+    """torchvision 0.8.x's torchvision.io exports encode_png, encode_jpeg and decode_image; decode_png and
+    decode_jpeg are only in torchvision.io.image (its io/__init__.py, read from the 0.8.1 wheel)."""
+    import types
+
+    import torch
+
+    io_image = types.ModuleType("torchvision.io.image")
+    io_image._HAS_IMAGE_OPT = True
+    io_image.encode_png = lambda image: image.clone()
+    io_image.decode_png = lambda data: data.clone()
+    io_image.encode_jpeg = lambda image, quality=75: image.clone()
+    io_image.decode_jpeg = lambda data: data.clone()
+    io_image.decode_image = lambda data: data.clone()
+    io = types.ModuleType("torchvision.io")
+    io.image = io_image
+    for name in ("encode_png", "encode_jpeg", "decode_image"):  # 0.8.x's exports, not decode_png/decode_jpeg
+        setattr(io, name, getattr(io_image, name))
+    package = types.ModuleType("torchvision")
+    package.io = io
+    for name, module in (("torchvision", package), ("torchvision.io", io), ("torchvision.io.image", io_image)):
+        monkeypatch.setitem(sys.modules, name, module)
+    assert "decode_image" in load_run_test().check_image(torch, package)
+    io_image._HAS_IMAGE_OPT = False
+    with pytest.raises(AssertionError, match="_HAS_IMAGE_OPT is False"):
+        load_run_test().check_image(torch, package)
 
 
 @pytest.mark.parametrize("has_video_opt", [False, True])
