@@ -80,24 +80,33 @@ def main(argv=None) -> int:
         measured[phase] = {"build_s": result.get("build_s"), "wall_s": round(wall, 1),
                            "peak_rss_mb": result.get("peak_rss_mb"), "load_avg_before": round(load_before, 2),
                            "ccache": ccache_stats(ccache), "exit_code": result.get("exit_code"),
-                           "run_test": result.get("run_test"), "wheel": result.get("wheel")}
+                           "run_test": result.get("run_test"), "wheel": result.get("wheel"),
+                           "conda_package": result.get("conda_package"),
+                           "conda_run_test": result.get("conda_run_test"),
+                           "conda_package_why": result.get("conda_package_why"),
+                           "wheel_command_exit_code": result.get("wheel_command_exit_code")}
         print("%s: compile %s s, peak %s MB, %s" % (phase, result.get("build_s"), result.get("peak_rss_mb"),
                                                    measured[phase]["ccache"]), file=sys.stderr)
         measured["compiler"] = result.get("compiler")
-    record(Path(args.results), args, measured)
+        # After every phase: an interrupted run keeps what it measured.
+        record(Path(args.results), args, measured)
     return 0
 
 
 def run_wheel(release, python, tree, build, ccache, extra):
     argv = [sys.executable, "-m", "torchwin", "wheel", release, "--python", python, "--source", str(tree),
             "--build-dir", str(build), "--ccache-dir", str(ccache), *extra]
+    result_file = build / "result.json"
+    # A result left by an earlier run must never stand in for this one's.
+    result_file.unlink(missing_ok=True)
     start = time.monotonic()
     proc = subprocess.run(argv, cwd=str(ROOT))
     wall = time.monotonic() - start
-    result_file = build / "result.json"
     if not result_file.is_file():
         raise SystemExit("torchwin wheel wrote no %s (exit %d)" % (result_file, proc.returncode))
-    return json.loads(result_file.read_text()), wall
+    result = json.loads(result_file.read_text())
+    result["wheel_command_exit_code"] = proc.returncode
+    return result, wall
 
 
 def zero_stats(ccache):
@@ -135,11 +144,13 @@ def record(path: Path, args, measured):
     entry["warm_fresh_tree_s"] = (phases.get("fresh_tree") or {}).get("build_s")
     entry["warm_over_cold"] = round(warm / cold, 3) if cold and warm else None
     entry["peak_rss_mb"] = max([p.get("peak_rss_mb") or 0 for p in phases.values()] or [0]) or None
-    last = phases.get("cold") or next(iter(phases.values()))
+    # The package tests of the newest phase: the same build, tested with the newest code.
+    last = next(phases[p] for p in reversed(PHASES) if p in phases)
     entry["wheel"] = last.get("wheel")
     entry["run_test"] = last.get("run_test")
-    entry.setdefault("conda_package", None)
-    entry.setdefault("conda_package_why", "not built by this script; see `torchwin wheel --conda`")
+    entry["conda_package"] = last.get("conda_package")
+    entry["conda_run_test"] = last.get("conda_run_test")
+    entry["conda_package_why"] = last.get("conda_package_why")
     entry["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                         "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
     entries.sort(key=lambda e: (e["release"], e["platform"], e["python"]))

@@ -175,6 +175,8 @@ def main(args) -> int:
         if result["run_test"]["failed"]:
             failures.append("the wheel: %s (%s)" % (report["summary"]["line"],
                                                     build_dir / "logs" / "run_test-wheel.json"))
+    # Written before the conda package is made, so what was measured survives a failure there.
+    run.write_json(build_dir / "result.json", result)
     result.update(conda_step(args, variant, python, source, prefix, build_dir, runtime, test_env, say))
     if result.get("conda_run_test", {}).get("failed"):
         failures.append("the conda package: %d failed" % result["conda_run_test"]["failed"])
