@@ -565,6 +565,11 @@ def launcher_reaches_cmake(facts, host):
                                               else "the cmake on PATH (unreadable)", floor))
 
 
+# Set by `torchwin wheel`, whose CC/CXX call ccache themselves (every release reads CC/CXX): a
+# launcher on top would cache each compile twice and change what CMake was configured with.
+COMPILER_CACHED = "TORCHWIN_COMPILER_CACHED"
+
+
 def compiler_cache(facts, is_windows, environ, host):
     """({variables}, [warnings]): put the compiler cache on PATH in front of the C/C++ compiles, as the release allows.
 
@@ -576,6 +581,8 @@ def compiler_cache(facts, is_windows, environ, host):
     compiler (it needs one as its first argument). nvcc is not covered: FindCUDA ignores
     CMAKE_CUDA_COMPILER_LAUNCHER (CUDA_NVCC_EXECUTABLE takes a wrapper instead).
     """
+    if environ.get(COMPILER_CACHED) == "1":
+        return {}, []
     info = facts.get("compiler_cache") or {}
     reaches, why = launcher_reaches_cmake(facts, host)
     env = {}

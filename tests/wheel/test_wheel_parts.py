@@ -3,7 +3,9 @@
 The compile itself is the opt-in test in test_real_build.py (marker real_build).
 """
 
+import importlib.util
 import io
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +16,13 @@ from torchwin.errors import UserError
 from torchwin.wheel import command, host_prefix, run, toolchain
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_driver():
+    spec = importlib.util.spec_from_file_location("torchwin_test_wheel_driver", ROOT / "recipes" / "pytorch" / "build_driver.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def torchwin(*args, cwd=ROOT):
@@ -167,6 +176,12 @@ def test_wrappers_put_ccache_in_front_when_asked(tmp_path, monkeypatch):
     assert out.split() == ["ccache", str(bin_dir / "gcc-9"), "-c", "x.c"]
     env = tools.environment(tmp_path / "cache")
     assert env["CCACHE_DIR"] == str(tmp_path / "cache") and env["CCACHE_COMPILERCHECK"] == "content"
+    # ... and the driver, seeing that, puts no launcher of its own on top (ccache twice otherwise).
+    driver = load_driver()
+    facts = json.loads((ROOT / "recipes" / "pytorch" / "upstream" / "1.4.0.json").read_text())
+    host = driver.Host(which=lambda name: "/usr/bin/" + name)
+    assert driver.compiler_cache(facts, False, {}, host)[0]["CMAKE_CXX_COMPILER_LAUNCHER"] == "ccache"
+    assert driver.compiler_cache(facts, False, env, host) == ({}, [])
 
 
 @pytest.mark.parametrize("cc, sysroot, message", [

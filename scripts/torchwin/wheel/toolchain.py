@@ -42,6 +42,8 @@ class Toolchain:
     def environment(self, ccache_dir: Path | None) -> dict:
         env = {"CC": str(self.wrapper_dir / "cc"), "CXX": str(self.wrapper_dir / "c++")}
         if self.ccache and ccache_dir is not None:
+            # The driver then adds no launcher of its own (build_driver.COMPILER_CACHED).
+            env["TORCHWIN_COMPILER_CACHED"] = "1"
             env["CCACHE_DIR"] = str(ccache_dir)
             # The wrapper scripts are rewritten per build; hash the real compiler, not its mtime.
             env["CCACHE_COMPILERCHECK"] = "content"
