@@ -260,26 +260,13 @@ def resolve_options(parser, args):
 ARCH_ENTRY = r"^\d\.\d(\+PTX)?$"
 
 
-def load_build_driver(source, value):
-    """build_driver.py next to this file (the package test copies it with the facts table)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path.insert(0, here)
-    try:
-        import build_driver
-    except ImportError:
-        raise ValueError("%s=%s: build_driver.py is not next to %s" % (source, value, __file__))
-    finally:
-        sys.path.remove(here)
-    return here, build_driver
-
-
 def expected_mkldnn(value, source):
     """True/False: whether MKL-DNN must be compiled in; `facts:X.Y.Z` asks the build driver's rule."""
     if value in ("1", "0"):
         return value == "1"
     if not value.startswith("facts:"):
         raise ValueError("%s=%r: expected 1, 0 or facts:X.Y.Z" % (source, value))
-    here, build_driver = load_build_driver(source, value)
+    build_driver, here = import_build_driver(source, value)
     try:
         facts = build_driver.load_facts(here, value[len("facts:"):])
     except build_driver.BuildConfigError as exc:
