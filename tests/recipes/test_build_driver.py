@@ -78,16 +78,10 @@ def variant(version="1.0.1", cuda="9.0", build_number=201):
     return {"version": version, "build_number": build_number, "cuda": cuda, "cudnn": "7"}
 
 
-def release_patches(release):
-    """pytorch_patches of the release's row in variants.yaml, as the recipe passes them."""
-    import yaml
-
-    data = yaml.safe_load((ROOT / "recipes" / "pytorch" / "variants.yaml").read_text())
-    return (data["pytorch_patches"][data["pytorch_version"].index(release)] or "").split()
-
-
 def windows_variant(version, cuda="9.0", build_number=201):
     """A Windows variant as the recipe gives it: with its release's patches (FindMKL's among them)."""
+    from upstream_tree import release_patches
+
     return dict(variant(version, cuda, build_number), patches=release_patches(version))
 
 
