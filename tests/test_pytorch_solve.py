@@ -19,6 +19,7 @@ import pytest
 from torchwin import recipes
 from torchwin.channel import repodata
 from torchwin.channel.labels import channel_labels
+from torchwin.ci import downloads
 
 rattler = pytest.importorskip("rattler")
 from rattler.exceptions import SolverError  # noqa: E402
@@ -40,9 +41,14 @@ PRIORITIES = ("strict", "flexible")
 # and 9.2 on linux-64 only, never 9.1 (ContinuumIO/anaconda-recipes#140, tuna/issues#507 and #637),
 # with the short versions defaults used ("9.0", not "9.0.176"); cudnn builds pinned to their toolkit
 # (e.g. cudnn-7.1.2-cuda9.0_0 depends on "cudatoolkit 9.0.*"). recipes/cuda-runtime fills the gaps.
+# cuDNN per CUDA: the first defaults had (7.1.3 for 8.0, 7.1.2 for 9.0, 7.2.1 for 9.2) and its last cuDNN 7,
+# 7.6.5, built for its 9.0 and 9.2 too: public `conda list` outputs show cudnn 7.6.5 cuda9.0_0 from defaults
+# beside cudatoolkit 9.0 build 1 on win-64, cudnn 7.6.5 cuda9.2_0 beside cudatoolkit 9.2 0 on linux-64,
+# and an explicit linux-64 list fetches repo.anaconda.com/pkgs/main/linux-64/cudnn-7.6.5-cuda9.0_0.conda.
+# None for 8.0 is modelled (no record of one found), and no 7.6 for 9.1 (defaults has no 9.1 at all).
 DEFAULTS_CUDA = {
-    "linux-64": [("8.0", "3", "7.1.3"), ("9.0", "h13b8566_0", "7.1.2"), ("9.2", "0", "7.2.1")],
-    "win-64": [("8.0", "3", "7.1.3"), ("9.0", "1", "7.1.2")],
+    "linux-64": [("8.0", "3", ("7.1.3",)), ("9.0", "h13b8566_0", ("7.1.2", "7.6.5")), ("9.2", "0", ("7.2.1", "7.6.5"))],
+    "win-64": [("8.0", "3", ("7.1.3",)), ("9.0", "1", ("7.1.2", "7.6.5"))],
 }
 
 
@@ -60,10 +66,11 @@ def external_records(vs2015_runtime=VS2015_RUNTIME):
         for name, version in (("numpy", "1.16.4"), ("numpy", "1.18.1"), ("mkl", "2019.4"),
                               ("intel-openmp", "2019.4"), ("cffi", "1.12.3"), ("vc", "14.1")):
             out.append(repodata.record(name, version, "h0_0", subdir=subdir))
-        for cuda, build, cudnn in DEFAULTS_CUDA[subdir]:
+        for cuda, build, cudnns in DEFAULTS_CUDA[subdir]:
             out.append(repodata.record("cudatoolkit", cuda, build, subdir=subdir))
-            out.append(repodata.record("cudnn", cudnn, "cuda%s_0" % cuda, depends=["cudatoolkit %s.*" % cuda],
-                                       subdir=subdir))
+            for cudnn in cudnns:
+                out.append(repodata.record("cudnn", cudnn, "cuda%s_0" % cuda, depends=["cudatoolkit %s.*" % cuda],
+                                           subdir=subdir))
     return out
 
 
@@ -72,12 +79,47 @@ def minor(version):
     return ".".join(str(version).split(".")[:2])
 
 
+def ci_cudnn_compiled():
+    """(subdir, CUDA X.Y) -> the cuDNN major.minor `torchwin ci install-cuda` installs and exports as
+    TORCHWIN_CUDNN_COMPILED (scripts/torchwin/data/ci_downloads.yaml): what a CI build pins cudnn to."""
+    table = downloads.load_table()
+    return {(platform, str(cuda)): minor(entry["cudnn"]["version"])
+            for cuda, per_platform in table["cuda"].items() for platform, entry in per_platform.items()
+            if entry.get("cudnn", {}).get("version")}
+
+
+def render_as_ci(dirs, platforms):
+    """The recipes rendered as CI builds them: each CUDA build of pytorch with the cudnn run pin its CI job
+    writes (TORCHWIN_CUDNN_COMPILED of its CUDA and platform), not the render-only `cudnn 7.*`."""
+    compiled = ci_cudnn_compiled()
+
+    def cuda_build(v):
+        return v.recipe == "pytorch" and v.variant.get("cuda_compiler_version", "None") != "None"
+
+    out = [v for v in recipes.render(dirs, platforms) if not cuda_build(v)]
+    torch_dirs = [d for d in dirs if d.name == "pytorch"]
+    for value in sorted(set(compiled.values())):
+        mp = pytest.MonkeyPatch()
+        mp.setenv("TORCHWIN_CUDNN_COMPILED", value)
+        try:
+            again = recipes.render(torch_dirs, platforms)
+        finally:
+            mp.undo()
+        out += [v for v in again if cuda_build(v)
+                and compiled.get((v.subdir, v.variant["cuda_compiler_version"])) == value]
+    every = [v for v in recipes.render(torch_dirs, platforms) if cuda_build(v)]
+    lost = {(v.subdir, v.variant["cuda_compiler_version"]) for v in every} - set(compiled)
+    assert not lost, "CUDA builds no CI job installs a cuDNN for: %s" % sorted(lost)
+    assert len([v for v in out if cuda_build(v)]) == len(every)
+    return out
+
+
 @pytest.fixture(scope="module")
 def rendered():
     dirs = [ROOT / "recipes" / d for d in ("pytorch", "pytorch-select", "cuda-runtime", "vs2017", "magma")]
     missing = [d for d in dirs if not (d / "recipe.yaml").is_file()]
     assert not missing, "recipes missing: %s" % missing
-    return recipes.render(dirs, list(PLATFORMS))
+    return render_as_ci(dirs, list(PLATFORMS))
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ from test_pytorch_solve import (  # noqa: E402
     minor,
     newest,
     readme_install_lines,
+    render_as_ci,
 )
 from test_toolchain_activation import fake_gcc, fake_toolkit  # noqa: E402
 from test_try_it import parse_line, try_lines, try_note  # noqa: E402
@@ -110,8 +111,9 @@ def repodata_entries(channel: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def rendered():
-    return recipes.render([ROOT / "recipes" / d for d in ("pytorch", "cuda-runtime", "vs2017", "magma")],
-                          list(PLATFORMS))
+    # As CI builds them: each CUDA build's cudnn pin is the cuDNN its CI job compiles against.
+    return render_as_ci([ROOT / "recipes" / d for d in ("pytorch", "cuda-runtime", "vs2017", "magma")],
+                        list(PLATFORMS))
 
 
 @pytest.fixture(scope="module")

@@ -75,6 +75,14 @@ def releases():
     return [str(v) for v in yaml.safe_load((RECIPE / "variants.yaml").read_text())["pytorch_version"]]
 
 
+def release_patches(release):
+    """pytorch_patches of the release's row in variants.yaml (space separated there)."""
+    import yaml
+
+    table = yaml.safe_load((RECIPE / "variants.yaml").read_text())
+    return (table["pytorch_patches"][table["pytorch_version"].index(release)] or "").split()
+
+
 def releases_on(platform):
     """The releases with builds for `platform` (a release may build on Linux only: 1.7.x, no VS2017 build)."""
     import yaml

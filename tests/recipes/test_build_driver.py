@@ -78,6 +78,18 @@ def variant(version="1.0.1", cuda="9.0", build_number=201):
     return {"version": version, "build_number": build_number, "cuda": cuda, "cudnn": "7"}
 
 
+def windows_variant(version, cuda="9.0", build_number=201):
+    """A Windows variant as the recipe gives it: with its release's patches (FindMKL's among them)."""
+    from upstream_tree import release_patches
+
+    return dict(variant(version, cuda, build_number), patches=release_patches(version))
+
+
+# mkl-devel's Windows import libraries in the host prefix (what every Windows build installs).
+WIN_MKL_LIBS = {r"C:\b\h_env\Library\lib" + "\\" + n
+                for n in ("mkl_intel_lp64_dll.lib", "mkl_intel_thread_dll.lib", "mkl_core_dll.lib", "mkl_rt.lib")}
+
+
 WIN_ENV = {"PREFIX": r"C:\b\h_env", "LIBRARY_PREFIX": r"C:\b\h_env\Library", "VCToolsVersion": "14.11.25503",
            "CUDA_PATH_V9_0": WIN_CUDA90, "PYTHON": r"C:\b\h_env\python.exe"}
 
@@ -295,9 +307,9 @@ def test_nvtoolsext_not_needed_on_linux_or_cpu():
 
 def test_nvcc_is_not_given_a_launcher_findcuda_ignores():
     """FindCUDA (bundled by all four releases) never reads CMAKE_CUDA_COMPILER_LAUNCHER."""
-    host = win_cuda_host()
+    host = win_cuda_host(extra=WIN_MKL_LIBS)
     host.tools["sccache"] = r"C:\tools\sccache.exe"
-    env, _ = plan(variant("1.4.0"), WIN_ENV, True, host, release_facts("1.4.0"))
+    env, _ = plan(windows_variant("1.4.0"), WIN_ENV, True, host, release_facts("1.4.0"))
     assert env["CMAKE_CXX_COMPILER_LAUNCHER"] == "sccache"
     assert "CMAKE_CUDA_COMPILER_LAUNCHER" not in env
 
@@ -443,8 +455,7 @@ def real_facts(release):
 
 
 MKL_LIB = r"C:\b\h_env\Library\lib"
-MKL_DLL_LIBS = {MKL_LIB + "\\" + n for n in ("mkl_intel_lp64_dll.lib", "mkl_intel_thread_dll.lib",
-                                             "mkl_core_dll.lib", "mkl_rt.lib")}
+MKL_DLL_LIBS = WIN_MKL_LIBS
 MKL_PATCH = "patches/win-findmkl-dll-import-libs-1.5-1.6.patch"
 
 
@@ -601,8 +612,8 @@ def test_0_3_linux_cuda_reads_cuda_home_and_cudnn_dirs():
 @pytest.mark.parametrize("release, version", [("0.3.0", "0.3.0b0+591e73e"), ("0.3.1", "0.3.1b0+4cf3225")])
 def test_0_3_on_windows_is_the_forks_build_libs_bat_with_ninja(release, version):
     facts = committed_facts(release + "-win-64")
-    result = driver.plan(variant(release, "9.0", 201), dict(WIN_ENV, MAX_JOBS="3"), True, facts,
-                         win_cuda_host().driver_host())
+    result = driver.plan(windows_variant(release, "9.0", 201), dict(WIN_ENV, MAX_JOBS="3"), True, facts,
+                         win_cuda_host(extra=WIN_MKL_LIBS).driver_host())
     env = result["env"]
     # The fork's own version plus its commit, PEP 440 (pip refuses the 2017 wheels' 0.3.0b0.591e73e).
     assert env["PYTORCH_BUILD_VERSION"] == version
@@ -617,10 +628,10 @@ def test_0_3_on_windows_is_the_forks_build_libs_bat_with_ninja(release, version)
 
 def test_0_3_on_windows_without_ninja_is_refused():
     facts = committed_facts("0.3.0-win-64")
-    host = win_cuda_host()
+    host = win_cuda_host(extra=WIN_MKL_LIBS)
     host.tools["ninja"] = None
     with pytest.raises(driver.BuildConfigError, match="ninja is not on PATH"):
-        driver.plan(variant("0.3.0", "9.0", 201), dict(WIN_ENV), True, facts, host.driver_host())
+        driver.plan(windows_variant("0.3.0", "9.0", 201), dict(WIN_ENV), True, facts, host.driver_host())
 
 
 def test_load_facts_takes_the_platforms_table_and_checks_the_commit(tmp_path):
@@ -663,7 +674,11 @@ def cache_plan(release, is_windows, tools, cmake=None, environ=None):
     if cmake:
         host.tools["cmake"] = "/usr/bin/cmake"
     base = WIN_ENV if is_windows else {"PREFIX": "/opt/h_env"}
-    result = driver.plan(variant(release, "None", 1), dict(base, **(environ or {})), is_windows,
+    var = variant(release, "None", 1)
+    if is_windows:  # mkl-devel in the host prefix and the release's FindMKL patch, as the recipe builds it
+        host.files.update(WIN_MKL_LIBS)
+        var = windows_variant(release, "None", 1)
+    result = driver.plan(var, dict(base, **(environ or {})), is_windows,
                          release_facts(release), host.driver_host())
     keys = ("CC", "CXX", "CMAKE_C_COMPILER_LAUNCHER", "CMAKE_CXX_COMPILER_LAUNCHER")
     return {k: result["env"][k] for k in keys if k in result["env"]}, result["warnings"]
@@ -671,6 +686,7 @@ def cache_plan(release, is_windows, tools, cmake=None, environ=None):
 
 def test_facts_say_from_which_release_setup_py_passes_a_launcher_to_cmake():
     """tools/setup_helpers/cmake.py passes every CMAKE_* variable from 1.2.0 on; nothing before."""
+    from upstream_tree import facts as platform_facts
     from upstream_tree import releases
 
     for release in releases():
@@ -679,10 +695,15 @@ def test_facts_say_from_which_release_setup_py_passes_a_launcher_to_cmake():
         assert bool(info["launcher_passed_by_setup"]) == passes, release
         if passes:
             assert info["launcher_passed_by_setup"].startswith("tools/setup_helpers/cmake.py:"), release
-        assert "clcache" in info["findcuda_accepts_cache_as_compiler"], release
-        assert ("sccache" in info["findcuda_accepts_cache_as_compiler"]) == (release != "0.4.0"), release
-        assert bool(info["torch_csrc_compiled_by_distutils"]) == release.startswith("0.4."), release
-        assert info["msvc_debug_info_in_objects"], release
+        # 0.3 bundles no FindCUDA (CMake's own is used): nothing says a cache may stand in for cl there.
+        bundled = driver.version_tuple(release) >= (0, 4)
+        assert bool(info["findcuda_at"]) == bundled, release
+        assert ("clcache" in info["findcuda_accepts_cache_as_compiler"]) == bundled, release
+        assert ("sccache" in info["findcuda_accepts_cache_as_compiler"]) == (bundled and release != "0.4.0"), release
+        # torch/csrc is built by distutils before 1.0 (0.3 and 0.4), by CMake after.
+        assert bool(info["torch_csrc_compiled_by_distutils"]) == (driver.version_tuple(release) < (1, 0)), release
+        # /Z7 is in the Windows build's own scripts (0.3: the fork's build_libs.bat).
+        assert platform_facts(release, "win-64")["compiler_cache"]["msvc_debug_info_in_objects"], release
 
 
 LINUX_CACHES = {"ccache": "/usr/bin/ccache", "sccache": "/usr/bin/sccache"}
@@ -732,8 +753,9 @@ def test_no_cache_tool_no_cache_variables():
 
 def test_readme_says_what_is_cached_per_release():
     from torchwin.upstream.compiler_cache import cached_per_release
+    from upstream_tree import facts as platform_facts
     from upstream_tree import releases
 
-    table = cached_per_release([(r, release_facts(r)) for r in releases()])
+    table = cached_per_release([(r, release_facts(r), platform_facts(r, "win-64")) for r in releases()])
     assert table in (ROOT / "recipes" / "pytorch" / "README.md").read_text(), (
         "recipes/pytorch/README.md, 'Compiler cache per release', must be cached_per_release() of the facts")

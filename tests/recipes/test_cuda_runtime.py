@@ -44,7 +44,7 @@ EXPECTED = {
     ("cudatoolkit", "9.1.85", "0", "win-64"),
     ("cudatoolkit", "9.2.148", "0", "win-64"),
     ("cudnn", "7.1.3", "cuda9.1_0", "win-64"),
-    ("cudnn", "7.2.1", "cuda9.2_0", "win-64"),
+    ("cudnn", "7.6.5", "cuda9.2_0", "win-64"),
 }
 
 LINUX_LIBS = ("cudart", "cublas", "cufft", "curand", "cusparse", "nvrtc")
@@ -82,7 +82,7 @@ def linux_toolkit(root: Path, toolkit="9.1.85", cudnn="7.1.3", version_txt=None,
     return root
 
 
-def windows_toolkit(root: Path, toolkit="9.2.148", cudnn="7.2.1", dll_tag=None) -> Path:
+def windows_toolkit(root: Path, toolkit="9.2.148", cudnn="7.6.5", dll_tag=None) -> Path:
     """A copy of C:\\Program Files\\NVIDIA GPU Computing Toolkit\\CUDA\\v9.2 (cuDNN copied in)."""
     tag = dll_tag or "".join(toolkit.split(".")[:2])
     (root / "bin").mkdir(parents=True)
@@ -193,6 +193,20 @@ def test_render_lists_exactly_the_releases_defaults_lacks():
     assert got == EXPECTED
 
 
+def test_each_cudnn_is_the_minor_pytorchs_builds_of_its_cuda_are_compiled_against():
+    """pytorch's CUDA builds pin the cuDNN minor of the cudnn.h their CI job compiled against
+    (ci_downloads.yaml; `cudnn 7.N.*` for 0.3/0.4, `>=7.N,<8` after): a cudnn of an older minor here
+    satisfies neither, a newer one not 0.3/0.4's."""
+    from torchwin.ci import downloads
+
+    table = downloads.load_table()["cuda"]
+    for v in recipes.render([RECIPE], list(recipes.PLATFORMS)):
+        if v.name != "cudnn":
+            continue
+        compiled = table[v.variant["cuda_compiler_version"]][v.subdir]["cudnn"]["version"]
+        assert v.version.split(".")[:2] == str(compiled).split(".")[:2], (v.subdir, v.version, compiled)
+
+
 def test_every_package_is_built_into_the_label_and_cudnn_pins_its_toolkit(channel):
     assert records(channel, "main") == [], "a cudatoolkit in main hides defaults' under strict priority"
     got = records(channel)
@@ -256,7 +270,7 @@ def test_real_shared_libraries_are_packaged_byte_for_byte(tmp_path, capsys, monk
     assert all(p.read_bytes() == elf.read_bytes() for p in copies)
 
 
-@pytest.mark.parametrize("cuda,toolkit,cudnn,tag", [("9.1", "9.1.85", "7.1.3", "91"), ("9.2", "9.2.148", "7.2.1", "92")])
+@pytest.mark.parametrize("cuda,toolkit,cudnn,tag", [("9.1", "9.1.85", "7.1.3", "91"), ("9.2", "9.2.148", "7.6.5", "92")])
 def test_windows_packages_install_the_dlls_into_library_bin(channel, tmp_path, cuda, toolkit, cudnn, tag):
     prefix = tmp_path / "env"
     installed = install(channel, ["cudnn %s.*" % cudnn], prefix, "win-64")
@@ -324,7 +338,7 @@ def test_windows_dlls_of_another_release_are_missing_files(tmp_path, capsys, mon
             "bin/cublas64_92.dll, bin/cufft64_92.dll, bin/curand64_92.dll, bin/cusparse64_92.dll, "
             "bin/nvrtc64_92.dll, bin/nvrtc-builtins64_92.dll. Install the missing components" % mixed) in out
     # cuDNN is complete there, so its package still builds.
-    assert "cudnn 7.2.1 cuda9.2_0 (win-64) built" in out
+    assert "cudnn 7.6.5 cuda9.2_0 (win-64) built" in out
 
 
 def test_missing_and_wrong_cudnn_are_refused_and_the_toolkit_still_builds(tmp_path, capsys, monkeypatch):

@@ -69,26 +69,39 @@ def test_the_default_cuda_and_randomtemp_decisions_are_written_with_their_eviden
                     reason="set TORCHWIN_UPSTREAM_REPO to an upstream PyTorch clone to apply the patches to the tags")
 def test_each_windows_patch_applies_to_its_releases_findmkl_at_the_tag(tmp_path):
     """The patch a release lists applies (`git apply --check`, as the driver runs it) to that tag's own
-    FindMKL.cmake, and afterwards FindMKL also looks for the `_dll` names."""
+    FindMKL.cmake, and afterwards FindMKL also looks for the `_dll` names. Where win-64 builds a fork's
+    commit (0.3: pytorch_commit_win), the patch must apply to that commit's FindMKL too
+    (TORCHWIN_FORK_REPO, a clone of the fork; without it those are skipped, saying so)."""
     import os
     import subprocess
 
     import yaml
 
     repo = os.environ["TORCHWIN_UPSTREAM_REPO"]
+    fork = os.environ.get("TORCHWIN_FORK_REPO")
     data = yaml.safe_load((RECIPE / "variants.yaml").read_text())
-    checked = 0
+    checked, forks = 0, 0
     for index, release in enumerate(data["pytorch_version"]):
+        sources = [(repo, data["pytorch_commit"][index], release)]
+        if data["pytorch_commit_win"][index]:
+            if fork:
+                sources.append((fork, data["pytorch_commit_win"][index], release + "-win-64"))
+            else:
+                print("\n%s: win-64 builds %s at %s, not checked (set TORCHWIN_FORK_REPO)"
+                      % (release, data["pytorch_git_win"][index], data["pytorch_commit_win"][index]))
         for patch in (data["pytorch_patches"][index] or "").split():
             if "findmkl" not in patch:
                 continue
-            find_module = facts(release)["mkl"]["find_module"]
-            text = subprocess.run(["git", "-C", repo, "show", "%s:%s" % (data["pytorch_commit"][index], find_module)],
-                                  check=True, capture_output=True, text=True).stdout
-            tree = tmp_path / release
-            (tree / find_module).parent.mkdir(parents=True)
-            (tree / find_module).write_text(text)
-            subprocess.run(["git", "apply", str(RECIPE / patch)], cwd=tree, check=True, capture_output=True)
-            assert "${_library}_dll" in (tree / find_module).read_text(), release
-            checked += 1
-    assert checked >= 12
+            for git_dir, commit, table in sources:
+                find_module = facts(table)["mkl"]["find_module"]
+                text = subprocess.run(["git", "--git-dir", git_dir, "show", "%s:%s" % (commit, find_module)],
+                                      check=True, capture_output=True, text=True).stdout
+                tree = tmp_path / table
+                (tree / find_module).parent.mkdir(parents=True)
+                (tree / find_module).write_text(text)
+                subprocess.run(["git", "apply", str(RECIPE / patch)], cwd=tree, check=True, capture_output=True)
+                assert "${_library}_dll" in (tree / find_module).read_text(), (table, commit)
+                checked += 1
+                forks += git_dir == fork
+    assert checked >= 14
+    assert forks == (2 if fork else 0)

@@ -426,11 +426,19 @@ def test_engine_source_step_of_the_forks_commit_then_the_drivers_plan(release, t
     (tools / "ninja").write_text("#!/bin/sh\necho 1.8.2\n")
     (tools / "ninja").chmod(0o755)
     q = shlex.quote
+    # mkl-devel's Windows import libraries in the host prefix, and the release's patches (its FindMKL's
+    # among them), as the recipe gives the driver: the plan checks FindMKL would find MKL there.
+    mkl_lib = tmp_path / "prefix" / "Library" / "lib"
+    mkl_lib.mkdir(parents=True)
+    for name in ("mkl_intel_lp64_dll.lib", "mkl_intel_thread_dll.lib", "mkl_core_dll.lib"):
+        (mkl_lib / name).write_text("")
+    patches = " ".join(up.release_patches(release))
     script = [f"mkdir -p \"$SRC_DIR/{p}\" && echo placeholder > \"$SRC_DIR/{p}/{up.PLACEHOLDER}\"" for p in placeholders]
     script += [
         f"(git -C \"$SRC_DIR\" rev-parse HEAD || echo no-git) > {q(str(out / 'head.txt'))}",
         f"ls \"$SRC_DIR/torch/lib/nanopb\" > {q(str(out / 'nanopb.txt'))}",
         f"env SRC_DIR=\"$SRC_DIR\" PREFIX={q(str(tmp_path / 'prefix'))} RECIPE_DIR={q(str(up.RECIPE))} "
+        f"TORCHWIN_PATCHES={q(patches)} "
         f"PATH={q(str(tools))}:/usr/bin:/bin TORCHWIN_PYTORCH_VERSION={release} TORCHWIN_RELEASE={release} "
         f"TORCHWIN_BUILD_NUMBER=1 TORCHWIN_CUDA_VERSION=None TORCHWIN_SOURCE_COMMIT={facts['commit']} "
         f"{q(sys.executable)} {q(str(up.RECIPE / 'build_driver.py'))} --plan --json --platform win-64 "

@@ -766,16 +766,21 @@ def test_committed_tables_record_what_the_build_links():
         facts = committed(release)
         assert facts["mkl"]["msvc_libraries"] == ["mkl_intel_lp64", "mkl_intel_thread", "mkl_core"], release
         assert facts["mkl"]["looks_for_dll_import_libraries"] is False, release
+        version = tuple(int(x) for x in release.split("."))
         # 0.4.x: 3.0 warned about at run time too (was null: the warning has no "minimum" sentence there).
-        assert facts["cuda_arch"]["runtime_warning_at"], release
-        assert "3.0" in facts["cuda_arch"]["runtime_warning_for"], release
+        # 0.3.0's _check_capability warns only about a CUDA too old for a new GPU; 0.3.1 added the old-GPU one.
+        assert bool(facts["cuda_arch"]["runtime_warning_at"]) == (release != "0.3.0"), release
+        assert ("3.0" in facts["cuda_arch"]["runtime_warning_for"]) == (release != "0.3.0"), release
         rule = facts["cudnn_version_check"]["rule"]
-        assert rule == ("same_minor" if release.startswith("0.4") else "minor_at_least"), release
+        assert rule == ("same_minor" if version < (1, 0) else "minor_at_least"), release
+        if version < (0, 4):
+            assert facts["mkldnn"] is None, release  # 0.3 has no MKL-DNN to find
+            assert facts["cuda_msvc_limits"] == [], release
+            continue
         early = facts["mkldnn"]["msvc_returns_early_at"]
         # "Enable mkldnn on windows" (19bb496a0d) is in v1.5.0, not v1.4.0; 0.4.x looks for an installed one.
         assert bool(early) == (release in ("1.0.0", "1.0.1", "1.1.0", "1.2.0", "1.3.0", "1.3.1", "1.4.0")), release
         assert facts["mkldnn"]["bundled"] == (not release.startswith("0.4")), release
         limit_92 = [x["msvc_below"] for x in facts["cuda_msvc_limits"] if x["cuda_from"] == "9.2"]
-        version = tuple(int(x) for x in release.split("."))
         expected = [] if version < (1, 2) else ["19.14"] if version >= (1, 6) else ["19.13"]
         assert limit_92 == expected, release

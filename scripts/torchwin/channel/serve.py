@@ -37,6 +37,18 @@ MAX_CONNECTIONS = 64  # conda/pixi open a handful at a time; pixi's downloads us
 REQUEST_DEADLINE = 10.0  # seconds from a request's first byte to the end of its headers
 
 
+def inside(directory, path):
+    """path, symlinks resolved, is the served folder or below it, and in no hidden folder there."""
+    root = os.path.realpath(directory)
+    real = os.path.realpath(path)
+    try:
+        if os.path.commonpath([root, real]) != root:
+            return False
+    except ValueError:  # another drive on Windows
+        return False
+    return not any(part.startswith(".") for part in os.path.relpath(real, root).split(os.sep) if part != ".")
+
+
 class ChannelRequestHandler(SimpleHTTPRequestHandler):
     extensions_map = {  # noqa: RUF012 - the base class's attribute, extended
         **SimpleHTTPRequestHandler.extensions_map,
@@ -113,15 +125,7 @@ class ChannelRequestHandler(SimpleHTTPRequestHandler):
         return serve_file(self, path)
 
     def _inside(self, path):
-        """path, symlinks resolved, is the served folder or below it, and in no hidden folder there."""
-        root = os.path.realpath(self.directory)
-        real = os.path.realpath(path)
-        try:
-            if os.path.commonpath([root, real]) != root:
-                return False
-        except ValueError:  # another drive on Windows
-            return False
-        return not any(part.startswith(".") for part in os.path.relpath(real, root).split(os.sep) if part != ".")
+        return inside(self.directory, path)
 
     def list_directory(self, path):
         """The base class's listing, without hidden entries and symlinks that lead out of the folder."""

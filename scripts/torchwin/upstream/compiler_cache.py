@@ -86,20 +86,33 @@ def compiler_cache(tree):
 
 
 def cached_per_release(facts_by_release):
-    """README's table (recipes/pytorch/README.md, "Compiler cache per release"): one row per release."""
+    """README's table (recipes/pytorch/README.md, "Compiler cache per release"): one row per release.
+
+    Items are (release, facts) or (release, facts, windows_facts) where win-64 builds another tree (0.3:
+    the fork): the Windows column is read from the tree Windows builds.
+    """
     rows = ["| Release | Linux | Windows | Not cached |", "|---|---|---|---|"]
-    for release, facts in facts_by_release:
+    for item in facts_by_release:
+        release, facts = item[0], item[1]
         info = facts["compiler_cache"]
+        win = (item[2] if len(item) > 2 else facts)["compiler_cache"]
         if info["launcher_passed_by_setup"]:
             linux = "ccache (else sccache) as CMake's launcher, passed on by %s" % info["launcher_passed_by_setup"]
-            windows = "sccache as CMake's launcher; else clcache as CC/CXX"
         else:
             linux = ("ccache (else sccache) as CMake's launcher only with CMake >= %s (setup.py passes none)"
                      % info["launcher_env_cmake"])
+        if win["launcher_passed_by_setup"]:
+            windows = "sccache as CMake's launcher; else clcache as CC/CXX"
+        elif not win["findcuda_at"]:
+            # No bundled FindCUDA: nothing keeps cl as nvcc's host compiler when CC is a cache (the driver
+            # sets no CC then).
+            windows = ("sccache as CMake's launcher only with CMake >= %s; no cache as CC/CXX (bundles no "
+                       "FindCUDA that keeps cl as nvcc's host compiler)" % win["launcher_env_cmake"])
+        else:
             windows = ("sccache as CMake's launcher only with CMake >= %s; else clcache as CC/CXX (%s)"
-                       % (info["launcher_env_cmake"], ", ".join(info["windows_cc_honoured"]) or "CMake reads CC"))
-        if "sccache" not in info["findcuda_accepts_cache_as_compiler"]:
-            windows += "; sccache never as CC/CXX (%s knows clcache only)" % info["findcuda_at"]
+                       % (win["launcher_env_cmake"], ", ".join(win["windows_cc_honoured"]) or "CMake reads CC"))
+        if win["findcuda_at"] and "sccache" not in win["findcuda_accepts_cache_as_compiler"]:
+            windows += "; sccache never as CC/CXX (%s knows clcache only)" % win["findcuda_at"]
         missed = ["nvcc (FindCUDA takes no launcher)"]
         distutils = info["torch_csrc_compiled_by_distutils"]
         if distutils:
