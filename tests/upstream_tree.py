@@ -21,28 +21,27 @@ RECIPE = ROOT / "recipes" / "pytorch"
 PLACEHOLDER = "TORCHWIN_PLACEHOLDER"
 
 
-def upstream_repo():
-    """The repository TORCHWIN_UPSTREAM_REPO names, or a skip that says how to enable the test."""
-    value = os.environ.get("TORCHWIN_UPSTREAM_REPO")
+def repo_from_env(variable, what):
+    """The git repository an opt-in variable names, or a skip that says how to enable the test."""
+    value = os.environ.get(variable)
     if not value:
-        pytest.skip("opt-in: set TORCHWIN_UPSTREAM_REPO to a local clone (bare is fine) of pytorch/pytorch "
-                    "with the release tags, e.g. the snapshot of github:hterada/pytorch")
+        pytest.skip(f"opt-in: set {variable} to a local clone (bare is fine) of {what}")
     path = Path(value)
     if git(path, "rev-parse", "--git-dir", check=False).returncode != 0:
-        pytest.fail(f"TORCHWIN_UPSTREAM_REPO={value} is not a git repository", pytrace=False)
+        pytest.fail(f"{variable}={value} is not a git repository", pytrace=False)
     return path
+
+
+def upstream_repo():
+    """The repository TORCHWIN_UPSTREAM_REPO names, or a skip that says how to enable the test."""
+    return repo_from_env("TORCHWIN_UPSTREAM_REPO", "pytorch/pytorch with the release tags, e.g. the snapshot "
+                         "of github:hterada/pytorch")
 
 
 def fork_repo():
     """The repository TORCHWIN_FORK_REPO names (peterjc123/pytorch: 0.3's Windows builds), or a skip."""
-    value = os.environ.get("TORCHWIN_FORK_REPO")
-    if not value:
-        pytest.skip("opt-in: set TORCHWIN_FORK_REPO to a local clone (bare is fine) of peterjc123/pytorch, the "
-                    "2017 Windows fork 0.3's win-64 builds come from (`fetch github:peterjc123/pytorch`)")
-    path = Path(value)
-    if git(path, "rev-parse", "--git-dir", check=False).returncode != 0:
-        pytest.fail(f"TORCHWIN_FORK_REPO={value} is not a git repository", pytrace=False)
-    return path
+    return repo_from_env("TORCHWIN_FORK_REPO", "peterjc123/pytorch, the 2017 Windows fork 0.3's win-64 builds "
+                         "come from (`fetch github:peterjc123/pytorch`)")
 
 
 def repo_for(release, platform=None):

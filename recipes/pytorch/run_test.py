@@ -198,6 +198,23 @@ def given_argv(args):
     return argv
 
 
+def resolve_expectation(parser, args, name, variable, parse):
+    """args.NAME from its flag, else from the environment variable; parse(value, source) checks it.
+
+    A bad value is a usage error that names where it came from (the flag or the variable).
+    """
+    source = "--" + name.replace("_", "-")
+    if not getattr(args, name):
+        setattr(args, name, os.environ.get(variable, "").strip() or None)
+        source = variable
+    value = getattr(args, name)
+    if value:
+        try:
+            setattr(args, name, parse(value, source))
+        except ValueError as exc:
+            parser.error(str(exc))
+
+
 def resolve_options(parser, args):
     """Merge flags with environment variables; a flag wins."""
     require_flag = bool(args.require_cuda)
@@ -205,42 +222,12 @@ def resolve_options(parser, args):
         args.require_cuda = env_flag(ENV_REQUIRE_CUDA)
     if args.expect_magma is None:
         args.expect_magma = env_flag(ENV_EXPECT_MAGMA)
-    source = "--expect-version"
-    if not args.expect_version:
-        args.expect_version = os.environ.get(ENV_EXPECT_VERSION, "").strip() or None
-        source = ENV_EXPECT_VERSION
-    if args.expect_version and args.expect_version.startswith("facts:"):
-        try:
-            args.expect_version = facts_version(args.expect_version, source)
-        except ValueError as exc:
-            parser.error(str(exc))
-    source = "--expect-variant"
-    if not args.expect_variant:
-        args.expect_variant = os.environ.get(ENV_EXPECT_VARIANT, "").strip() or None
-        source = ENV_EXPECT_VARIANT
-    if args.expect_variant:
-        try:
-            args.expect_variant = parse_variant(args.expect_variant, source)
-        except ValueError as exc:
-            parser.error(str(exc))
-    source = "--expect-archs"
-    if not args.expect_archs:
-        args.expect_archs = os.environ.get(ENV_EXPECT_ARCHS, "").strip() or None
-        source = ENV_EXPECT_ARCHS
-    if args.expect_archs:
-        try:
-            args.expect_archs = expected_archs(args.expect_archs, args.expect_variant, source)
-        except ValueError as exc:
-            parser.error(str(exc))
-    source = "--expect-mkldnn"
-    if not args.expect_mkldnn:
-        args.expect_mkldnn = os.environ.get(ENV_EXPECT_MKLDNN, "").strip() or None
-        source = ENV_EXPECT_MKLDNN
-    if args.expect_mkldnn:
-        try:
-            args.expect_mkldnn = expected_mkldnn(args.expect_mkldnn, source)
-        except ValueError as exc:
-            parser.error(str(exc))
+    resolve_expectation(parser, args, "expect_version", ENV_EXPECT_VERSION,
+                        lambda value, source: facts_version(value, source) if value.startswith("facts:") else value)
+    resolve_expectation(parser, args, "expect_variant", ENV_EXPECT_VARIANT, parse_variant)
+    resolve_expectation(parser, args, "expect_archs", ENV_EXPECT_ARCHS,
+                        lambda value, source: expected_archs(value, args.expect_variant, source))
+    resolve_expectation(parser, args, "expect_mkldnn", ENV_EXPECT_MKLDNN, expected_mkldnn)
     if args.timeout_scale is None:
         raw = os.environ.get(ENV_TIMEOUT_SCALE, "").strip()
         try:
