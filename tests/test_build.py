@@ -143,45 +143,60 @@ outputs:
 """
 
 
-ALIAS_AND_LIB = """\
-recipe: {name: named, version: "1.0"}
+ALIAS = """\
+recipe: {name: a-alias, version: "1.0"}
 outputs:
-  # An alias sorted before what it names (as pytorch-cpu is not): build must still order it after.
-  - package: {name: named-a-alias}
+  # Sorts before what it names (as pytorch-cpu does not): build must still order it after.
+  - package: {name: a-alias}
     build: {noarch: generic}
     requirements:
-      host: ["named-b-lib ==1.0 *"]
-      run: ["named-b-lib ==1.0"]
-  - package: {name: named-b-lib}
-    build: {noarch: generic, script: {interpreter: python, content: "%s"}}
+      host: ["z-lib ==1.0 *"]
+      run: ["z-lib ==1.0"]
+"""
+LIB = """\
+package: {name: z-lib, version: "1.0"}
+build: {noarch: generic, script: {interpreter: python, content: "%s"}}
 """
 
 
+def _alias_and_lib(tmp_path, lib_script):
+    for name, text in (("a-alias", ALIAS), ("z-lib", LIB % lib_script)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "recipe.yaml").write_text(text)
+    return tmp_path / "a-alias", tmp_path / "z-lib"
+
+
 @pytest.mark.parametrize("lib_script, results", [
-    ("pass", {"named-a-alias": "built", "named-b-lib": "built"}),
-    ("raise SystemExit('deliberate failure')", {"named-a-alias": "skipped", "named-b-lib": "failed"}),
+    ("pass", {"a-alias": "built", "z-lib": "built"}),
+    ("raise SystemExit('deliberate failure')", {"a-alias": "skipped", "z-lib": "failed"}),
 ])
 def test_an_alias_is_built_after_what_it_names_and_skipped_without_it(tmp_path, capsys, lib_script, results):
     """As conda build (which cannot resolve its host then), torchwin build never makes an alias
-    without the output it names; it says so instead of failing on the engine's solver error."""
-    from torchwin import build as tw_build
-    from torchwin import recipes
-
-    recipe = tmp_path / "named"
-    recipe.mkdir()
-    (recipe / "recipe.yaml").write_text(ALIAS_AND_LIB % lib_script)
-    rendered = recipes.render([recipe], ["linux-64"])
-    variants = sorted(rendered, key=lambda v: bool(tw_build.sibling_specs(v, rendered)))  # as build's run()
-    assert [v.name for v in variants] == ["named-b-lib", "named-a-alias"]
-    outcomes = tw_build.build_variants(variants, tmp_path / "channel", out=io.StringIO())
-    assert {o.variant.name: o.result for o in outcomes} == results
-    alias = next(o for o in outcomes if o.variant.name == "named-a-alias")
-    if alias.result == "skipped":
-        assert alias.reason == "it needs named-b-lib ==1.0 * in host, and this run built none"
-    # The command orders them so too.
-    main(["build", str(recipe), "--channel-dir", str(tmp_path / "channel2"), "--verbose"])
+    (recipes/pytorch-cpu) without the package of another recipe it names; it says so instead of
+    failing on the engine's solver error."""
+    alias, lib = _alias_and_lib(tmp_path, lib_script)
+    channel = tmp_path / "channel"
+    code = main(["build", str(alias), str(lib), "--channel-dir", str(channel), "--verbose"])
     out = capsys.readouterr().out
-    assert out.index("] named-b-lib 1.0") < out.index("] named-a-alias 1.0"), out
+    assert code == (0 if results["z-lib"] == "built" else 1)
+    assert out.index("] z-lib 1.0") < out.index("] a-alias 1.0"), out
+    made = sorted(p.name.split("-1.0")[0] for p in channel.rglob("*.conda"))
+    assert made == sorted(n for n, r in results.items() if r == "built")
+    if results["a-alias"] == "skipped":
+        assert "it needs z-lib ==1.0 * in host, and neither this run nor" in " ".join(out.split()), out
+
+
+def test_an_alias_builds_alone_once_the_channel_has_what_it_names(tmp_path, capsys):
+    """`torchwin build recipes/pytorch-cpu` after an earlier run put the pytorch into the channel; before
+    that the engine cannot solve its host (this run does not know z-lib's recipe) and nothing is made."""
+    alias, lib = _alias_and_lib(tmp_path, "pass")
+    channel = tmp_path / "channel"
+    assert main(["build", str(alias), "--channel-dir", str(channel)]) == 1
+    assert "Failed to resolve dependencies" in capsys.readouterr().out
+    assert not list(channel.rglob("a-alias-*"))
+    assert main(["build", str(lib), "--channel-dir", str(channel)]) == 0
+    assert main(["build", str(alias), "--channel-dir", str(channel)]) == 0
+    assert len(list(channel.rglob("a-alias-1.0-*.conda"))) == 1
 
 
 def test_a_recipe_whose_second_output_fails_adds_none_of_its_packages(tmp_path, capsys):

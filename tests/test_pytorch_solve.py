@@ -116,7 +116,7 @@ def render_as_ci(dirs, platforms):
 
 @pytest.fixture(scope="module")
 def rendered():
-    dirs = [ROOT / "recipes" / d for d in ("pytorch", "pytorch-select", "cuda-runtime", "vs2017", "magma")]
+    dirs = [ROOT / "recipes" / d for d in ("pytorch", "pytorch-cpu", "pytorch-select", "cuda-runtime", "vs2017", "magma")]
     missing = [d for d in dirs if not (d / "recipe.yaml").is_file()]
     assert not missing, "recipes missing: %s" % missing
     return render_as_ci(dirs, list(PLATFORMS))

@@ -112,7 +112,7 @@ def repodata_entries(channel: Path) -> dict:
 @pytest.fixture(scope="module")
 def rendered():
     # As CI builds them: each CUDA build's cudnn pin is the cuDNN its CI job compiles against.
-    return render_as_ci([ROOT / "recipes" / d for d in ("pytorch", "cuda-runtime", "vs2017", "magma")],
+    return render_as_ci([ROOT / "recipes" / d for d in ("pytorch", "pytorch-cpu", "cuda-runtime", "vs2017", "magma")],
                         list(PLATFORMS))
 
 
@@ -126,7 +126,7 @@ def channels(built, rendered, tmp_path_factory):
     # vs2017's and magma's run_exports reach pytorch's records, as the engine's build would add them.
     exporters = [v for v in rendered if v.recipe in ("vs2017", "magma")]
     labels = channel_labels(rendered)
-    wanted = [v for v in rendered if v.recipe in ("pytorch", "cuda-runtime", "magma")]
+    wanted = [v for v in rendered if v.recipe in ("pytorch", "pytorch-cpu", "cuda-runtime", "magma")]
     records = repodata.variant_records(wanted, exporters=exporters)
     by_label: dict = {}
     for variant, record in zip(wanted, records):

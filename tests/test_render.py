@@ -182,8 +182,8 @@ def test_a_variant_key_drops_the_variants_without_it(capsys):
     # pytorch-select: pytorch-mutex has mutex_build; cpuonly and the cudaXY packages do not, so they go.
     items = render_json(capsys, str(ROOT / "recipes" / "pytorch-select"), "--variant", "mutex_build=cpu")
     assert [(i["name"], i["build_string"]) for i in items] == [("pytorch-mutex", "cpu")]
-    items = render_json(capsys, str(ROOT / "recipes" / "pytorch"), "--target-platform", "win-64",
-                        "--variant", "pytorch_version=1.1.0")
+    items = render_json(capsys, str(ROOT / "recipes" / "pytorch"), str(ROOT / "recipes" / "pytorch-cpu"),
+                        "--target-platform", "win-64", "--variant", "pytorch_version=1.1.0")
     assert {i["name"] for i in items} == {"pytorch", "pytorch-cpu"}  # both have the key: both stay
     assert {i["version"] for i in items} == {"1.1.0"}
 

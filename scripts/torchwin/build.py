@@ -4,7 +4,9 @@ Recipes are built in dependency order, one variant at a time, into a staging
 folder per recipe. A recipe's packages go into the channel together once all of
 its variants built and passed their tests (through
 `torchwin.channel.command.add_packages`, which locks and re-indexes it), or not at all:
-a failed pytorch build must not leave its noarch `pytorch-cpu` pointing at it.
+a failed pytorch build must not leave a torchvision built on it. A variant whose host
+requirements name another recipe's package (recipes/pytorch-cpu: `pytorch ==V *_cpu_*`) is
+built only once this run or the local channel has a match, never left pointing at nothing.
 A rebuild replaces the local channel's copies of the same file names (new
 timestamps inside) and says how many it replaced.
 A recipe that compiles code (it uses a compiler from variants.yaml) is only
@@ -119,9 +121,7 @@ def run(args) -> int:
     ordered = recipes.build_order(recipe_dirs, platforms)
     # render() sorts by recipe name; building needs the dependency order back.
     position = {recipe_dir: index for index, recipe_dir in enumerate(ordered)}
-    rendered = recipes.render(ordered, platforms)
-    # ... and within a recipe, an output that needs another in host (pytorch-cpu) after the rest.
-    rendered = sorted(rendered, key=lambda v: (position[v.recipe_dir], bool(sibling_specs(v, rendered))))
+    rendered = sorted(recipes.render(ordered, platforms), key=lambda v: position[v.recipe_dir])
     elsewhere = other_platform_notes(ordered, platforms, rendered)
     variants = recipes.select(rendered, overrides, ordered, platforms) if overrides else rendered
     labels = channel_labels(variants)  # a label channel.yaml lacks stops the run before any build
@@ -297,10 +297,11 @@ def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
     outcomes = []
     total = len(variants)
     staging = {}  # recipe_dir -> its staging folder; the engine also uses it as a channel for the recipe's
-    #               later outputs (pytorch-cpu's test installs the pytorch CPU build staged before it)
+    #               later outputs
     reasons = {id(v): skip_reasons(v, extra_channels) for v in variants}
-    # A recipe's script-only outputs (pytorch-cpu) point at its compiled ones:
-    # build them only where at least one compiled output can be built.
+    made_here = {v.name: v.recipe for v in variants}
+    # A recipe's script-only variants (torchvision 0.2.x, pure Python) go with its compiled ones:
+    # build them only where at least one compiled variant can be built.
     compiled_ok = {}
     for v in variants:
         if needs_toolchain(v):
@@ -314,11 +315,14 @@ def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
             problems = [("goes with %s's compiled packages" % variant.recipe,
                          "it goes with %s's compiled packages, none of which this host can build" % variant.recipe)]
             hint = WITH_THE_REST % variant.recipe
-        missing = [] if problems else unbuilt_siblings(variant, variants, outcomes)
+        missing = [] if problems else unbuilt_requirements(variant, made_here, outcomes, channel_dir)
         if missing:  # as conda build, which cannot resolve it then: never made without what it names
-            problems = [("its %s is not built" % missing[0].split()[0],
-                         "it needs %s in host, and this run built none" % " and ".join(missing))]
-            hint = WITH_THE_REST % variant.recipe
+            name = missing[0].split()[0]
+            problems = [("its %s is not built" % name,
+                         "it needs %s in host, and neither this run nor %s has one"
+                         % (" and ".join(missing), recipes.display_path(channel_dir)))]
+            hint = "torchwin build recipes/%s recipes/%s, where recipes/%s builds" % (
+                made_here[name], variant.recipe, made_here[name])
         channel_label = labels.get(id(variant), "main")
         if problems:
             outcome = Outcome(variant, "skipped", reason="; ".join(full for _, full in problems),
@@ -332,7 +336,7 @@ def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
                 staging[variant.recipe_dir] = Path(tempfile.mkdtemp(prefix="torchwin-build-"))
             try:
                 outcome = build_one(variant, channel_dir, extra_channels, test, package_format,
-                                    staging[variant.recipe_dir], include_recipe=not is_alias(variant, variants))
+                                    staging[variant.recipe_dir])
             except BaseException:
                 shutil.rmtree(staging.pop(variant.recipe_dir), ignore_errors=True)
                 raise
@@ -351,43 +355,40 @@ def build_variants(variants, channel_dir: Path, extra_channels=(), test=True,
     return outcomes
 
 
-def sibling_specs(variant: recipes.Variant, variants) -> list:
-    """Its host requirements that name another output of its recipe."""
-    siblings = {v.name for v in variants if v.recipe_dir == variant.recipe_dir and v.name != variant.name}
-    return [spec for spec in variant.host_requirements if spec.partition(" ")[0] in siblings]
+def unbuilt_requirements(variant: recipes.Variant, made_here: dict, outcomes, channel_dir: Path) -> list:
+    """Its host requirements naming a package another recipe of this run makes (pytorch-cpu's
+    `pytorch ==1.1.0 *_cpu_*`) that no variant built so far in this run, and no package of the local
+    channel, matches. made_here: {package name: recipe} of the variants of this run."""
+    from torchwin.channel.records import collect
+
+    host = recipes.host_platform()
+    available = [(o.variant.name, o.variant.version, o.variant.build_string, o.variant.subdir)
+                 for o in outcomes if o.result == "built"]
+    specs = [s for s in variant.host_requirements
+             if made_here.get(s.partition(" ")[0], variant.recipe) != variant.recipe]
+    if specs and channel_dir.is_dir():
+        available += [(e.name, e.version, e.build, e.subdir) for e in collect(channel_dir)]
+    return [spec for spec in specs if not any(
+        subdir in (host, "noarch") and spec_matches(spec, name, version, build)
+        for name, version, build, subdir in available)]
 
 
-def unbuilt_siblings(variant: recipes.Variant, variants, outcomes) -> list:
-    """The host requirements of `variant` naming another output of its recipe (pytorch-cpu's
-    `pytorch ==1.1.0 *_cpu_*`) that no variant built so far in this run matches."""
+def spec_matches(spec: str, name: str, version: str, build: str) -> bool:
+    """Does the match spec (`pytorch ==1.1.0 *_cpu_*`, `pytorch >=1.4,<1.5`) take this package?"""
     import fnmatch
 
-    built = [o.variant for o in outcomes if o.result == "built" and o.variant.recipe_dir == variant.recipe_dir]
-    missing = []
-    for spec in sibling_specs(variant, variants):
-        name, _, rest = spec.partition(" ")
-        version, _, build_glob = rest.strip().partition(" ")
-        version = version.lstrip("=")
-        if not any(v.name == name and (not version or v.version == version)
-                   and fnmatch.fnmatchcase(v.build_string, build_glob or "*") for v in built):
-            missing.append(spec)
-    return missing
+    from rattler import MatchSpec, Version, VersionSpec
+
+    match = MatchSpec(spec)
+    if match.name.normalized != name:
+        return False
+    if match.version and not VersionSpec(str(match.version)).matches(Version(version)):
+        return False
+    return not match.build or fnmatch.fnmatchcase(build, str(match.build))
 
 
-def is_alias(variant: recipes.Variant, variants) -> bool:
-    """A script-less output of a recipe that compiles (pytorch-cpu of recipes/pytorch): a name, no content."""
-    recipe = getattr(variant.rendered, "recipe", None)
-    script = recipe.build.to_dict().get("script") if recipe is not None else None
-    return (not script and not needs_toolchain(variant)
-            and any(needs_toolchain(v) for v in variants if v.recipe_dir == variant.recipe_dir))
-
-
-def build_one(variant, channel_dir: Path, extra_channels, test, package_format, staging: Path,
-              include_recipe=True) -> Outcome:
-    """Build and test one variant into staging; its files stay there until add_recipe().
-
-    include_recipe=False leaves out info/recipe, the engine's copy of the whole recipe folder (for
-    recipes/pytorch ~460 KB of upstream/*.json tables), which an alias has nothing to rebuild from."""
+def build_one(variant, channel_dir: Path, extra_channels, test, package_format, staging: Path) -> Outcome:
+    """Build and test one variant into staging; its files stay there until add_recipe()."""
     from rattler_build import ToolConfiguration
 
     channels = local_channels(variant, channel_dir) + list(extra_channels)
@@ -395,8 +396,7 @@ def build_one(variant, channel_dir: Path, extra_channels, test, package_format, 
     try:
         result = variant.rendered.run_build(
             tool_config=ToolConfiguration(test_strategy="native" if test else "skip"),
-            output_dir=staging, channels=channels, no_build_id=True, package_format=package_format,
-            no_include_recipe=not include_recipe)
+            output_dir=staging, channels=channels, no_build_id=True, package_format=package_format)
     except Exception as exc:  # the engine's errors carry the reason in their text
         return Outcome(variant, "failed", time.monotonic() - started, reason=_short(exc))
     return Outcome(variant, "built", time.monotonic() - started, files=tuple(Path(p) for p in result.packages))

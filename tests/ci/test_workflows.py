@@ -329,7 +329,7 @@ NOTHING_PUBLISHED = {"FROM_CHANNEL": "", "PUBLISHED_CHANNEL": "torchwin/label/ni
 def _conda_build_calls(workflow, tmp_path, dependency_channels="defaults"):
     calls = {}
     for job_name, job, step in _steps_running(workflow, "conda build"):
-        env = {"RECIPE_DIR": "recipes/pytorch", "DEPENDENCY_CHANNELS": dependency_channels,
+        env = {"RECIPE_DIR": "recipes/pytorch", "COMPANION_DIR": "", "DEPENDENCY_CHANNELS": dependency_channels,
                "ZSTD_LEVEL": "7", "GITHUB_WORKSPACE": "/ws", "RUNNER_TEMP": "/tmp/rt", **NOTHING_PUBLISHED}
         calls[job_name] = _run_with_stubs(step, env, ["conda"], tmp_path)
     return calls
@@ -606,9 +606,46 @@ def test_plan_names_the_script_only_recipes_for_the_toolchain_job(plan):
     # magma compiles (nvcc + MSVC/gcc) and torchvision builds on pytorch: both get build jobs instead.
     rendered = {r["recipe"] for r in plan["records"]}
     assert {"magma", "pytorch"} <= rendered
-    expected = sorted(f"recipes/{r}" for r in rendered - {"pytorch", "magma", "torchvision"})
+    # pytorch-cpu needs pytorch's build: it rides along with a pytorch job (its companion).
+    assert "pytorch-cpu" in rendered
+    expected = sorted(f"recipes/{r}" for r in rendered - {"pytorch", "magma", "torchvision", "pytorch-cpu"})
     assert plan["outputs"]["support-recipes"].split() == expected
     assert {"recipes/vs2017", "recipes/nvcc", "recipes/pytorch-select"} <= set(expected)
+
+
+def test_the_alias_rides_along_with_the_first_cpu_job_of_each_platform(plan, workflows, tmp_path):
+    """recipes/pytorch-cpu has no jobs: the first CPU pytorch job per platform builds it right after
+    its own build, from its output folder (never without its pytorch), and its test installs both."""
+    entries = [e for k in ("windows", "linux") for e in json.loads(plan["outputs"][k])["include"]]
+    carriers = [e for e in entries if e["companion_dir"]]
+    assert sorted(e["target_platform"] for e in carriers) == ["linux-64", "win-64"]
+    for carrier in carriers:
+        cpu = sorted((e for e in entries if e["target_platform"] == carrier["target_platform"]
+                      and e["cuda"] == "none"), key=lambda e: tuple(int(x) for x in e["python"].split(".")))
+        assert carrier["id"] == cpu[0]["id"]
+        assert carrier["companion_dir"] == "recipes/pytorch-cpu"
+        assert set(carrier["companion_variant"]) == {"pytorch_commit", "pytorch_nightly_base"}
+        alias = [s for s in carrier["test_specs"] if s.startswith("pytorch-cpu ")]
+        assert alias == ["pytorch-cpu ==%s cpu_1" % carrier["version"]]
+    assert all(e["companion_variant"] == {} for e in entries if not e["companion_dir"])
+    # The steps: a second variant file, a second conda build whose first channel is the output folder.
+    job = workflows["nightly.yml"]["jobs"]["build-linux"]
+    pin = next(s for s in job["steps"] if s.get("name") == "Pin this variant")
+    env = {"VARIANT": "{}", "TARGET_PLATFORM": "linux-64", "RECIPE_DIR": "recipes/pytorch",
+           "COMPANION_VARIANT": json.dumps(carriers[0]["companion_variant"]), "COMPANION_DIR": "recipes/pytorch-cpu",
+           "RUNNER_TEMP": "/tmp/rt"}
+    calls = _run_with_stubs(pin, env, ["torchwin"], tmp_path)
+    assert [c[c.index("--recipe") + 1] for c in calls] == ["recipes/pytorch", "recipes/pytorch-cpu"]
+    assert _run_with_stubs(pin, dict(env, COMPANION_DIR=""), ["torchwin"], tmp_path)[1:] == []
+    build = next(s for s in job["steps"] if s.get("name") == "conda build")
+    env = {"RECIPE_DIR": "recipes/pytorch", "COMPANION_DIR": "recipes/pytorch-cpu", "DEPENDENCY_CHANNELS": "defaults",
+           "ZSTD_LEVEL": "7", "GITHUB_WORKSPACE": "/ws", "RUNNER_TEMP": "/tmp/rt", **NOTHING_PUBLISHED}
+    first, second = _run_with_stubs(build, env, ["conda"], tmp_path)
+    assert first[:3] == ["conda", "build", "recipes/pytorch"]
+    assert second[:3] == ["conda", "build", "recipes/pytorch-cpu"]
+    assert _option(second, "-m") == ["/tmp/rt/companion.yaml"]
+    assert _option(second, "-c") == ["/ws/output", *_option(first, "-c")]
+    assert _option(second, "--output-folder") == ["output"]
 
 
 def test_each_variant_file_makes_conda_build_pick_exactly_that_build(plan, workflows, monkeypatch):
@@ -1009,7 +1046,7 @@ def test_a_build_job_indexes_the_artifacts_it_needs_and_fails_without_one(workfl
     # ...and conda build then looks there, after the toolchain channel, before the dependency channels.
     (tmp_path / "stage-channel").mkdir()
     build = next(s for s in job["steps"] if s.get("name") == "conda build")
-    env = {"RECIPE_DIR": "recipes/torchvision", "DEPENDENCY_CHANNELS": "defaults", "ZSTD_LEVEL": "7",
+    env = {"RECIPE_DIR": "recipes/torchvision", "COMPANION_DIR": "", "DEPENDENCY_CHANNELS": "defaults", "ZSTD_LEVEL": "7",
            "GITHUB_WORKSPACE": "/ws", "RUNNER_TEMP": "/tmp/rt", **NOTHING_PUBLISHED}
     (argv,) = _run_with_stubs(build, env, ["conda"], tmp_path)
     assert argv[:3] == ["conda", "build", "recipes/torchvision"]

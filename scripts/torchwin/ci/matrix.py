@@ -4,7 +4,8 @@ The matrix is never typed into a workflow: the plan job renders the recipes
 and this module groups the rendered packages into build jobs. One job per
 buildable variant of a recipe -- (recipe, target platform, version, python,
 CUDA) -- because one `conda build` call with that variant pinned builds every
-output of it. noarch outputs ride along with whichever job builds them.
+output of it. noarch outputs ride along with whichever job builds them, and so
+do the packages of a companion recipe (recipes/pytorch-cpu; torchwin.ci.stages).
 
 Which recipes get build jobs, in which stage, and which job needs which are read
 from the render too (torchwin.ci.stages).
@@ -30,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torchwin.ci.anaconda_api import build_key
-from torchwin.ci.stages import before_main, check_job_recipes, compiled_recipes, link_entries, stages
+from torchwin.ci.stages import (attach_companions, before_main, check_job_recipes, companion_recipes,
+                                compiled_recipes, link_entries, stages)
 from torchwin.errors import Failure, UserError
 
 PLATFORM_KINDS = {"win-64": "windows", "linux-64": "linux"}
@@ -292,6 +294,13 @@ def build_matrix(records, recipes=("pytorch",), runners=Runners(), only=(), reci
             "cache_key": short,
         })
     link_entries(entries, records_of)
+    companions = companion_recipes(records, recipes)
+    attach_companions(entries, records_of, [r for r in records if r["recipe"] in companions and not r.get("skip")])
+    for entry in entries:
+        if entry["companion_dir"]:
+            entry["companion_dir"] = _recipe_dir(entry["companion_dir"], recipes_root)
+            # The test job installs the alias too, beside the build it names.
+            entry["test_specs"].append(entry.pop("companion_package"))
     if only:
         selected = {e["id"] for e in entries if any(fnmatch.fnmatchcase(e["id"], p) for p in only)}
         if not selected:
@@ -347,7 +356,7 @@ def build_matrix(records, recipes=("pytorch",), runners=Runners(), only=(), reci
 
 def support_recipes(records, recipes=("pytorch",), recipes_root="recipes"):
     """Recipe folders the toolchain job builds: the script-only ones (toolchain and selection packages)."""
-    machine = compiled_recipes(records, recipes)
+    machine = compiled_recipes(records, recipes) | companion_recipes(records, recipes)
     names = sorted({r["recipe"] for r in records if r["recipe"] not in machine})
     return [_recipe_dir(n, recipes_root) for n in names]
 

@@ -204,9 +204,9 @@ def nightly_version(repo=".", ref="HEAD", date=None, base=None):
 
 DEFAULT_UPSTREAM_REPO = "pytorch/pytorch"
 # The package whose last nightly says which commit it was built from: the noarch
-# pytorch-cpu metapackage, a few KB, built by the same recipe as every build.
+# pytorch-cpu metapackage (recipes/pytorch-cpu), a few KB, built beside the nightly's CPU build.
 PROBE_PACKAGE = "pytorch-cpu"
-COMMIT_KEY = "upstream_commit"  # recipes/pytorch/recipe.yaml `extra:`
+COMMIT_KEY = "upstream_commit"  # `extra:` of recipes/pytorch-cpu/recipe.yaml (and of recipes/pytorch)
 _SETUP_VERSION_RE = re.compile(r"""^version\s*=\s*['"]([^'"]+)['"]""", re.MULTILINE)
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 

@@ -12,6 +12,10 @@ the result into jobs):
     Every other recipe is script-only (vs2017, nvcc, pytorch-select,
     cuda-runtime): the toolchain job builds them all, for both platforms, in
     seconds, before any stage.
+  * A *companion* recipe makes only noarch packages and needs a compiled
+    recipe's package (recipes/pytorch-cpu: host `pytorch ==V *_cpu_*`). It has
+    no jobs of its own: each of its packages is built by the first job (per
+    platform) that builds what it names, right after that job's own build.
   * A compiled recipe whose packages another compiled recipe requires (build,
     host or run requirements) builds in an earlier stage: magma (stage 0)
     before pytorch (host: magma-cudaXY) before torchvision (host/run: pytorch).
@@ -46,8 +50,8 @@ def _spec_name(spec):
     return str(spec).split()[0] if str(spec).split() else ""
 
 
-def compiled_recipes(records, main=()):
-    """Recipes that need a build machine: they compile, or need a package of one that does."""
+def _needs_machine(records, main=()):
+    """Recipes that compile, or need a package of one that does."""
     producer = {}
     for record in records:
         producer.setdefault(record["name"], record["recipe"])
@@ -62,6 +66,46 @@ def compiled_recipes(records, main=()):
                 machine.add(record["recipe"])
                 changed = True
     return machine
+
+
+def companion_recipes(records, main=()):
+    """Recipes of noarch packages only that need a compiled recipe's package (recipes/pytorch-cpu)."""
+    machine = _needs_machine(records, main)
+    own = {}
+    for record in records:
+        own.setdefault(record["recipe"], []).append(record)
+    return {recipe for recipe in machine - set(main)
+            if all(r["noarch"] and not compiles(r) for r in own.get(recipe, ()))
+            and recipe in own}
+
+
+def compiled_recipes(records, main=()):
+    """Recipes that need a build machine of their own: they compile, or need a package of one that
+    does, companions aside."""
+    return _needs_machine(records, main) - companion_recipes(records, main)
+
+
+def attach_companions(entries, records_of, companion_records):
+    """Give each companion package (a record of companion_recipes) to the first entry per platform
+    whose packages satisfy one of its host requirements: `companion_dir` and `companion_variant` say
+    what that job builds after its own build ("" and {} for the rest)."""
+    for entry in entries:
+        entry["companion_dir"], entry["companion_variant"] = "", {}
+    for record in companion_records:
+        specs = record.get("host_requirements") or ()
+        taken = set()
+        for entry in entries:
+            if entry["target_platform"] in taken:
+                continue
+            if any(_spec_name(s) == r["name"] and _matches(s, r) for s in specs for r in records_of[entry["id"]]):
+                if entry["companion_dir"]:
+                    raise Failure(f"{entry['id']}: two companion packages to build after it "
+                                  f"({entry['companion_dir']} and {record['recipe']}); one per job")
+                entry["companion_dir"] = record["recipe"]
+                entry["companion_variant"] = {k: v for k, v in (record["variant"] or {}).items()
+                                              if k != "target_platform"}
+                entry["companion_package"] = f"{record['name']} =={record['version']} {record['build_string']}"
+                taken.add(entry["target_platform"])
 
 
 def stages(records, machine):
