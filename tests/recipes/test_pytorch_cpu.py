@@ -182,3 +182,30 @@ def test_torchwin_build_makes_the_alias_only_beside_its_pytorch_and_small(tmp_pa
     members = info_members(alias)
     assert "info/recipe/recipe.yaml" in members and not [m for m in members if "upstream" in m], members
     assert alias.stat().st_size < 16 * 1024, alias.stat().st_size
+
+
+@pytest.mark.real_conda
+@needs_conda
+def test_the_ci_jobs_variant_file_builds_exactly_one_alias(tmp_path):
+    """What the nightly's first CPU job runs after its pytorch build (`companion_variant`, written by
+    `torchwin ci variant-file`): conda build renders one alias, of that release, and makes it."""
+    from packages import make_package
+    from torchwin.cli import main
+
+    import json
+
+    from torchwin import recipes
+
+    (alias,) = [v for v in recipes.render_recipe(RECIPE, "linux-64") if v.version == BUILT[0]]
+    pins = {k: v for k, v in alias.variant.items() if k != "target_platform"}  # as the CI matrix pins it
+    variant_file = tmp_path / "companion.yaml"
+    assert main(["ci", "variant-file", "--variant-json", json.dumps(pins),
+                 "--target-platform", "linux-64", "--recipe", str(RECIPE), "--output", str(variant_file)]) == 0
+    output = tmp_path / "out"
+    make_package(output, "pytorch", BUILT[0], BUILT[1], subdir="linux-64")
+    run = subprocess.run([CONDA, "build", str(RECIPE), "-m", str(variant_file), "--output-folder", str(output),
+                          "--no-anaconda-upload"], capture_output=True, text=True, env=conda_env(), timeout=600)
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-3000:]
+    assert len(re.findall(r"^[ \t]+- \S+ pytorch-cpu: ", log, re.M)) == 1, log[-3000:]
+    assert [p.name for p in (output / "noarch").glob("pytorch-cpu-*")] == ["pytorch-cpu-%s-cpu_1.conda" % BUILT[0]]
