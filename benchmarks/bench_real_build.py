@@ -17,6 +17,15 @@ release, platform and python; written atomically).
     python benchmarks/bench_real_build.py 0.3.1 --python 3.6 --source SRC --work /tmp/bench \\
         -- --sysroot /srv/bullseye --cc gcc-9 --cxx g++-9
     ... --phases one_file,no_change --work /tmp/bench    resume: the cold build is already in WORK
+
+A cold build that outlasted one sitting (1.x on 2 cores) and was resumed with the same
+`torchwin wheel` command is recorded from what those runs printed, not re-measured:
+
+    ... --cold-from run1.out run2.out --cold-note "run 1 at nice 19 beside other jobs"
+
+each file being one run's output (its last "compiling R: N/M compiled (...), H:MM:SS elapsed"
+line, and "done in H:MM:SS" for the run that finished); the cold time is their sum and the entry
+says it was resumed.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +59,9 @@ def main(argv=None) -> int:
     parser.add_argument("--work", required=True, help="folder for the copies, build folders and ccache")
     parser.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset of " + ", ".join(PHASES))
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--cold-from", nargs="+", metavar="RUN_OUTPUT",
+                        help="record the cold phase from the outputs of the runs of one resumed build")
+    parser.add_argument("--cold-note", default="", help="the conditions of those runs (load, nice)")
     argv = list(sys.argv[1:] if argv is None else argv)
     # After `--`: more `torchwin wheel` options (--sysroot, --cc, --cxx, --jobs).
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -58,6 +71,11 @@ def main(argv=None) -> int:
     if unknown:
         parser.error("--phases: unknown %s; allowed: %s" % (", ".join(unknown), ", ".join(PHASES)))
     work = Path(args.work).resolve()
+    if args.cold_from:
+        cold = cold_from_runs([Path(f) for f in args.cold_from], args.cold_note)
+        print("cold (resumed, %d runs): compile %s s" % (len(cold["segments"]), cold["build_s"]), file=sys.stderr)
+        record(Path(args.results), args, {"cold": cold})
+        return 0
     work.mkdir(parents=True, exist_ok=True)
     ccache = work / "ccache"
     measured = {}
@@ -91,6 +109,37 @@ def main(argv=None) -> int:
         # After every phase: an interrupted run keeps what it measured.
         record(Path(args.results), args, measured)
     return 0
+
+
+PROGRESS_RE = re.compile(r"^compiling \S+: (\d+)/(\d+) compiled \(\d+%\), (\d+):(\d\d):(\d\d) elapsed$", re.M)
+DONE_RE = re.compile(r"^compiling \S+: done in (\d+):(\d\d):(\d\d)$", re.M)
+
+
+def cold_from_runs(outputs, note) -> dict:
+    """The cold phase of a build resumed across runs: each run's compile time, from its output."""
+    segments = []
+    for path in outputs:
+        text = path.read_text(errors="replace")
+        done = DONE_RE.findall(text)
+        steps = PROGRESS_RE.findall(text)
+        if not done and not steps:
+            raise SystemExit("%s: no `compiling ...` progress line: not the output of `torchwin wheel`" % path)
+        if done:
+            seconds = _seconds(*done[-1])
+        else:
+            seconds = _seconds(*steps[-1][2:])
+        segment = {"output": path.name, "compile_s": seconds, "finished": bool(done)}
+        if steps:
+            segment["steps"] = "%s/%s" % steps[-1][:2]
+        segments.append(segment)
+    if not segments[-1]["finished"]:
+        raise SystemExit("%s: the last run did not finish its compile" % outputs[-1])
+    return {"build_s": float(sum(s["compile_s"] for s in segments)), "resumed": True, "segments": segments,
+            "note": note or None, "wall_s": None, "ccache": None}
+
+
+def _seconds(hours, minutes, seconds) -> int:
+    return int(hours) * 3600 + int(minutes) * 60 + int(seconds)
 
 
 def run_wheel(release, python, tree, build, ccache, extra):

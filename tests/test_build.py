@@ -1,7 +1,6 @@
 """`torchwin build` end to end with the real engine, channel and installer."""
 
 import asyncio
-import io
 import json
 import os
 import re

@@ -189,12 +189,11 @@ def test_torchwin_build_makes_the_alias_only_beside_its_pytorch_and_small(tmp_pa
 def test_the_ci_jobs_variant_file_builds_exactly_one_alias(tmp_path):
     """What the nightly's first CPU job runs after its pytorch build (`companion_variant`, written by
     `torchwin ci variant-file`): conda build renders one alias, of that release, and makes it."""
-    from packages import make_package
-    from torchwin.cli import main
-
     import json
 
+    from packages import make_package
     from torchwin import recipes
+    from torchwin.cli import main
 
     (alias,) = [v for v in recipes.render_recipe(RECIPE, "linux-64") if v.version == BUILT[0]]
     pins = {k: v for k, v in alias.variant.items() if k != "target_platform"}  # as the CI matrix pins it

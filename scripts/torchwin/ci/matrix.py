@@ -31,8 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torchwin.ci.anaconda_api import build_key
-from torchwin.ci.stages import (attach_companions, before_main, check_job_recipes, companion_recipes,
-                                compiled_recipes, link_entries, stages)
+from torchwin.ci.stages import (
+    attach_companions,
+    before_main,
+    check_job_recipes,
+    companion_recipes,
+    compiled_recipes,
+    link_entries,
+    stages,
+)
 from torchwin.errors import Failure, UserError
 
 PLATFORM_KINDS = {"win-64": "windows", "linux-64": "linux"}
