@@ -14,8 +14,9 @@ the result into jobs):
     seconds, before any stage.
   * A *companion* recipe makes only noarch packages and needs a compiled
     recipe's package (recipes/pytorch-cpu: host `pytorch ==V *_cpu_*`). It has
-    no jobs of its own: each of its packages is built by the first job (per
-    platform) that builds what it names, right after that job's own build.
+    no jobs of its own: each of its packages is built by the first job that
+    builds what it names (Linux before Windows), right after that job's own
+    build: once, as publish refuses two different files of one name.
   * A compiled recipe whose packages another compiled recipe requires (build,
     host or run requirements) builds in an earlier stage: magma (stage 0)
     before pytorch (host: magma-cudaXY) before torchvision (host/run: pytorch).
@@ -86,26 +87,24 @@ def compiled_recipes(records, main=()):
 
 
 def attach_companions(entries, records_of, companion_records):
-    """Give each companion package (a record of companion_recipes) to the first entry per platform
-    whose packages satisfy one of its host requirements: `companion_dir` and `companion_variant` say
-    what that job builds after its own build ("" and {} for the rest)."""
+    """Give each companion package (a record of companion_recipes) to the first entry whose packages
+    satisfy one of its host requirements: `companion_dir` and `companion_variant` say what that job
+    builds after its own build ("" and {} for the rest). One job only, though the package is noarch
+    and several could: publish refuses two different files of one name (upload.py)."""
     for entry in entries:
         entry["companion_dir"], entry["companion_variant"] = "", {}
     for record in companion_records:
         specs = record.get("host_requirements") or ()
-        taken = set()
-        for entry in entries:
-            if entry["target_platform"] in taken:
-                continue
-            if any(_spec_name(s) == r["name"] and _matches(s, r) for s in specs for r in records_of[entry["id"]]):
-                if entry["companion_dir"]:
-                    raise Failure(f"{entry['id']}: two companion packages to build after it "
-                                  f"({entry['companion_dir']} and {record['recipe']}); one per job")
-                entry["companion_dir"] = record["recipe"]
-                entry["companion_variant"] = {k: v for k, v in (record["variant"] or {}).items()
-                                              if k != "target_platform"}
-                entry["companion_package"] = f"{record['name']} =={record['version']} {record['build_string']}"
-                taken.add(entry["target_platform"])
+        carrier = next((e for e in entries if any(_spec_name(s) == r["name"] and _matches(s, r)
+                                                  for s in specs for r in records_of[e["id"]])), None)
+        if carrier is None:
+            continue
+        if carrier["companion_dir"]:
+            raise Failure(f"{carrier['id']}: two companion packages to build after it "
+                          f"({carrier['companion_dir']} and {record['recipe']}); one per job")
+        carrier["companion_dir"] = record["recipe"]
+        carrier["companion_variant"] = {k: v for k, v in (record["variant"] or {}).items() if k != "target_platform"}
+        carrier["companion_package"] = f"{record['name']} =={record['version']} {record['build_string']}"
 
 
 def stages(records, machine):
