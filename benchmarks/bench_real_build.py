@@ -143,6 +143,8 @@ def _seconds(hours, minutes, seconds) -> int:
 
 
 def run_wheel(release, python, tree, build, ccache, extra):
+    # Real paths: WORK/src may be a link to a tree built before, whose CMake cache names the real one.
+    tree, build, ccache = tree.resolve(), build.resolve(), ccache.resolve()
     argv = [sys.executable, "-m", "torchwin", "wheel", release, "--python", python, "--source", str(tree),
             "--build-dir", str(build), "--ccache-dir", str(ccache), *extra]
     result_file = build / "result.json"
