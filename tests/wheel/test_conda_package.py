@@ -199,6 +199,22 @@ def test_record_paths_absolute_and_relative_to_site_packages(tmp_path):
     assert conda_package.payload_files(link, absolute, "3.7") == want
 
 
+def test_a_folder_in_the_record_stands_for_its_files(tmp_path):
+    """Upstream v1.4.0's setup.py (build_ext.get_outputs, line 482) appends the caffe2 package folder
+    itself to the outputs, so `setup.py install --record` lists `.../site-packages/caffe2` beside its
+    files: the payload takes every file under it, once."""
+    prefix = tmp_path / "prefix"
+    site = prefix / "lib" / "python3.7" / "site-packages"
+    (site / "caffe2" / "python").mkdir(parents=True)
+    for f in (site / "caffe2" / "__init__.py", site / "caffe2" / "python" / "core.py"):
+        f.write_text("x")
+    record = write_record(tmp_path / "record.txt", [str(site / "caffe2" / "__init__.py"), str(site / "caffe2")])
+    assert conda_package.payload_files(prefix, record, "3.7") == [
+        "lib/python3.7/site-packages/caffe2/__init__.py",
+        "lib/python3.7/site-packages/caffe2/python/core.py",
+    ]
+
+
 @pytest.mark.parametrize(
     "line, message",
     [

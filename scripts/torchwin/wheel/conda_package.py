@@ -69,11 +69,19 @@ def payload_files(prefix: Path, record: Path, python: str) -> list:
             if rel == ".." or rel.startswith(".." + os.sep):
                 raise UserError("%s:%d: %s leads outside the prefix %s" % (record, number, text, prefix))
         path = Path(prefix) / rel
-        if not (path.is_file() or path.is_symlink()):
+        if path.is_dir() and not path.is_symlink():
+            # A folder stands for every file in it: 1.x's build_ext.get_outputs() adds site-packages/caffe2
+            # itself to what `setup.py install --record` writes (setup.py of v1.4.0, line 482).
+            members = sorted(os.path.relpath(str(f), str(prefix)) for f in path.rglob("*")
+                             if f.is_file() or f.is_symlink())
+        elif path.is_file() or path.is_symlink():
+            members = [rel]
+        else:
             raise UserError("%s:%d: %s: no such file in %s" % (record, number, text, prefix))
-        if rel not in seen:
-            seen.add(rel)
-            found.append(rel)
+        for member in members:
+            if member not in seen:
+                seen.add(member)
+                found.append(member)
     if not found:
         raise UserError("%s: lists no files" % record)
     return found
