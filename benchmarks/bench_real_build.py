@@ -6,7 +6,10 @@ install, wheel, package test) whose compile step is timed:
 
     cold         a copy of the pristine source, an empty ccache folder
     one_file     the same tree again after touching one source file (CMake/Ninja or distutils
-                 redo that file and the links; ccache answers nothing new)
+                 redo that file and the links; ccache answers it: the content is the same)
+    one_edit     the same tree again after appending a declaration to that file: a real
+                 one-file change, compiled (a ccache miss), then the links; the line stays.
+                 Not a comment: ccache's preprocessor mode drops comments and finds the object
     no_change    the same tree again, nothing changed
     fresh_tree   a second fresh copy of the source with the warm ccache (a new build folder:
                  every compile goes through ccache, so this is what the cache alone saves)
@@ -45,7 +48,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results" / "real_build.json"
-PHASES = ("cold", "one_file", "no_change", "fresh_tree")
+PHASES = ("cold", "one_file", "one_edit", "no_change", "fresh_tree")
 # A file every release compiles, in the order tried: touching it recompiles one object.
 TOUCH_CANDIDATES = ("aten/src/ATen/native/Convolution.cpp", "torch/csrc/autograd/engine.cpp",
                     "torch/lib/TH/THGeneral.c")
@@ -86,11 +89,16 @@ def main(argv=None) -> int:
             for folder in (tree, build) + ((ccache,) if phase == "cold" else ()):
                 shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(args.source, tree, symlinks=True)
-        if phase == "one_file":
+        if phase in ("one_file", "one_edit"):
             touched = next((tree / c for c in TOUCH_CANDIDATES if (tree / c).is_file()), None)
             if touched is None:
                 parser.error("none of %s is in the tree to touch" % ", ".join(TOUCH_CANDIDATES))
-            touched.touch()
+            if phase == "one_edit":
+                with open(touched, "a") as source:
+                    source.write("\nextern int torchwin_bench_one_edit_%s;\n"
+                                 % datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S"))
+            else:
+                touched.touch()
             measured["touched"] = str(touched.relative_to(tree))
         zero_stats(ccache)
         load_before = os.getloadavg()[0]
@@ -191,6 +199,8 @@ def record(path: Path, args, measured):
     warm = (phases.get("one_file") or {}).get("build_s")
     entry["cold_s"] = cold
     entry["warm_s"] = warm
+    entry["warm_edit_s"] = (phases.get("one_edit") or {}).get("build_s")
+    entry["warm_edit_over_cold"] = round(entry["warm_edit_s"] / cold, 3) if cold and entry["warm_edit_s"] else None
     entry["warm_no_change_s"] = (phases.get("no_change") or {}).get("build_s")
     entry["warm_fresh_tree_s"] = (phases.get("fresh_tree") or {}).get("build_s")
     entry["warm_over_cold"] = round(warm / cold, 3) if cold and warm else None
