@@ -12,7 +12,9 @@ install, wheel, package test) whose compile step is timed:
                  Not a comment: ccache's preprocessor mode drops comments and finds the object
     no_change    the same tree again, nothing changed
     fresh_tree   a second fresh copy of the source with the warm ccache (a new build folder:
-                 every compile goes through ccache, so this is what the cache alone saves)
+                 every compile goes through ccache, so this is what the cache alone saves),
+                 each beside the real folder of the first (<src>-fresh, <build>-fresh): ccache
+                 finds the objects only where the paths relative to each compile are the same
 
 The result is one object per compiled release in benchmarks/results/real_build.json (merged by
 release, platform and python; written atomically).
@@ -83,8 +85,9 @@ def main(argv=None) -> int:
     ccache = work / "ccache"
     measured = {}
     for phase in phases:
-        tree = work / ("src-fresh" if phase == "fresh_tree" else "src")
-        build = work / ("build-fresh" if phase == "fresh_tree" else "build")
+        tree, build = work / "src", work / "build"
+        if phase == "fresh_tree":
+            tree, build = beside(tree), beside(build)
         if phase in ("cold", "fresh_tree"):
             for folder in (tree, build) + ((ccache,) if phase == "cold" else ()):
                 shutil.rmtree(folder, ignore_errors=True)
@@ -150,6 +153,13 @@ def _seconds(hours, minutes, seconds) -> int:
     return int(hours) * 3600 + int(minutes) * 60 + int(seconds)
 
 
+def beside(path: Path) -> Path:
+    """WORK/src -> <its real folder>-fresh. ccache (CCACHE_BASEDIR=/) hashes paths relative to the compile's
+    folder: a copy only finds the cache at the same depth, its build folder placed as the first one was."""
+    real = path.resolve()
+    return real.with_name(real.name + "-fresh")
+
+
 def run_wheel(release, python, tree, build, ccache, extra):
     # Real paths: WORK/src may be a link to a tree built before, whose CMake cache names the real one.
     tree, build, ccache = tree.resolve(), build.resolve(), ccache.resolve()
@@ -205,6 +215,8 @@ def record(path: Path, args, measured):
     entry["warm_fresh_tree_s"] = (phases.get("fresh_tree") or {}).get("build_s")
     entry["warm_over_cold"] = round(warm / cold, 3) if cold and warm else None
     entry["peak_rss_mb"] = max([p.get("peak_rss_mb") or 0 for p in phases.values()] or [0]) or None
+    # Which phases that peak is over (a resumed cold build has none of its own).
+    entry["peak_rss_phases"] = [name for name in PHASES if (phases.get(name) or {}).get("peak_rss_mb")]
     # The package tests of the newest phase: the same build, tested with the newest code.
     last = next(phases[p] for p in reversed(PHASES) if p in phases)
     entry["wheel"] = last.get("wheel")
