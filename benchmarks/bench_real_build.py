@@ -13,8 +13,8 @@ install, wheel, package test) whose compile step is timed:
     no_change    the same tree again, nothing changed
     fresh_tree   a second fresh copy of the source with the warm ccache (a new build folder:
                  every compile goes through ccache, so this is what the cache alone saves),
-                 each beside the real folder of the first (<src>-fresh, <build>-fresh): ccache
-                 finds the objects only where the paths relative to each compile are the same
+                 each under <its first folder's parent>-fresh with the same name: ccache finds
+                 the objects only where the paths relative to each compile are the same
 
 The result is one object per compiled release in benchmarks/results/real_build.json (merged by
 release, platform and python; written atomically).
@@ -154,10 +154,11 @@ def _seconds(hours, minutes, seconds) -> int:
 
 
 def beside(path: Path) -> Path:
-    """WORK/src -> <its real folder>-fresh. ccache (CCACHE_BASEDIR=/) hashes paths relative to the compile's
-    folder: a copy only finds the cache at the same depth, its build folder placed as the first one was."""
+    """WORK/src -> <parent>-fresh/src, of its real folder. ccache (CCACHE_BASEDIR=/) hashes paths relative
+    to the compile's folder: a copy finds the cache only at the same depth and with the same names
+    around it (1.x compiles name the host prefix in the build folder, e.g. its MKL headers)."""
     real = path.resolve()
-    return real.with_name(real.name + "-fresh")
+    return real.parent.with_name(real.parent.name + "-fresh") / real.name
 
 
 def run_wheel(release, python, tree, build, ccache, extra):
