@@ -178,7 +178,7 @@ def main(args) -> int:
     # Written before the conda package is made, so what was measured survives a failure there.
     run.write_json(build_dir / "result.json", result)
     result.update(conda_step(args, variant, python, source, prefix, build_dir, runtime, test_env, say))
-    if result.get("conda_run_test", {}).get("failed"):
+    if (result.get("conda_run_test") or {}).get("failed"):  # None: no conda to test with
         failures.append("the conda package: %d failed" % result["conda_run_test"]["failed"])
     run.write_json(build_dir / "result.json", result)
     say("result: %s" % (build_dir / "result.json"))
