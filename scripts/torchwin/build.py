@@ -369,22 +369,8 @@ def unbuilt_requirements(variant: recipes.Variant, made_here: dict, outcomes, ch
     if specs and channel_dir.is_dir():
         available += [(e.name, e.version, e.build, e.subdir) for e in collect(channel_dir)]
     return [spec for spec in specs if not any(
-        subdir in (host, "noarch") and spec_matches(spec, name, version, build)
+        subdir in (host, "noarch") and recipes.spec_matches(spec, name, version, build, subdir)
         for name, version, build, subdir in available)]
-
-
-def spec_matches(spec: str, name: str, version: str, build: str) -> bool:
-    """Does the match spec (`pytorch ==1.1.0 *_cpu_*`, `pytorch >=1.4,<1.5`) take this package?"""
-    import fnmatch
-
-    from rattler import MatchSpec, Version, VersionSpec
-
-    match = MatchSpec(spec)
-    if match.name.normalized != name:
-        return False
-    if match.version and not VersionSpec(str(match.version)).matches(Version(version)):
-        return False
-    return not match.build or fnmatch.fnmatchcase(build, str(match.build))
 
 
 def build_one(variant, channel_dir: Path, extra_channels, test, package_format, staging: Path) -> Outcome:

@@ -161,6 +161,15 @@ def _track_features(name: str, build: dict) -> list:
     return ["%s-p-%d" % (name, i) for i in range(count)]
 
 
+def spec_matches(spec: str, name: str, version: str, build: str, subdir: str, build_number: int = 0) -> bool:
+    """Does the match spec take this package, as the solver reads it (py-rattler's MatchSpec)?"""
+    import rattler
+
+    record = rattler.PackageRecord(name, rattler.VersionWithSource(version), rattler.BuildString(build),
+                                   int(build_number or 0), rattler.Subdir(subdir))
+    return rattler.MatchSpec(str(spec)).matches(record)
+
+
 def load_variant_config(recipe_dir: Path, target_platform: str):
     """variants.yaml beside the recipe, with its selectors evaluated for `target_platform`."""
     from rattler_build import JinjaConfig, PlatformConfig, VariantConfig

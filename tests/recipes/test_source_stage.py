@@ -31,6 +31,14 @@ DEAD_URL = "https://127.0.0.1:9/NervanaSystems/nervanagpu.git"  # nothing listen
 posix_script = pytest.mark.skipif(sys.platform == "win32", reason="the build scripts here are POSIX shell")
 
 
+
+def set_git_config(monkeypatch, config):
+    """Git settings for every git the engine runs (GIT_CONFIG_COUNT/KEY_n/VALUE_n): the mirror redirects."""
+    monkeypatch.setenv("GIT_CONFIG_COUNT", str(len(config)))
+    for i, (key, value) in enumerate(config):
+        monkeypatch.setenv(f"GIT_CONFIG_KEY_{i}", key)
+        monkeypatch.setenv(f"GIT_CONFIG_VALUE_{i}", value)
+
 def git(cwd, *args):
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
@@ -342,10 +350,7 @@ def test_engine_source_step_of_the_real_tag_then_the_drivers_plan(release, tmp_p
         up.export_tree(repo, facts["commit"], tree)
         kept[0] = {"path": str(tree)}
         print(f"\nv{release}: {repo} lacks {', '.join(sorted(missing))}: superproject from its tree, not cloned")
-    monkeypatch.setenv("GIT_CONFIG_COUNT", str(len(config)))
-    for i, (key, value) in enumerate(config):
-        monkeypatch.setenv(f"GIT_CONFIG_KEY_{i}", key)
-        monkeypatch.setenv(f"GIT_CONFIG_VALUE_{i}", value)
+    set_git_config(monkeypatch, config)
 
     # The build script: placeholders into the folders not fetched, then the driver's plan of a CPU build.
     out = tmp_path / "result"
@@ -415,10 +420,7 @@ def test_engine_source_step_of_the_forks_commit_then_the_drivers_plan(release, t
             redirect(mirror, sub_commit, prefix + path + "/")
 
     redirect(fork, facts["commit"])
-    monkeypatch.setenv("GIT_CONFIG_COUNT", str(len(config)))
-    for i, (key, value) in enumerate(config):
-        monkeypatch.setenv(f"GIT_CONFIG_KEY_{i}", key)
-        monkeypatch.setenv(f"GIT_CONFIG_VALUE_{i}", value)
+    set_git_config(monkeypatch, config)
     out = tmp_path / "result"
     out.mkdir()
     tools = tmp_path / "tools"

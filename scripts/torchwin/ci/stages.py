@@ -137,19 +137,12 @@ def stages(records, machine):
     return out
 
 
-def _package_record(record):
-    import rattler
-
-    return rattler.PackageRecord(record["name"], rattler.VersionWithSource(record["version"]),
-                                 rattler.BuildString(record["build_string"]),
-                                 int(record.get("build_number") or 0), rattler.Subdir(record["subdir"]))
-
-
 def _matches(spec, record):
-    import rattler
+    from torchwin import recipes
 
     try:
-        return rattler.MatchSpec(str(spec)).matches(_package_record(record))
+        return recipes.spec_matches(spec, record["name"], record["version"], record["build_string"],
+                                    record["subdir"], record.get("build_number"))
     except Exception as exc:  # py-rattler raises its own parse errors
         raise Failure(f"{record['recipe']}: cannot read the requirement {spec!r} ({exc})") from None
 
