@@ -31,7 +31,6 @@ DEAD_URL = "https://127.0.0.1:9/NervanaSystems/nervanagpu.git"  # nothing listen
 posix_script = pytest.mark.skipif(sys.platform == "win32", reason="the build scripts here are POSIX shell")
 
 
-
 def set_git_config(monkeypatch, config):
     """Git settings for every git the engine runs (GIT_CONFIG_COUNT/KEY_n/VALUE_n): the mirror redirects."""
     monkeypatch.setenv("GIT_CONFIG_COUNT", str(len(config)))
